@@ -1,0 +1,167 @@
+"""The crawler catalogue (rules/agents.yaml) and the User-Agent matcher built from it.
+
+Matching works on words: the User-Agent is lower-cased and split into runs of letters
+and digits, and a catalogue token matches when its own words appear consecutively.
+That makes matching whole-word ("Spider" never hits "Bytespider", "Code" never hits
+"Codec") and indifferent to separators ("ChatGPT-User", "ChatGPT User"). When several
+tokens match, the longest wins, so "Sogou web spider" beats "Spider" and
+"Apache-HttpClient" beats "Java"; and any named crawler beats a generic HTTP tool, so
+LinkedIn's "LinkedInBot/1.0 (...; Apache-HttpClient ...)" is LinkedInBot.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from guard.yamlfile import Located, load_yaml
+
+_WORD = re.compile(r"[a-z0-9]+")
+#: Categories of generic tools that many named crawlers are built on.
+GENERIC_CATEGORIES = frozenset({"scraping_tool"})
+
+
+def words(text: str) -> tuple[str, ...]:
+    """The lower-case alphanumeric words of ``text``."""
+    return tuple(_WORD.findall(text.lower()))
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """How an operator lets sites check that a request really comes from its crawler."""
+
+    ranges_url: str | None = None
+    rdns_suffixes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """One known crawler, fetcher or HTTP tool."""
+
+    name: str
+    operator: str
+    category: str
+    ua_tokens: tuple[str, ...]
+    robots_tokens: tuple[str, ...]
+    example: str | None = None
+    verification: Verification | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A catalogue hit: the agent and the token that matched."""
+
+    agent: Agent
+    token: str
+
+
+@dataclass
+class Catalogue:
+    """All known agents, their categories, and a compiled matcher."""
+
+    categories: dict[str, str]
+    agents: list[Agent]
+    # first word -> [(token words, specificity, match)], most specific first
+    _index: dict[str, list[tuple[tuple[str, ...], tuple[int, int, int], Match]]] = field(
+        default_factory=dict, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        for agent in self.agents:
+            named = agent.category not in GENERIC_CATEGORIES
+            for token in agent.ua_tokens:
+                token_words = words(token)
+                specificity = (int(named), len(token_words), len(token))
+                self._index.setdefault(token_words[0], []).append((token_words, specificity, Match(agent, token)))
+        for candidates in self._index.values():
+            candidates.sort(key=lambda c: c[1], reverse=True)
+
+    def by_name(self, name: str) -> Agent | None:
+        """The agent called ``name`` (case-insensitive), if any."""
+        lowered = name.lower()
+        return next((a for a in self.agents if a.name.lower() == lowered), None)
+
+    def match(self, user_agent: str) -> Match | None:
+        """The most specific catalogue entry whose token appears in ``user_agent``."""
+        ua_words = _WORD.findall(user_agent.lower())
+        index = self._index
+        if index.keys().isdisjoint(ua_words):
+            return None  # the common case: an ordinary browser
+        best: tuple[tuple[int, int, int], Match] | None = None
+        for i, word in enumerate(ua_words):
+            for token_words, specificity, hit in index.get(word, ()):
+                n = len(token_words)
+                if n == 1 or tuple(ua_words[i : i + n]) == token_words:
+                    if best is None or specificity > best[0]:
+                        best = (specificity, hit)
+                    break  # candidates are sorted: the first hit here is this position's best
+        return best[1] if best else None
+
+
+def load_catalogue(path: str | Path) -> Catalogue:
+    """Load and validate a catalogue file; errors name file and line."""
+    doc = load_yaml(path)
+    return parse_catalogue(doc)
+
+
+def parse_catalogue(doc: Located) -> Catalogue:
+    """Build a :class:`Catalogue` from parsed YAML."""
+    root = doc.data
+    if not isinstance(root, dict):
+        raise doc.error(root, None, "a catalogue is a mapping with 'categories' and 'agents'")
+    categories = root.get("categories")
+    if not isinstance(categories, dict) or not categories:
+        raise doc.error(root, "categories", "'categories' must map each category name to a description")
+    raw_agents = root.get("agents")
+    if not isinstance(raw_agents, list) or not raw_agents:
+        raise doc.error(root, "agents", "'agents' must be a non-empty list")
+    agents: list[Agent] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(raw_agents):
+        agent = _parse_agent(doc, raw_agents, i, raw, categories)
+        if agent.name.lower() in seen:
+            raise doc.error(raw_agents, i, f"duplicate agent name {agent.name!r}")
+        seen.add(agent.name.lower())
+        agents.append(agent)
+    return Catalogue({str(k): str(v) for k, v in categories.items()}, agents)
+
+
+_AGENT_KEYS = {"name", "operator", "category", "ua", "robots", "example", "verify"}
+
+
+def _parse_agent(doc: Located, parent: list, i: int, raw: object, categories: dict) -> Agent:
+    if not isinstance(raw, dict):
+        raise doc.error(parent, i, "each agent is a mapping with name, operator and category")
+    unknown = set(raw) - _AGENT_KEYS
+    if unknown:
+        raise doc.error(raw, sorted(unknown)[0], f"unknown agent field {sorted(unknown)[0]!r}")
+    for key in ("name", "operator", "category"):
+        if not isinstance(raw.get(key), str) or not raw[key].strip():
+            raise doc.error(raw, key, f"agent field {key!r} must be a non-empty string")
+    name = raw["name"]
+    if raw["category"] not in categories:
+        raise doc.error(raw, "category", f"unknown category {raw['category']!r} for agent {name!r}")
+    ua = _tokens(doc, raw, "ua", name)
+    robots = _tokens(doc, raw, "robots", name)
+    for token in ua:
+        if not words(token):
+            raise doc.error(raw, "ua", f"token {token!r} has no letters or digits to match")
+    verification = None
+    if "verify" in raw:
+        spec = raw["verify"]
+        if not isinstance(spec, dict) or not set(spec) <= {"ranges", "rdns"} or not spec:
+            raise doc.error(raw, "verify", "'verify' takes 'ranges' (a URL) and/or 'rdns' (hostname suffixes)")
+        rdns = spec.get("rdns", [])
+        if not isinstance(rdns, list) or not all(isinstance(s, str) for s in rdns):
+            raise doc.error(spec, "rdns", "'rdns' must be a list of hostname suffixes")
+        verification = Verification(spec.get("ranges"), tuple(s.lower().lstrip(".") for s in rdns))
+    example = raw.get("example")
+    return Agent(name, raw["operator"], raw["category"], ua, robots, example, verification)
+
+
+def _tokens(doc: Located, raw: dict, key: str, name: str) -> tuple[str, ...]:
+    value = raw.get(key, [name])
+    if not isinstance(value, list) or not all(isinstance(t, str) and t.strip() for t in value):
+        raise doc.error(raw, key, f"{key!r} must be a list of non-empty strings")
+    return tuple(value)

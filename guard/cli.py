@@ -1,0 +1,118 @@
+"""The ``guard`` command: run the demo, check rules files, print the directives."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from guard.errors import ConfigError
+
+
+def _env_list(name: str) -> list[str]:
+    return [p for p in os.environ.get(name, "").replace(",", " ").split() if p]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="guard", description="Keep AI-training crawlers and bulk scrapers off a music platform."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the demo music platform behind the guard")
+    demo.add_argument("--host", default=os.environ.get("GUARD_HOST", "127.0.0.1"))
+    demo.add_argument("--port", type=int, default=int(os.environ.get("GUARD_PORT", "8000")))
+    demo.add_argument(
+        "--rules",
+        default=os.environ.get("GUARD_RULES"),
+        help="rules file (env GUARD_RULES; default: the shipped rules/default.yaml)",
+    )
+    demo.add_argument(
+        "--redis-url",
+        default=os.environ.get("GUARD_REDIS_URL"),
+        help="share counters through Redis (env GUARD_REDIS_URL; default: the embedded memory store)",
+    )
+    demo.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=None,
+        metavar="CIDR",
+        help="believe X-Forwarded-For from this proxy (repeatable; env GUARD_TRUSTED_PROXIES, comma-separated)",
+    )
+    demo.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    demo.add_argument("--log-level", default="info")
+
+    check = sub.add_parser("check", help="validate a rules file (exit status 1 on error)")
+    check.add_argument("file")
+
+    robots = sub.add_parser("robots", help="print the robots.txt (or ai.txt) generated from a rules file")
+    robots.add_argument("--rules", default=os.environ.get("GUARD_RULES"))
+    robots.add_argument("--ai-txt", action="store_true", help="print ai.txt instead")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "check":
+            return cmd_check(args.file)
+        if args.command == "robots":
+            return cmd_robots(args.rules, args.ai_txt)
+        return cmd_demo(args)
+    except ConfigError as exc:
+        print(f"guard: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_check(path: str) -> int:
+    from guard.rules import load_rules
+
+    policy = load_rules(path)
+    print(
+        f"{path}: ok ({len(policy.rules)} rules, {len(policy.paths.groups)} path groups, "
+        f"{len(policy.catalogue.agents)} catalogue agents)"
+    )
+    return 0
+
+
+def cmd_robots(rules: str | None, ai: bool) -> int:
+    from guard.directives import ai_txt, robots_txt
+    from guard.middleware import default_rules_path
+    from guard.rules import load_rules
+
+    policy = load_rules(rules or default_rules_path())
+    sys.stdout.write(ai_txt(policy) if ai else robots_txt(policy))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from guard.middleware import default_rules_path
+    from guard.rules import load_rules
+
+    # Validate before any worker starts so a bad file fails once, clearly.
+    rules = args.rules or str(default_rules_path())
+    load_rules(rules)
+    os.environ["GUARD_RULES"] = rules
+    proxies = args.trusted_proxy if args.trusted_proxy is not None else _env_list("GUARD_TRUSTED_PROXIES")
+    os.environ["GUARD_TRUSTED_PROXIES"] = ",".join(proxies)
+    if args.redis_url:
+        os.environ["GUARD_REDIS_URL"] = args.redis_url
+    store = f"redis at {args.redis_url}" if args.redis_url else "embedded memory store"
+    print(f"guard demo on http://{args.host}:{args.port}/  rules={rules}  store={store}", file=sys.stderr)
+    uvicorn.run(
+        "guard.demo:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        proxy_headers=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""A small music platform to put the guard in front of.
+
+Tracks 1..100000 are generated from their id: a title, an artist, and a few hundred
+kilobytes of deterministic bytes that stand in for the MP3. No files are needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from guard.engine import Clock
+from guard.middleware import GuardMiddleware
+from guard.rules import Policy
+from guard.stores.base import Store
+
+TRACKS = 100_000
+CHUNK = 64 * 1024
+_ADJECTIVES = ("Blue", "Silent", "Electric", "Golden", "Midnight", "Paper", "Velvet", "Broken", "Neon", "Wild")
+_NOUNS = ("River", "Echo", "Garden", "Signal", "Harbour", "Comet", "Lantern", "Tide", "Orchard", "Static")
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def track(track_id: int) -> dict:
+    """Metadata of a track, derived from its id."""
+    seed = hashlib.sha256(str(track_id).encode()).digest()
+    return {
+        "id": track_id,
+        "title": f"{_ADJECTIVES[seed[0] % 10]} {_NOUNS[seed[1] % 10]}",
+        "artist": f"Artist {seed[2] * 256 + seed[3]}",
+        "duration_s": 120 + seed[4] % 180,
+        "size": audio_size(track_id),
+        "stream": f"/tracks/{track_id}/stream",
+    }
+
+
+def audio_size(track_id: int) -> int:
+    """Bytes of a track's audio (between 256 and 512 KiB)."""
+    return 256 * 1024 + (track_id * 7919) % (256 * 1024)
+
+
+def audio_bytes(track_id: int, start: int, end: int) -> Iterable[bytes]:
+    """Bytes ``start..end`` (inclusive) of a track's audio, in chunks: an ID3 tag, then noise."""
+    block = hashlib.sha256(f"track-{track_id}".encode()).digest() * (CHUNK // 32)
+    header = b"ID3\x04\x00\x00\x00\x00\x00\x00"
+    pos = start
+    while pos <= end:
+        n = min(CHUNK, end - pos + 1)
+        offset = pos % CHUNK
+        chunk = (block[offset:] + block)[:n]
+        if pos < len(header):
+            head = header[pos : pos + n]
+            chunk = head + chunk[len(head) :]
+        yield chunk
+        pos += n
+
+
+def _track_id(request: Request) -> int | None:
+    try:
+        value = int(request.path_params["track_id"])
+    except (KeyError, ValueError):
+        return None
+    return value if 1 <= value <= TRACKS else None
+
+
+async def home(request: Request) -> Response:
+    items = "".join(f'<li><a href="/tracks/{t}">{html.escape(track(t)["title"])}</a></li>' for t in range(1, 21))
+    return HTMLResponse(f"<!doctype html><title>Demo music platform</title><h1>New releases</h1><ul>{items}</ul>")
+
+
+async def track_page(request: Request) -> Response:
+    track_id = _track_id(request)
+    if track_id is None:
+        return PlainTextResponse("no such track\n", status_code=404)
+    t = track(track_id)
+    near = [i for i in (track_id - 1, track_id + 1) if 1 <= i <= TRACKS]
+    links = " ".join(f'<a href="/tracks/{i}">track {i}</a>' for i in near)
+    return HTMLResponse(
+        f"<!doctype html><title>{html.escape(t['title'])}</title><h1>{html.escape(t['title'])}</h1>"
+        f'<p>{html.escape(t["artist"])}</p><audio controls src="{t["stream"]}"></audio><p>{links}</p>'
+    )
+
+
+async def track_api(request: Request) -> Response:
+    track_id = _track_id(request)
+    if track_id is None:
+        return JSONResponse({"error": "no such track"}, status_code=404)
+    return JSONResponse(track(track_id))
+
+
+async def stream(request: Request) -> Response:
+    """The audio, honouring a single-range ``Range`` header (206, or 416 when unsatisfiable)."""
+    track_id = _track_id(request)
+    if track_id is None:
+        return PlainTextResponse("no such track\n", status_code=404)
+    size = audio_size(track_id)
+    headers = {"accept-ranges": "bytes", "content-type": "audio/mpeg"}
+    start, end, status = 0, size - 1, 200
+    range_header = request.headers.get("range")
+    if range_header:
+        parsed = _parse_range(range_header, size)
+        if parsed is None:
+            return Response(status_code=416, headers={"content-range": f"bytes */{size}"})
+        start, end = parsed
+        status = 206
+        headers["content-range"] = f"bytes {start}-{end}/{size}"
+    headers["content-length"] = str(end - start + 1)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers)
+
+    async def body() -> AsyncIterator[bytes]:
+        for chunk in audio_bytes(track_id, start, end):
+            yield chunk
+
+    return StreamingResponse(body(), status_code=status, headers=headers)
+
+
+def _parse_range(value: str, size: int) -> tuple[int, int] | None:
+    m = _RANGE.match(value.strip())
+    if m is None or (not m.group(1) and not m.group(2)):
+        return None
+    if not m.group(1):  # suffix: the last N bytes
+        n = int(m.group(2))
+        return (max(0, size - n), size - 1) if n > 0 else None
+    start = int(m.group(1))
+    end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+    return (start, end) if start <= end and start < size else None
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok\n")
+
+
+def platform() -> Starlette:
+    """The unguarded demo platform."""
+    return Starlette(
+        routes=[
+            Route("/", home),
+            Route("/healthz", healthz),
+            Route("/tracks/{track_id}", track_page),
+            Route("/tracks/{track_id}/stream", stream, methods=["GET", "HEAD"]),
+            Route("/api/tracks/{track_id}", track_api),
+        ]
+    )
+
+
+def create_app(
+    rules: str | Path | Policy | None = None,
+    *,
+    store: Store | None = None,
+    trusted_proxies: Iterable[str] = (),
+    clock: Clock | None = None,
+) -> GuardMiddleware:
+    """The demo platform behind the guard."""
+    kwargs = {"clock": clock} if clock is not None else {}
+    return GuardMiddleware(platform(), rules, store=store, trusted_proxies=trusted_proxies, **kwargs)
+
+
+def app_from_env() -> GuardMiddleware:
+    """The guarded demo configured from GUARD_RULES, GUARD_REDIS_URL, GUARD_TRUSTED_PROXIES (uvicorn factory)."""
+    import os
+
+    rules = os.environ.get("GUARD_RULES") or None
+    proxies = [p for p in os.environ.get("GUARD_TRUSTED_PROXIES", "").replace(",", " ").split() if p]
+    store = None
+    redis_url = os.environ.get("GUARD_REDIS_URL")
+    if redis_url:
+        from guard.stores.redis import RedisStore
+
+        store = RedisStore.from_url(redis_url)
+    return create_app(rules, store=store, trusted_proxies=proxies)

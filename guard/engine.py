@@ -1,0 +1,173 @@
+"""The decision engine: request facts in, allow / block / throttle out.
+
+Independent of ASGI so that the middleware, ``guard explain`` and the tests share it.
+Per request: resolve the client, identify the agent, classify the path, look up the
+rules' plan for those facts (memoised), then ask the store about the plan's limits in
+one call. A client the store has banned is remembered locally until the ban ends, so
+its further requests cost no store round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from guard.clientaddr import Client, ClientResolver
+from guard.identify import Identifier, Identity
+from guard.limits import Check, DistinctLimit, RateLimit, Verdict
+from guard.lru import LRU
+from guard.paths import PathMatch, normalise_path
+from guard.rules import Policy, Rule
+from guard.stores.base import Store
+from guard.stores.memory import MemoryStore
+from guard.verify import RangeVerifier
+
+log = logging.getLogger("guard")
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """Everything the rules look at for one request."""
+
+    client: Client
+    identity: Identity
+    path: str
+    where: PathMatch
+
+    @property
+    def plan_key(self) -> tuple[str, str | None, str, bool]:
+        i = self.identity
+        return (i.category, i.agent.name if i.agent else None, self.where.group, i.ua_missing)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome for one request. ``rule`` is None when no rule decided (allowed)."""
+
+    action: str  # "allow" | "block" | "throttle"
+    rule: Rule | None = None
+    reason: str = ""
+    retry_after: float | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.action == "allow"
+
+    @property
+    def rule_id(self) -> str | None:
+        return self.rule.id if self.rule else None
+
+    @property
+    def retry_after_header(self) -> str | None:
+        """Retry-After in whole seconds, rounded up (RFC 9110 section 10.2.3)."""
+        if self.retry_after is None:
+            return None
+        return str(max(1, math.ceil(self.retry_after - 1e-9)))
+
+
+ALLOW = Decision("allow")
+
+
+class Guard:
+    """Evaluates requests against a policy with a counter store."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        store: Store | None = None,
+        *,
+        clock: Clock = time.time,
+        trusted_proxies: Iterable[str] = (),
+        verifier: RangeVerifier | None = None,
+        namespace: str = "guard",
+    ) -> None:
+        self.policy = policy
+        self.store: Store = store if store is not None else MemoryStore(policy.memory_max_entries)
+        self.clock = clock
+        self.namespace = namespace
+        self.resolver = ClientResolver(trusted_proxies, policy.ipv4_prefix, policy.ipv6_prefix)
+        self.identifier = Identifier(policy.catalogue, policy.verify_categories, verifier)
+        self._bans: LRU[str, float] = LRU(65536)
+
+    # -- facts ------------------------------------------------------------------------
+
+    def facts(self, client: Client, user_agent: str | None, path: str) -> Facts:
+        """Identify and classify a request."""
+        normal = normalise_path(path)
+        identity = self.identifier.identify(user_agent, client.address)
+        return Facts(client, identity, normal, self.policy.paths.classify(normal))
+
+    def is_exempt(self, group: str) -> bool:
+        return group in self.policy.exempt
+
+    # -- decisions --------------------------------------------------------------------
+
+    async def decide(self, facts: Facts) -> Decision:
+        """The decision for a request, counting it where the rules say so."""
+        plan = self.policy.plan(*facts.plan_key)
+        terminal = plan.terminal
+        if terminal is not None and terminal.action == "block":
+            return Decision("block", terminal, _block_reason(terminal))
+        if not plan.limits:
+            return ALLOW
+        checks = self.checks(facts, plan.limits)
+        now = self.clock()
+        for i, check in enumerate(checks):
+            if check.ban is not None:
+                until = self._bans.get(check.ban_key)
+                if until is not None:
+                    if until > now:
+                        return self._denied(plan.limits[i], Verdict(i, until - now, until))
+                    self._bans.pop(check.ban_key)
+        verdict = await self.store.apply(now, checks)
+        if verdict.denied is None:
+            return ALLOW
+        if verdict.banned_until is not None:
+            self._bans.put(checks[verdict.denied].ban_key, verdict.banned_until)
+        return self._denied(plan.limits[verdict.denied], verdict)
+
+    def checks(self, facts: Facts, limits: tuple[Rule, ...]) -> list[Check]:
+        """The store checks for ``limits``; all of a request's keys share its subnet's hash tag."""
+        client = facts.client
+        prefix = f"{self.namespace}:{{{client.subnet}}}:"
+        out: list[Check] = []
+        for rule in limits:
+            if rule.key == "ip":
+                who = client.ip
+            elif rule.key == "ip_ua":
+                who = f"{client.ip}|{facts.identity.ua_hash}"
+            else:
+                who = client.subnet
+            item = facts.where.track if isinstance(rule.limit, DistinctLimit) else None
+            out.append(Check(f"{prefix}{rule.id}:{who}", rule.limit, item, rule.ban))  # type: ignore[arg-type]
+        return out
+
+    def _denied(self, rule: Rule, verdict: Verdict) -> Decision:
+        if verdict.banned_until is not None:
+            reason = f"banned after repeatedly exceeding: {_limit_text(rule)}"
+            return Decision("block", rule, reason, verdict.retry_after)
+        return Decision(rule.action, rule, f"limit exceeded: {_limit_text(rule)}", verdict.retry_after)
+
+
+def _block_reason(rule: Rule) -> str:
+    return rule.reason or rule.description or "blocked by policy"
+
+
+def _limit_text(rule: Rule) -> str:
+    limit = rule.limit
+    if isinstance(limit, RateLimit):
+        return f"{limit.requests} requests per {_duration(limit.per)} per {rule.key}"
+    assert isinstance(limit, DistinctLimit)
+    return f"{limit.max} distinct tracks per {_duration(limit.per)} per {rule.key}"
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"

@@ -1,0 +1,94 @@
+"""Limit definitions (what to count) and the checks a request hands to a store.
+
+Strategies live here as plain data; the stores (memory, Redis) implement the same
+arithmetic, so both give the same verdict for the same traffic:
+
+* ``RateLimit``: GCRA (generic cell rate algorithm). ``requests`` per ``per`` seconds
+  sustained, with up to ``burst`` back to back. One timestamp per key, no fixed-window
+  edges, and an exact Retry-After.
+* ``DistinctLimit``: at most ``max`` distinct values (track ids) in any sliding window
+  of ``per`` seconds. Each value is kept with the time it was last seen; a value
+  already in the window is always allowed (a listener replaying a track).
+* ``Ban``: ``after`` denials within ``within`` seconds of the first one bans the key for
+  ``duration`` seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KEY_KINDS = ("ip", "ip_ua", "subnet")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """GCRA: ``requests`` per ``per`` seconds, ``burst`` at once."""
+
+    requests: int
+    per: float
+    burst: int
+
+    @property
+    def interval(self) -> float:
+        """Seconds between requests at the sustained rate (GCRA's emission interval)."""
+        return self.per / self.requests
+
+    @property
+    def tolerance(self) -> float:
+        """How far ahead of now the theoretical arrival time may run (burst * interval)."""
+        return self.interval * self.burst
+
+
+@dataclass(frozen=True, slots=True)
+class DistinctLimit:
+    """At most ``max`` distinct values of ``field`` per sliding ``per`` seconds."""
+
+    field: str
+    max: int
+    per: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    """Escalation: ``after`` denials within ``within`` seconds bans for ``duration``."""
+
+    after: int
+    within: float
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One counter a request must pass, as handed to a store.
+
+    ``key`` is the full storage key; the ban and strike counters live at ``key + ":b"``
+    and ``key + ":s"``. ``item`` is the value a DistinctLimit counts (None: not counted).
+    """
+
+    key: str
+    limit: RateLimit | DistinctLimit
+    item: str | None = None
+    ban: Ban | None = None
+
+    @property
+    def ban_key(self) -> str:
+        return self.key + ":b"
+
+    @property
+    def strike_key(self) -> str:
+        return self.key + ":s"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A store's answer: which check denied the request (None: allowed) and for how long.
+
+    ``banned_until`` is set when the denial is (or started) a ban.
+    """
+
+    denied: int | None = None
+    retry_after: float = 0.0
+    banned_until: float | None = None
+
+
+ALLOWED = Verdict()

@@ -1,0 +1,33 @@
+"""Fixtures: the shipped policy, a fake clock, and a guarded demo app per test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from support import CHROME, RULES, FakeClock, Visitor
+
+from guard.demo import create_app
+from guard.rules import Policy, load_rules
+
+
+@pytest.fixture(scope="session")
+def policy() -> Policy:
+    return load_rules(RULES)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def guarded(clock: FakeClock, policy: Policy) -> Callable[..., Visitor]:
+    """A fresh guarded demo app on the memory store; returns a factory of visitors."""
+    app = create_app(policy, clock=clock)
+
+    def visitor(ip: str = "198.51.100.7", user_agent: str | None = CHROME) -> Visitor:
+        return Visitor(app, ip, user_agent)
+
+    visitor.app = app  # type: ignore[attr-defined]
+    return visitor

@@ -1,0 +1,60 @@
+"""Helpers shared by the tests: an injectable clock, UA data, in-process visitors."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "rules" / "default.yaml"
+DATA = Path(__file__).resolve().parent / "data"
+
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
+GPTBOT = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)"
+
+
+class FakeClock:
+    """A clock the test moves by hand: no sleeping to wait out windows."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def browser_user_agents() -> list[str]:
+    lines = (DATA / "browser_user_agents.txt").read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+class Visitor:
+    """Sends requests into an ASGI app as one client address (in process, no network)."""
+
+    def __init__(self, app, ip: str, user_agent: str | None = CHROME) -> None:
+        self.app = app
+        self.ip = ip
+        self.user_agent = user_agent
+        self._transport = httpx.ASGITransport(app=app, client=(ip, 40000))
+
+    async def get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> httpx.Response:
+        sent = dict(headers or {})
+        async with httpx.AsyncClient(transport=self._transport, base_url="http://testserver") as client:
+            request = client.build_request(method, path, headers=sent)
+            if self.user_agent is None:
+                del request.headers["user-agent"]
+            elif "user-agent" not in {k.lower() for k in sent}:
+                request.headers["user-agent"] = self.user_agent
+            return await client.send(request)
+
+
+def run(coro):
+    """Run a coroutine to completion (tests are plain functions; no plugin needed)."""
+    return asyncio.run(coro)
