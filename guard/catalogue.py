@@ -11,20 +11,25 @@ LinkedIn's "LinkedInBot/1.0 (...; Apache-HttpClient ...)" is LinkedInBot.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from guard.yamlfile import Located, load_yaml
 
-_WORD = re.compile(r"[a-z0-9]+")
+# Bytes translation table: ASCII letters and digits kept (lower-cased), everything else a space.
+_WORD_TABLE = bytes(ord(chr(c).lower()) if chr(c).isascii() and chr(c).isalnum() else 32 for c in range(256))
 #: Categories of generic tools that many named crawlers are built on.
 GENERIC_CATEGORIES = frozenset({"scraping_tool"})
 
 
 def words(text: str) -> tuple[str, ...]:
-    """The lower-case alphanumeric words of ``text``."""
-    return tuple(_WORD.findall(text.lower()))
+    """The lower-case ASCII alphanumeric words of ``text``."""
+    return tuple(w.decode() for w in _split(text.encode("latin-1", "replace")))
+
+
+def _split(raw: bytes) -> list[bytes]:
+    # translate + split runs in C: several times faster than a regex findall.
+    return raw.translate(_WORD_TABLE).split()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +68,7 @@ class Catalogue:
     categories: dict[str, str]
     agents: list[Agent]
     # first word -> [(token words, specificity, match)], most specific first
-    _index: dict[str, list[tuple[tuple[str, ...], tuple[int, int, int], Match]]] = field(
+    _index: dict[bytes, list[tuple[tuple[bytes, ...], tuple[int, int, int], Match]]] = field(
         default_factory=dict, repr=False
     )
 
@@ -71,7 +76,7 @@ class Catalogue:
         for agent in self.agents:
             named = agent.category not in GENERIC_CATEGORIES
             for token in agent.ua_tokens:
-                token_words = words(token)
+                token_words = tuple(_split(token.encode("latin-1", "replace")))
                 specificity = (int(named), len(token_words), len(token))
                 self._index.setdefault(token_words[0], []).append((token_words, specificity, Match(agent, token)))
         for candidates in self._index.values():
@@ -82,9 +87,13 @@ class Catalogue:
         lowered = name.lower()
         return next((a for a in self.agents if a.name.lower() == lowered), None)
 
-    def match(self, user_agent: str) -> Match | None:
-        """The most specific catalogue entry whose token appears in ``user_agent``."""
-        ua_words = _WORD.findall(user_agent.lower())
+    def match(self, user_agent: str | bytes) -> Match | None:
+        """The most specific catalogue entry whose token appears in ``user_agent``.
+
+        Bytes are taken as the raw header value; text is encoded as Latin-1 (as ASGI decodes).
+        """
+        raw = user_agent if isinstance(user_agent, bytes) else user_agent.encode("latin-1", "replace")
+        ua_words = _split(raw)
         index = self._index
         if index.keys().isdisjoint(ua_words):
             return None  # the common case: an ordinary browser

@@ -8,7 +8,7 @@ request path: :func:`describe_browser` serves ``guard explain`` and logs.
 
 from __future__ import annotations
 
-import hashlib
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -21,18 +21,9 @@ from guard.verify import RangeVerifier
 MAX_UA_CHARS = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class UAInfo:
-    """What the User-Agent string alone says (cached per string)."""
-
-    agent: Agent | None
-    token: str | None
-    ua_hash: str
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Identity:
-    """The category a request is judged as, and how it got there."""
+    """The category a request is judged as, and how it got there. Treat as read-only."""
 
     category: str
     agent: Agent | None = None
@@ -45,6 +36,9 @@ class Identity:
     def claimed(self) -> str | None:
         """The category the User-Agent claims (differs from ``category`` when spoofed)."""
         return self.agent.category if self.agent else None
+
+
+MISSING_UA = Identity("unknown", ua_missing=True)
 
 
 class Identifier:
@@ -60,32 +54,34 @@ class Identifier:
         self.catalogue = catalogue
         self.verify_categories = verify_categories
         self.verifier = verifier or RangeVerifier()
-        self._cache: LRU[str, UAInfo] = LRU(cache_size)
+        self._cache: LRU[str, Identity] = LRU(cache_size)
 
-    def ua_info(self, user_agent: str) -> UAInfo:
-        """Catalogue match and stable hash of a User-Agent string, cached."""
-        info = self._cache.get(user_agent)
-        if info is None:
-            text = user_agent[:MAX_UA_CHARS]
-            hit = self.catalogue.match(text)
-            digest = hashlib.blake2b(user_agent.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
-            info = UAInfo(hit.agent if hit else None, hit.token if hit else None, digest)
-            self._cache.put(user_agent, info)
-        return info
+    def from_user_agent(self, user_agent: str) -> Identity:
+        """What the User-Agent string alone says (its claim, unverified), cached per string."""
+        identity = self._cache.get(user_agent)
+        if identity is None:
+            raw = user_agent.encode("latin-1", "replace")
+            hit = self.catalogue.match(raw[:MAX_UA_CHARS])
+            # A stable hash (the same in every process) to key per-browser counters.
+            digest = format(zlib.crc32(raw), "08x")
+            if hit is None:
+                identity = Identity("unknown", ua_hash=digest)
+            else:
+                identity = Identity(hit.agent.category, hit.agent, hit.token, ua_hash=digest)
+            self._cache.put(user_agent, identity)
+        return identity
 
     def identify(self, user_agent: str | None, address: IPAddress | None) -> Identity:
         """The identity of a request with this User-Agent from this address."""
-        if not user_agent or not user_agent.strip():
-            return Identity("unknown", ua_missing=True)
-        info = self.ua_info(user_agent)
-        agent = info.agent
-        if agent is None:
-            return Identity("unknown", ua_hash=info.ua_hash)
-        if agent.category not in self.verify_categories:
-            return Identity(agent.category, agent, info.token, ua_hash=info.ua_hash)
-        if self.verifier.verify(agent.name, address):
-            return Identity(agent.category, agent, info.token, ua_hash=info.ua_hash, verified=True)
-        return Identity("spoofed", agent, info.token, ua_hash=info.ua_hash, verified=False)
+        if not user_agent or user_agent.isspace():
+            return MISSING_UA
+        claim = self.from_user_agent(user_agent)
+        agent = claim.agent
+        if agent is None or claim.category not in self.verify_categories:
+            return claim
+        verified = self.verifier.verify(agent.name, address)
+        category = claim.category if verified else "spoofed"
+        return Identity(category, agent, claim.token, ua_hash=claim.ua_hash, verified=verified)
 
 
 @lru_cache(maxsize=4096)

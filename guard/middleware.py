@@ -26,12 +26,12 @@ DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules" / "default.yaml
 
 
 def default_rules_path() -> Path:
-    """The shipped rules file (rules/default.yaml in a checkout, guard/rules when installed)."""
+    """The shipped rules file (rules/default.yaml in a checkout, packaged as guard/shipped in a wheel)."""
     if DEFAULT_RULES.exists():
         return DEFAULT_RULES
     from importlib.resources import files
 
-    return Path(str(files("guard.rules").joinpath("default.yaml")))
+    return Path(str(files("guard.shipped").joinpath("default.yaml")))
 
 
 class GuardMiddleware:

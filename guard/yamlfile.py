@@ -59,7 +59,10 @@ def parse_yaml(text: str, name: str = "<string>") -> Located:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
-        raise ConfigError(name, line, f"YAML syntax: {exc.problem or exc.context}") from None
+        reason = f"YAML syntax: {exc.problem or exc.context}"
+        if exc.context and exc.context_mark is not None and exc.problem:
+            reason += f" ({exc.context} started on line {exc.context_mark.line + 1})"
+        raise ConfigError(name, line, reason) from None
     except yaml.YAMLError as exc:
         raise ConfigError(name, None, f"YAML syntax: {exc}") from None
     located = Located(name, None)

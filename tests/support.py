@@ -44,7 +44,9 @@ class Visitor:
         self.user_agent = user_agent
         self._transport = httpx.ASGITransport(app=app, client=(ip, 40000))
 
-    async def get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> httpx.Response:
+    async def get(
+        self, path: str, headers: dict[str, str | bytes] | None = None, method: str = "GET"
+    ) -> httpx.Response:
         sent = dict(headers or {})
         async with httpx.AsyncClient(transport=self._transport, base_url="http://testserver") as client:
             request = client.build_request(method, path, headers=sent)
@@ -58,3 +60,28 @@ class Visitor:
 def run(coro):
     """Run a coroutine to completion (tests are plain functions; no plugin needed)."""
     return asyncio.run(coro)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float = 20.0, process=None) -> None:
+    """Poll ``url`` until it answers (server start-up), failing early if ``process`` died."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before answering")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")

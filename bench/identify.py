@@ -1,0 +1,85 @@
+"""Identification cost for the whole catalogue: microseconds per unseen and per cached User-Agent.
+
+Usage: python bench/identify.py [--out bench/results/identify.json]
+
+Unseen: every lookup is a User-Agent string the identifier has never seen (real browser
+strings and crawler strings made unique with a counter), so the catalogue matcher runs.
+Cached: the same strings again. Targets: <= 5 us unseen, <= 1 us cached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sample_user_agents(n: int) -> list[str]:
+    from guard.catalogue import load_catalogue
+
+    lines = (ROOT / "tests" / "data" / "browser_user_agents.txt").read_text().splitlines()
+    browsers = [line for line in lines if line and not line.startswith("#")]
+    crawlers = [a.example for a in load_catalogue(ROOT / "rules" / "agents.yaml").agents if a.example]
+    out = []
+    for i in range(n):
+        # Nine in ten requests come from browsers; make each string unique so none is cached.
+        base = crawlers[i % len(crawlers)] if i % 10 == 0 else browsers[i % len(browsers)]
+        out.append(f"{base} r/{i}")
+    return out
+
+
+def per_call_us(fn, items: list[str], repeats: int) -> float:
+    """Median over ``repeats`` runs of the mean time per call, in microseconds."""
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for item in items:
+            fn(item)
+        runs.append((time.perf_counter() - start) / len(items) * 1e6)
+    return statistics.median(runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=50_000)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "identify.json"))
+    args = parser.parse_args()
+
+    from guard.identify import Identifier
+    from guard.rules import load_rules
+
+    policy = load_rules(ROOT / "rules" / "default.yaml")
+    uas = sample_user_agents(args.n)
+
+    unseen_runs = []
+    for _ in range(5):
+        identifier = Identifier(policy.catalogue, cache_size=args.n * 2)
+        unseen_runs.append(per_call_us(identifier.from_user_agent, uas, 1))
+        cached = per_call_us(identifier.from_user_agent, uas, 5)
+    match_only = per_call_us(policy.catalogue.match, uas, 5)
+
+    results = {
+        "date": time.strftime("%Y-%m-%d"),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "catalogue_agents": len(policy.catalogue.agents),
+        "user_agents": args.n,
+        "unseen_us": round(statistics.median(unseen_runs), 3),
+        "cached_us": round(cached, 3),
+        "catalogue_match_only_us": round(match_only, 3),
+        "targets": {"unseen_us": 5.0, "cached_us": 1.0},
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    for key in ("unseen_us", "cached_us", "catalogue_match_only_us"):
+        print(f"{key:26} {results[key]:8.3f}")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
