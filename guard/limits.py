@@ -1,7 +1,8 @@
 """Limit definitions (what to count) and the checks a request hands to a store.
 
 Strategies live here as plain data; the stores (memory, Redis) implement the same
-arithmetic, so both give the same verdict for the same traffic:
+arithmetic, so both give the same verdict for the same traffic. All store arithmetic is
+in whole microseconds (``*_us``): exact in Python ints and in Lua's doubles alike.
 
 * ``RateLimit``: GCRA (generic cell rate algorithm). ``requests`` per ``per`` seconds
   sustained, with up to ``burst`` back to back. One timestamp per key, no fixed-window
@@ -29,14 +30,14 @@ class RateLimit:
     burst: int
 
     @property
-    def interval(self) -> float:
-        """Seconds between requests at the sustained rate (GCRA's emission interval)."""
-        return self.per / self.requests
+    def interval_us(self) -> int:
+        """Microseconds between requests at the sustained rate (GCRA's emission interval)."""
+        return max(1, round(self.per * 1e6 / self.requests))
 
     @property
-    def tolerance(self) -> float:
+    def tolerance_us(self) -> int:
         """How far ahead of now the theoretical arrival time may run (burst * interval)."""
-        return self.interval * self.burst
+        return self.interval_us * self.burst
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,10 @@ class DistinctLimit:
     max: int
     per: float
 
+    @property
+    def per_us(self) -> int:
+        return round(self.per * 1e6)
+
 
 @dataclass(frozen=True, slots=True)
 class Ban:
@@ -55,6 +60,14 @@ class Ban:
     after: int
     within: float
     duration: float
+
+    @property
+    def within_us(self) -> int:
+        return round(self.within * 1e6)
+
+    @property
+    def duration_us(self) -> int:
+        return round(self.duration * 1e6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,5 +103,15 @@ class Verdict:
     retry_after: float = 0.0
     banned_until: float | None = None
 
+    @classmethod
+    def from_us(cls, index: int, retry_us: int, banned_until_us: int | None = None) -> Verdict:
+        until = banned_until_us / 1e6 if banned_until_us else None
+        return cls(index, retry_us / 1e6, until)
+
 
 ALLOWED = Verdict()
+
+
+def to_us(seconds: float) -> int:
+    """Seconds since the epoch as whole microseconds (what stores compute with)."""
+    return round(seconds * 1e6)

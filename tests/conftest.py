@@ -31,3 +31,22 @@ def guarded(clock: FakeClock, policy: Policy) -> Callable[..., Visitor]:
 
     visitor.app = app  # type: ignore[attr-defined]
     return visitor
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A redis-server of the tests' own on a free port (never the machine's shared one)."""
+    from redisproc import RedisServer
+
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The test Redis, emptied before each test."""
+    if redis_server.process is None:
+        redis_server.start()
+    redis_server.client().flushall()
+    return redis_server.url

@@ -3,17 +3,17 @@
 Every key (GCRA timestamp, distinct-value window, strike counter, ban) is one entry in a
 single LRU table of at most ``max_entries``. A scraper rotating through a million
 addresses evicts its own oldest entries instead of growing memory; the subnet-level
-limits still see it. Expired state is dropped when touched. The arithmetic is the same
-as the Redis store's Lua script, line for line, so both give the same verdicts.
+limits still see it. The arithmetic is the Redis store's Lua script (lua/apply.lua)
+step for step, in whole microseconds, so both give the same verdicts.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from guard.limits import ALLOWED, Check, DistinctLimit, Verdict
+from guard.limits import ALLOWED, Check, DistinctLimit, Verdict, to_us
+from guard.lru import LRU
 
 
 class MemoryStore:
@@ -23,7 +23,7 @@ class MemoryStore:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, Any] = OrderedDict()
+        self._entries: LRU[str, Any] = LRU(max_entries)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -33,39 +33,38 @@ class MemoryStore:
 
     def apply_sync(self, now: float, checks: Sequence[Check]) -> Verdict:
         """:meth:`apply` without the coroutine, for callers outside an event loop."""
+        now_us = to_us(now)
+        entries = self._entries
         for i, check in enumerate(checks):
             if check.ban is not None:
-                until = self._get(check.ban_key)
-                if until is not None and until > now:
-                    return Verdict(i, until - now, until)
+                until = entries.get(check.ban_key)
+                if until is not None and until > now_us:
+                    return Verdict.from_us(i, until - now_us, until)
 
-        updates: list[tuple[str, Any]] = []
+        updates: list[tuple[str, Any, str | None]] = []
         for i, check in enumerate(checks):
             limit = check.limit
             if isinstance(limit, DistinctLimit):
                 if check.item is None:
                     continue
-                window = self._window(check.key, now - limit.per)
+                window = self._window(check.key, now_us - limit.per_us)
                 if check.item not in window and len(window) >= limit.max:
                     oldest = next(iter(window.values()))
-                    return self._deny(now, i, check, oldest + limit.per - now)
-                updates.append((check.key, (window, check.item)))
+                    return self._deny(now_us, i, check, oldest + limit.per_us - now_us)
+                updates.append((check.key, window, check.item))
             else:
-                tat = self._get(check.key)
-                new_tat = max(tat if tat is not None else now, now) + limit.interval
-                allow_at = new_tat - limit.tolerance
-                if allow_at > now:
-                    return self._deny(now, i, check, allow_at - now)
-                updates.append((check.key, new_tat))
+                tat = entries.get(check.key)
+                new_tat = max(tat if tat is not None else now_us, now_us) + limit.interval_us
+                allow_at = new_tat - limit.tolerance_us
+                if allow_at > now_us:
+                    return self._deny(now_us, i, check, allow_at - now_us)
+                updates.append((check.key, new_tat, None))
 
-        for key, value in updates:
-            if isinstance(value, tuple):
-                window, item = value
-                window.pop(item, None)  # re-insert: the dict stays ordered by last seen
-                window[item] = now
-                self._put(key, window)
-            else:
-                self._put(key, value)
+        for key, value, item in updates:
+            if item is not None:
+                value.pop(item, None)  # re-insert: the window stays ordered by last sight
+                value[item] = now_us
+            entries.put(key, value)
         return ALLOWED
 
     async def close(self) -> None:
@@ -73,24 +72,25 @@ class MemoryStore:
 
     # -- internals ------------------------------------------------------------------
 
-    def _deny(self, now: float, index: int, check: Check, retry_after: float) -> Verdict:
+    def _deny(self, now_us: int, index: int, check: Check, retry_us: int) -> Verdict:
         ban = check.ban
         if ban is None:
-            return Verdict(index, retry_after)
-        strikes = self._get(check.strike_key)
-        if strikes is None or strikes[1] <= now:
-            strikes = [0, now + ban.within]
+            return Verdict.from_us(index, retry_us)
+        entries = self._entries
+        strikes = entries.get(check.strike_key)
+        if strikes is None or strikes[1] <= now_us:
+            strikes = [0, now_us + ban.within_us]
         strikes[0] += 1
         if strikes[0] >= ban.after:
-            self._entries.pop(check.strike_key, None)
-            until = now + ban.duration
-            self._put(check.ban_key, until)
-            return Verdict(index, ban.duration, until)
-        self._put(check.strike_key, strikes)
-        return Verdict(index, retry_after)
+            entries.pop(check.strike_key)
+            until = now_us + ban.duration_us
+            entries.put(check.ban_key, until)
+            return Verdict.from_us(index, ban.duration_us, until)
+        entries.put(check.strike_key, strikes)
+        return Verdict.from_us(index, retry_us)
 
-    def _window(self, key: str, horizon: float) -> dict[str, float]:
-        """The distinct-value window at ``key``, values last seen at or before ``horizon`` dropped.
+    def _window(self, key: str, horizon_us: int) -> dict[str, int]:
+        """The distinct-value window at ``key``, values last seen at or before ``horizon_us`` dropped.
 
         The dict is ordered by last sight, so stale values are at its front.
         """
@@ -99,17 +99,7 @@ class MemoryStore:
             return {}
         while window:
             item, seen = next(iter(window.items()))
-            if seen > horizon:
+            if seen > horizon_us:
                 break
             del window[item]
         return window
-
-    def _get(self, key: str) -> Any:
-        return self._entries.get(key)
-
-    def _put(self, key: str, value: Any) -> None:
-        entries = self._entries
-        entries[key] = value
-        entries.move_to_end(key)
-        if len(entries) > self.max_entries:
-            entries.popitem(last=False)

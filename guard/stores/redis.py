@@ -1,0 +1,185 @@
+"""The shared store: counters in Redis (or Redis Cluster), one round trip per request.
+
+Every request's checks run in one Lua script (``lua/apply.lua``), called by EVALSHA;
+on NOSCRIPT (a restarted or new node) it is sent once with EVAL, which caches it again.
+All of a request's keys carry its subnet as hash tag, so the script touches one slot and
+works unchanged on a cluster. Keys expire by themselves.
+
+Redis trouble never takes the site down. Each call has a short timeout. On failure the
+store goes *down*: in ``fail="open"`` mode (default) requests are counted by a local
+:class:`MemoryStore` instead, so the worst scrapers are still stopped by this instance;
+in ``fail="closed"`` mode counted requests are throttled. While down, Redis is retried
+with exponential backoff (one probe request at a time), and recovery is automatic. State
+changes are logged once each, not per request; ``stats`` counts fallbacks and time down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
+
+from guard.limits import ALLOWED, Check, DistinctLimit, Verdict, to_us
+from guard.stores.memory import MemoryStore
+
+log = logging.getLogger("guard.redis")
+
+SCRIPT = files("guard.stores").joinpath("lua/apply.lua").read_text(encoding="utf-8")
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+FAIL_MODES = ("open", "closed")
+
+
+@dataclass
+class RedisStats:
+    """Counters an SRE wants on a dashboard."""
+
+    calls: int = 0
+    errors: int = 0
+    fallbacks: int = 0  # requests decided without Redis
+    outages: int = 0  # transitions up -> down
+    down_seconds: float = 0.0  # completed outages only; see RedisStore.down_for()
+
+
+class RedisStore:
+    """Store on redis-py asyncio; see :class:`guard.stores.base.Store` for the semantics.
+
+    :param client: a ``redis.asyncio.Redis`` or ``RedisCluster``.
+    :param timeout: seconds one call may take before the store counts Redis as down.
+    :param fail: ``"open"`` (fall back to local counting) or ``"closed"`` (throttle).
+    :param fallback: the local store used while Redis is down (default: a MemoryStore).
+    :param clock: monotonic seconds, for backoff (injectable for tests).
+    :param slack_ms: added to every key's expiry so app instances with skewed clocks agree.
+    """
+
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        *,
+        timeout: float = 0.05,
+        fail: str = "open",
+        fallback: MemoryStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        backoff: tuple[float, float] = (0.5, 30.0),
+        slack_ms: int = 60_000,
+    ) -> None:
+        if fail not in FAIL_MODES:
+            raise ValueError(f"fail must be one of {FAIL_MODES}, not {fail!r}")
+        self.client = client
+        self.timeout = timeout
+        self.fail = fail
+        self.fallback = fallback if fallback is not None else MemoryStore()
+        self.clock = clock
+        self.backoff_min, self.backoff_max = backoff
+        self.slack_ms = str(slack_ms)
+        self.stats = RedisStats()
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+        self._backoff = self.backoff_min
+        self._probing = False
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> RedisStore:
+        """``redis://host:port/db`` for one server, ``redis+cluster://host:port`` for a cluster."""
+        timeout = kwargs.get("timeout", 0.05)
+        options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        if url.startswith(("redis+cluster://", "rediss+cluster://")):
+            client: Redis | RedisCluster = RedisCluster.from_url(url.replace("+cluster", "", 1), **options)
+        else:
+            client = Redis.from_url(url, max_connections=64, **options)
+        return cls(client, **kwargs)
+
+    @property
+    def is_down(self) -> bool:
+        return self._down_since is not None
+
+    def down_for(self) -> float:
+        """Seconds the current outage has lasted (0 when Redis is up)."""
+        return self.clock() - self._down_since if self._down_since is not None else 0.0
+
+    async def apply(self, now: float, checks: Sequence[Check]) -> Verdict:
+        if self._down_since is not None:
+            if self._probing or self.clock() < self._retry_at:
+                return await self._without_redis(now, checks)
+            self._probing = True  # this request probes; the others keep falling back
+        keys, args = self._encode(now, checks)
+        self.stats.calls += 1
+        try:
+            async with asyncio.timeout(self.timeout):
+                reply = await self._evalsha(keys, args)
+        except Exception as exc:  # timeouts, refused connections, cluster errors...
+            self.stats.errors += 1
+            self._went_down(exc)
+            return await self._without_redis(now, checks)
+        finally:
+            self._probing = False
+        if self._down_since is not None:
+            self._came_back()
+        denied, retry_us, until_us = (int(x) for x in reply)
+        if denied == 0:
+            return ALLOWED
+        return Verdict.from_us(denied - 1, retry_us, until_us or None)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    # -- internals ------------------------------------------------------------------
+
+    def _encode(self, now: float, checks: Sequence[Check]) -> tuple[list[str], list[str]]:
+        keys: list[str] = []
+        args = [str(to_us(now)), self.slack_ms]
+        for check in checks:
+            keys += (check.key, check.ban_key, check.strike_key)
+            limit = check.limit
+            if isinstance(limit, DistinctLimit):
+                args += ("d", str(limit.max), str(limit.per_us), check.item or "")
+            else:
+                args += ("r", str(limit.interval_us), str(limit.tolerance_us), "")
+            ban = check.ban
+            if ban is None:
+                args += ("0", "0", "0")
+            else:
+                args += (str(ban.after), str(ban.within_us), str(ban.duration_us))
+        return keys, args
+
+    async def _evalsha(self, keys: list[str], args: list[str]) -> list:
+        try:
+            return await self.client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+        except NoScriptError:
+            # First call, or a restarted or new node: EVAL runs it and caches it there again.
+            return await self.client.eval(SCRIPT, len(keys), *keys, *args)
+
+    async def _without_redis(self, now: float, checks: Sequence[Check]) -> Verdict:
+        self.stats.fallbacks += 1
+        if self.fail == "open":
+            return await self.fallback.apply(now, checks)
+        return Verdict(0, max(1.0, self._retry_at - self.clock()))
+
+    def _went_down(self, exc: BaseException) -> None:
+        now = self.clock()
+        if self._down_since is None:
+            self._down_since = now
+            self._backoff = self.backoff_min
+            self.stats.outages += 1
+            mode = (
+                "counting locally (fail open)" if self.fail == "open" else "throttling counted requests (fail closed)"
+            )
+            log.warning("guard: Redis unavailable (%s: %s); %s", type(exc).__name__, exc, mode)
+        else:
+            self._backoff = min(self._backoff * 2, self.backoff_max)
+        self._retry_at = now + self._backoff
+
+    def _came_back(self) -> None:
+        assert self._down_since is not None
+        lasted = self.clock() - self._down_since
+        self.stats.down_seconds += lasted
+        self._down_since = None
+        log.warning("guard: Redis is back after %.1f s; shared counting resumed", lasted)

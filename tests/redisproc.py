@@ -1,0 +1,147 @@
+"""Real redis-server processes for the integration tests, on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import redis
+from support import free_port
+
+
+def redis_binary(name: str = "redis-server") -> str:
+    """Path of a Redis binary. Missing is an error, never a skip: scripts/test installs it."""
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"{name} is not installed; run the tests with `bash scripts/test`, which installs it")
+    return path
+
+
+class RedisServer:
+    """One redis-server process that a test can start, kill, pause and restart on the same port."""
+
+    def __init__(self, *extra: str, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.extra = extra
+        self.dir = tempfile.mkdtemp(prefix="guard-redis-")
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.process = subprocess.Popen(
+            [
+                redis_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--logfile",
+                os.path.join(self.dir, "redis.log"),
+                *self.extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        client = redis.Redis(port=self.port, socket_timeout=0.5)
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    return
+            except redis.ConnectionError:
+                pass
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"redis-server on {self.port} exited: {self.log()}")
+            time.sleep(0.02)
+        raise TimeoutError(f"redis-server on {self.port} did not start")
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=2)
+
+    def kill(self) -> None:
+        """SIGKILL: the process is gone at once, connections drop."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def pause(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+            self.process = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log(self) -> str:
+        try:
+            with open(os.path.join(self.dir, "redis.log")) as f:
+                return f.read()[-2000:]
+        except OSError:
+            return ""
+
+
+class RedisCluster:
+    """Three masters with cluster-enabled, joined with ``redis-cli --cluster create``."""
+
+    def __init__(self, masters: int = 3) -> None:
+        self.nodes = [
+            RedisServer(
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"
+            )
+            for _ in range(masters)
+        ]
+
+    def start(self) -> RedisCluster:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [redis_binary("redis-cli"), "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            info = self.nodes[0].client().execute_command("CLUSTER", "INFO").decode()
+            if "cluster_state:ok" in info:
+                return self
+            time.sleep(0.05)
+        raise TimeoutError("the cluster did not reach cluster_state:ok")
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
