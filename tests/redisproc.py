@@ -109,6 +109,24 @@ class RedisServer:
             return ""
 
 
+def free_cluster_port() -> int:
+    """A port P with P and its cluster bus port P + 10000 both free (P <= 55535)."""
+    import random
+    import socket
+
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randint(20000, 45000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 class RedisCluster:
     """Three masters with cluster-enabled, joined with ``redis-cli --cluster create``."""
 

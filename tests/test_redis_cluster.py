@@ -1,0 +1,42 @@
+"""The same store on a real three-master Redis Cluster started by the test."""
+
+from __future__ import annotations
+
+import pytest
+from redisproc import RedisCluster
+from support import run
+from test_redis_store import T0, traffic
+
+from guard.clientaddr import ClientResolver
+from guard.engine import Guard
+from guard.stores.memory import MemoryStore
+from guard.stores.redis import RedisStore
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cluster = RedisCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+def test_cluster_gives_the_memory_store_decisions_and_spreads_keys(policy, cluster) -> None:
+    store = RedisStore.from_url(cluster.url, timeout=2.0)
+    clock = [T0]
+    guards = [Guard(policy, MemoryStore(), clock=lambda: clock[0]), Guard(policy, store, clock=lambda: clock[0])]
+    resolver = ClientResolver()
+
+    async def main() -> int:
+        differences = 0
+        for step, ip, ua, path in traffic(seed=11, n=3000):
+            clock[0] += step
+            client = resolver.resolve({"client": (ip, 1), "headers": []})
+            a, b = [await g.decide(g.facts(client, ua, path)) for g in guards]
+            differences += (a.action, a.rule_id, a.retry_after_header) != (b.action, b.rule_id, b.retry_after_header)
+        await store.close()
+        return differences
+
+    assert run(main()) == 0
+    assert store.stats.errors == 0 and store.stats.fallbacks == 0
+    per_node = [node.client().dbsize() for node in cluster.nodes]
+    assert sum(1 for n in per_node if n > 0) >= 2, per_node  # subnets hash to different masters
