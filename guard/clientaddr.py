@@ -9,6 +9,7 @@ the header cannot be trusted and the peer is used instead. Nothing here raises.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -20,39 +21,65 @@ IPNetwork = IPv4Network | IPv6Network
 
 #: A proxy chain longer than this is treated as malformed (and costs nothing to reject).
 MAX_FORWARDED_HOPS = 32
+_FAMILY = {4: (socket.AF_INET, 4, 32), 6: (socket.AF_INET6, 16, 128)}
 
 
 @dataclass(frozen=True, slots=True)
 class Client:
-    """A client address and the subnet it is counted with."""
+    """A client address (canonical text and number) and the subnet it is counted with."""
 
     ip: str
     subnet: str
-    address: IPAddress | None = None
+    version: int = 0  # 4 or 6; 0 when the peer is not an IP address
+    number: int = 0
+
+    @property
+    def address(self) -> IPAddress | None:
+        """The address as an :mod:`ipaddress` object (None when not an IP)."""
+        if self.version == 4:
+            return IPv4Address(self.number)
+        if self.version == 6:
+            return IPv6Address(self.number)
+        return None
 
 
-UNKNOWN_CLIENT = Client("unknown", "unknown", None)
+UNKNOWN_CLIENT = Client("unknown", "unknown")
 
 
-def parse_ip(text: str) -> IPAddress | None:
-    """An address from ``text``, tolerating ports and brackets; IPv4-mapped IPv6 becomes IPv4."""
+def parse_ip(text: str) -> tuple[int, int] | None:
+    """``(version, number)`` of an address in ``text``, or None.
+
+    Tolerates surrounding blanks and quotes, ``[v6]``, ``[v6]:port`` and ``v4:port``. Only
+    canonical dotted quads are IPv4 (``127.1``, ``0x7f.0.0.1``, ``010.0.0.1`` are rejected).
+    IPv4-mapped IPv6 (``::ffff:192.0.2.1``) is IPv4.
+    """
     text = text.strip().strip('"')
     if not text or len(text) > 64:
         return None
-    if text.startswith("["):  # [v6] or [v6]:port
+    if text[0] == "[":
         end = text.find("]")
         if end < 0:
             return None
         text = text[1:end]
-    elif text.count(":") == 1:  # v4:port
+    elif text.count(":") == 1:
         text = text.split(":", 1)[0]
     try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
+        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+    except (OSError, ValueError):
+        pass
+    try:
+        number = int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big")
+    except (OSError, ValueError):
         return None
-    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+    if number >> 32 == 0xFFFF:
+        return 4, number & 0xFFFFFFFF
+    return 6, number
+
+
+def format_ip(version: int, number: int) -> str:
+    """Canonical text of an address (RFC 5952 compressed for IPv6)."""
+    family, size, _ = _FAMILY[version]
+    return socket.inet_ntop(family, number.to_bytes(size, "big"))
 
 
 class ClientResolver:
@@ -64,10 +91,13 @@ class ClientResolver:
         ipv4_prefix: int = 24,
         ipv6_prefix: int = 64,
     ) -> None:
-        self.trusted = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
-        self.ipv4_prefix = ipv4_prefix
-        self.ipv6_prefix = ipv6_prefix
-        self._cache: LRU[str, Client] = LRU(65536)
+        networks = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+        self.trusted = tuple(networks)
+        # (version, network number, mask) for integer membership tests.
+        self._trusted = tuple((n.version, int(n.network_address), int(n.netmask)) for n in networks)
+        self.prefix = {4: ipv4_prefix, 6: ipv6_prefix}
+        self._peers: LRU[str, Client] = LRU(65536)
+        self._forwarded: LRU[str, Client | bool] = LRU(65536)
 
     def resolve(self, scope: dict) -> Client:
         """The client of ``scope`` (an ASGI HTTP scope)."""
@@ -75,47 +105,46 @@ class ClientResolver:
         host = peer[0] if peer else None
         if not isinstance(host, str):
             return UNKNOWN_CLIENT
-        client = self._cache.get(host)
+        client = self._peers.get(host)
         if client is None:
-            client = self._client(parse_ip(host), host)
-            self._cache.put(host, client)
-        if not self.trusted or client.address is None or not self.is_trusted(client.address):
+            client = self.client(parse_ip(host), host)
+            self._peers.put(host, client)
+        if not self._trusted or not self.is_trusted(client.version, client.number):
             return client
-        forwarded = _header_values(scope.get("headers", ()), b"x-forwarded-for")
+        forwarded = ",".join(v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"x-forwarded-for")
         if not forwarded:
             return client
-        address = self._walk(forwarded)
-        return self._client(address, str(address)) if address is not None else client
+        found = self._forwarded.get(forwarded)
+        if found is None:
+            parsed = self._walk(forwarded)
+            found = self.client(parsed, "") if parsed is not None else False
+            self._forwarded.put(forwarded, found)
+        return found if found is not False else client
 
-    def is_trusted(self, address: IPAddress) -> bool:
-        """Whether ``address`` is one of the trusted proxies."""
-        return any(address in net for net in self.trusted if net.version == address.version)
+    def is_trusted(self, version: int, number: int) -> bool:
+        """Whether the address is one of the trusted proxies."""
+        return any(version == v and number & mask == net for v, net, mask in self._trusted)
 
-    def subnet_of(self, address: IPAddress) -> str:
-        """The subnet ``address`` is counted with, e.g. ``203.0.113.0/24``."""
-        prefix = self.ipv4_prefix if address.version == 4 else self.ipv6_prefix
-        return str(ipaddress.ip_network((address, prefix), strict=False))
+    def client(self, parsed: tuple[int, int] | None, fallback: str) -> Client:
+        """A :class:`Client` for a parsed address; a non-IP peer is counted under its own name."""
+        if parsed is None:
+            name = fallback[:64] or "unknown"
+            return Client(name, name)
+        version, number = parsed
+        _, _, bits = _FAMILY[version]
+        prefix = self.prefix[version]
+        network = number >> (bits - prefix) << (bits - prefix)
+        return Client(format_ip(version, number), f"{format_ip(version, network)}/{prefix}", version, number)
 
-    def _client(self, address: IPAddress | None, fallback: str) -> Client:
-        if address is None:
-            # Not an IP (a unix socket path, a test client name): count it under its own name.
-            name = fallback[:64]
-            return Client(name, name, None)
-        return Client(str(address), self.subnet_of(address), address)
-
-    def _walk(self, values: list[str]) -> IPAddress | None:
-        entries = [e for v in values for e in v.split(",")]
+    def _walk(self, header: str) -> tuple[int, int] | None:
+        entries = header.split(",", MAX_FORWARDED_HOPS + 1)
         if len(entries) > MAX_FORWARDED_HOPS:
             return None
-        address: IPAddress | None = None
+        parsed: tuple[int, int] | None = None
         for entry in reversed(entries):
-            address = parse_ip(entry)
-            if address is None:
+            parsed = parse_ip(entry)
+            if parsed is None:
                 return None
-            if not self.is_trusted(address):
-                return address
-        return address  # every hop is a trusted proxy: the left-most is the client
-
-
-def _header_values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[str]:
-    return [value.decode("latin-1") for key, value in headers if key.lower() == name]
+            if not self.is_trusted(*parsed):
+                return parsed
+        return parsed  # every hop is a trusted proxy: the left-most is the client

@@ -99,7 +99,7 @@ class Guard:
     def facts(self, client: Client, user_agent: str | None, path: str) -> Facts:
         """Identify and classify a request."""
         normal = normalise_path(path)
-        identity = self.identifier.identify(user_agent, client.address)
+        identity = self.identifier.identify(user_agent, client)
         return Facts(client, identity, normal, self.policy.paths.classify(normal))
 
     def is_exempt(self, group: str) -> bool:
@@ -117,13 +117,14 @@ class Guard:
             return ALLOW
         checks = self.checks(facts, plan.limits)
         now = self.clock()
-        for i, check in enumerate(checks):
-            if check.ban is not None:
-                until = self._bans.get(check.ban_key)
-                if until is not None:
-                    if until > now:
-                        return self._denied(plan.limits[i], Verdict(i, until - now, until))
-                    self._bans.pop(check.ban_key)
+        if len(self._bans):  # a ban this process already knows of costs no store call
+            for i, check in enumerate(checks):
+                if check.ban is not None:
+                    until = self._bans.get(check.ban_key)
+                    if until is not None:
+                        if until > now:
+                            return self._denied(plan.limits[i], Verdict(i, until - now, until))
+                        self._bans.pop(check.ban_key)
         verdict = await self.store.apply(now, checks)
         if verdict.denied is None:
             return ALLOW
@@ -135,17 +136,14 @@ class Guard:
         """The store checks for ``limits``; all of a request's keys share its subnet's hash tag."""
         client = facts.client
         prefix = f"{self.namespace}:{{{client.subnet}}}:"
-        out: list[Check] = []
-        for rule in limits:
-            if rule.key == "ip":
-                who = client.ip
-            elif rule.key == "ip_ua":
-                who = f"{client.ip}|{facts.identity.ua_hash}"
-            else:
-                who = client.subnet
-            item = facts.where.track if isinstance(rule.limit, DistinctLimit) else None
-            out.append(Check(f"{prefix}{rule.id}:{who}", rule.limit, item, rule.ban))  # type: ignore[arg-type]
-        return out
+        who = {"ip": client.ip, "ip_ua": f"{client.ip}#{facts.identity.ua_hash}", "subnet": client.subnet}
+        track = facts.where.track
+        if track is not None and (len(track) > 64 or not track.isprintable()):
+            track = track[:64].encode("unicode_escape").decode("ascii")[:64]  # bounded, one line
+        return [
+            Check(f"{prefix}{rule.id}:{who[rule.key]}", rule.limit, track if rule.counts_tracks else None, rule.ban)
+            for rule in limits
+        ]
 
     def _denied(self, rule: Rule, verdict: Verdict) -> Decision:
         if verdict.banned_until is not None:

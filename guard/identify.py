@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from guard.catalogue import Agent, Catalogue
-from guard.clientaddr import IPAddress
+from guard.clientaddr import Client
 from guard.lru import LRU
 from guard.verify import RangeVerifier
 
@@ -71,15 +71,15 @@ class Identifier:
             self._cache.put(user_agent, identity)
         return identity
 
-    def identify(self, user_agent: str | None, address: IPAddress | None) -> Identity:
-        """The identity of a request with this User-Agent from this address."""
+    def identify(self, user_agent: str | None, client: Client) -> Identity:
+        """The identity of a request with this User-Agent from this client."""
         if not user_agent or user_agent.isspace():
             return MISSING_UA
         claim = self.from_user_agent(user_agent)
         agent = claim.agent
         if agent is None or claim.category not in self.verify_categories:
             return claim
-        verified = self.verifier.verify(agent.name, address)
+        verified = self.verifier.verify(agent.name, client)
         category = claim.category if verified else "spoofed"
         return Identity(category, agent, claim.token, ua_hash=claim.ua_hash, verified=verified)
 

@@ -16,7 +16,8 @@ in whole microseconds (``*_us``): exact in Python ints and in Lua's doubles alik
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 KEY_KINDS = ("ip", "ip_ua", "subnet")
 
@@ -28,29 +29,28 @@ class RateLimit:
     requests: int
     per: float
     burst: int
+    #: Microseconds between requests at the sustained rate (GCRA's emission interval).
+    interval_us: int = field(init=False, repr=False, compare=False)
+    #: How far ahead of now the theoretical arrival time may run (burst * interval).
+    tolerance_us: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def interval_us(self) -> int:
-        """Microseconds between requests at the sustained rate (GCRA's emission interval)."""
-        return max(1, round(self.per * 1e6 / self.requests))
-
-    @property
-    def tolerance_us(self) -> int:
-        """How far ahead of now the theoretical arrival time may run (burst * interval)."""
-        return self.interval_us * self.burst
+    def __post_init__(self) -> None:
+        interval = max(1, round(self.per * 1e6 / self.requests))
+        object.__setattr__(self, "interval_us", interval)
+        object.__setattr__(self, "tolerance_us", interval * self.burst)
 
 
 @dataclass(frozen=True, slots=True)
 class DistinctLimit:
-    """At most ``max`` distinct values of ``field`` per sliding ``per`` seconds."""
+    """At most ``max`` distinct values of ``counts`` (the track) per sliding ``per`` seconds."""
 
-    field: str
+    counts: str
     max: int
     per: float
+    per_us: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def per_us(self) -> int:
-        return round(self.per * 1e6)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "per_us", round(self.per * 1e6))
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,18 +60,15 @@ class Ban:
     after: int
     within: float
     duration: float
+    within_us: int = field(init=False, repr=False, compare=False)
+    duration_us: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def within_us(self) -> int:
-        return round(self.within * 1e6)
-
-    @property
-    def duration_us(self) -> int:
-        return round(self.duration * 1e6)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "within_us", round(self.within * 1e6))
+        object.__setattr__(self, "duration_us", round(self.duration * 1e6))
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
+class Check(NamedTuple):
     """One counter a request must pass, as handed to a store.
 
     ``key`` is the full storage key; the ban and strike counters live at ``key + ":b"``

@@ -61,6 +61,10 @@ class Rule:
     description: str | None = None
     line: int | None = None
 
+    @property
+    def counts_tracks(self) -> bool:
+        return isinstance(self.limit, DistinctLimit)
+
 
 @dataclass(frozen=True, slots=True)
 class Plan:

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from guard.clientaddr import IPAddress, IPNetwork
+from guard.clientaddr import Client, IPNetwork
 
 
 class RangeSet:
@@ -30,11 +30,13 @@ class RangeSet:
                 self._starts[version].append(int(net.network_address))
                 self._ends[version].append(int(net.broadcast_address))
 
-    def __contains__(self, address: IPAddress) -> bool:
-        starts = self._starts[address.version]
-        value = int(address)
-        i = bisect.bisect_right(starts, value) - 1
-        return i >= 0 and value <= self._ends[address.version][i]
+    def contains(self, version: int, number: int) -> bool:
+        """Whether the address ``number`` of IP ``version`` is in the set."""
+        starts = self._starts.get(version)
+        if not starts:
+            return False
+        i = bisect.bisect_right(starts, number) - 1
+        return i >= 0 and number <= self._ends[version][i]
 
     def __len__(self) -> int:
         return len(self._starts[4]) + len(self._starts[6])
@@ -69,9 +71,7 @@ class RangeVerifier:
                 ranges[file.stem] = RangeSet(parse_ranges_json(file.read_text(encoding="utf-8")))
         return cls(ranges)
 
-    def verify(self, agent_name: str, address: IPAddress | None) -> bool:
-        """Whether ``address`` is in the published ranges of ``agent_name``."""
-        if address is None:
-            return False
+    def verify(self, agent_name: str, client: Client) -> bool:
+        """Whether the client's address is in the published ranges of ``agent_name``."""
         ranges = self.ranges.get(agent_name.lower())
-        return ranges is not None and address in ranges
+        return ranges is not None and ranges.contains(client.version, client.number)

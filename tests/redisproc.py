@@ -131,12 +131,8 @@ class RedisCluster:
     """Three masters with cluster-enabled, joined with ``redis-cli --cluster create``."""
 
     def __init__(self, masters: int = 3) -> None:
-        self.nodes = [
-            RedisServer(
-                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"
-            )
-            for _ in range(masters)
-        ]
+        options = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
+        self.nodes = [RedisServer(*options, port=free_cluster_port()) for _ in range(masters)]
 
     def start(self) -> RedisCluster:
         for node in self.nodes:

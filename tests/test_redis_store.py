@@ -153,3 +153,30 @@ def test_a_gcra_denial_in_redis_matches_memory_to_the_microsecond(redis_url) -> 
         return out
 
     assert run(main(MemoryStore())) == run(main(RedisStore.from_url(redis_url, timeout=2.0)))
+
+
+def test_concurrent_requests_share_round_trips_and_keep_their_verdicts(policy, redis_server, redis_url) -> None:
+    import asyncio
+
+    store = RedisStore.from_url(redis_url, timeout=2.0)
+    clock = [T0]
+    memory_guard = Guard(policy, MemoryStore(), clock=lambda: clock[0])
+    redis_guard = Guard(policy, store, clock=lambda: clock[0])
+    resolver = ClientResolver()
+    requests = [
+        (resolver.resolve({"client": (ip, 1), "headers": []}), ua, path)
+        for _, ip, ua, path in traffic(seed=3, n=400)
+        if "GPTBot" not in ua
+    ]
+
+    async def main() -> tuple[list, list]:
+        expected = [await memory_guard.decide(memory_guard.facts(*r)) for r in requests]
+        # All at once: they queue in the same event-loop tick and go out in batches.
+        got = await asyncio.gather(*(redis_guard.decide(redis_guard.facts(*r)) for r in requests))
+        await store.close()
+        return expected, got
+
+    expected, got = run(main())
+    assert [(d.action, d.rule_id) for d in got] == [(d.action, d.rule_id) for d in expected]
+    assert store.stats.calls <= len(requests) // 32  # batches of up to 64 requests
+    assert store.stats.errors == 0

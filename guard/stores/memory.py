@@ -9,11 +9,11 @@ step for step, in whole microseconds, so both give the same verdicts.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 from guard.limits import ALLOWED, Check, DistinctLimit, Verdict, to_us
-from guard.lru import LRU
 
 
 class MemoryStore:
@@ -23,7 +23,10 @@ class MemoryStore:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
-        self._entries: LRU[str, Any] = LRU(max_entries)
+        # One LRU table for every kind of entry (kept inline: this is the hot path).
+        self._entries: OrderedDict[str, Any] = OrderedDict()
+        # Bans ever started (an upper bound on those alive): lets the common case skip ban lookups.
+        self._bans = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -35,11 +38,12 @@ class MemoryStore:
         """:meth:`apply` without the coroutine, for callers outside an event loop."""
         now_us = to_us(now)
         entries = self._entries
-        for i, check in enumerate(checks):
-            if check.ban is not None:
-                until = entries.get(check.ban_key)
-                if until is not None and until > now_us:
-                    return Verdict.from_us(i, until - now_us, until)
+        if self._bans:
+            for i, check in enumerate(checks):
+                if check.ban is not None:
+                    until = entries.get(check.ban_key)
+                    if until is not None and until > now_us:
+                        return Verdict.from_us(i, until - now_us, until)
 
         updates: list[tuple[str, Any, str | None]] = []
         for i, check in enumerate(checks):
@@ -64,7 +68,7 @@ class MemoryStore:
             if item is not None:
                 value.pop(item, None)  # re-insert: the window stays ordered by last sight
                 value[item] = now_us
-            entries.put(key, value)
+            self._put(key, value)
         return ALLOWED
 
     async def close(self) -> None:
@@ -82,12 +86,20 @@ class MemoryStore:
             strikes = [0, now_us + ban.within_us]
         strikes[0] += 1
         if strikes[0] >= ban.after:
-            entries.pop(check.strike_key)
+            entries.pop(check.strike_key, None)
             until = now_us + ban.duration_us
-            entries.put(check.ban_key, until)
+            self._put(check.ban_key, until)
+            self._bans += 1
             return Verdict.from_us(index, ban.duration_us, until)
-        entries.put(check.strike_key, strikes)
+        self._put(check.strike_key, strikes)
         return Verdict.from_us(index, retry_us)
+
+    def _put(self, key: str, value: Any) -> None:
+        entries = self._entries
+        entries[key] = value
+        entries.move_to_end(key)
+        if len(entries) > self.max_entries:
+            entries.popitem(last=False)
 
     def _window(self, key: str, horizon_us: int) -> dict[str, int]:
         """The distinct-value window at ``key``, values last seen at or before ``horizon_us`` dropped.
