@@ -158,10 +158,13 @@ def create_app(
     store: Store | None = None,
     trusted_proxies: Iterable[str] = (),
     clock: Clock | None = None,
+    redis_url: str | None = None,
 ) -> GuardMiddleware:
     """The demo platform behind the guard."""
     kwargs = {"clock": clock} if clock is not None else {}
-    return GuardMiddleware(platform(), rules, store=store, trusted_proxies=trusted_proxies, **kwargs)
+    return GuardMiddleware(
+        platform(), rules, store=store, trusted_proxies=trusted_proxies, redis_url=redis_url, **kwargs
+    )
 
 
 def app_from_env() -> GuardMiddleware:
@@ -170,10 +173,4 @@ def app_from_env() -> GuardMiddleware:
 
     rules = os.environ.get("GUARD_RULES") or None
     proxies = [p for p in os.environ.get("GUARD_TRUSTED_PROXIES", "").replace(",", " ").split() if p]
-    store = None
-    redis_url = os.environ.get("GUARD_REDIS_URL")
-    if redis_url:
-        from guard.stores.redis import RedisStore
-
-        store = RedisStore.from_url(redis_url)
-    return create_app(rules, store=store, trusted_proxies=proxies)
+    return create_app(rules, trusted_proxies=proxies, redis_url=os.environ.get("GUARD_REDIS_URL") or None)

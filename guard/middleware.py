@@ -16,8 +16,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from guard.directives import ai_txt, robots_txt
 from guard.engine import Clock, Decision, Guard
-from guard.rules import Policy, load_rules
+from guard.rules import Policy, RedisSettings, load_rules
 from guard.stores.base import Store
+from guard.stores.memory import MemoryStore
 from guard.verify import RangeVerifier
 
 log = logging.getLogger("guard")
@@ -42,11 +43,15 @@ class GuardMiddleware:
 
     :param rules: rules file path, or an already loaded :class:`Policy`. Defaults to the
         shipped rules. A bad file raises :class:`guard.errors.ConfigError` here, at start-up.
-    :param store: counter store; defaults to the embedded memory store.
+    :param store: counter store. Default: Redis when ``redis_url`` (or the rules file's
+        ``redis.url``) is set, else the embedded memory store.
+    :param redis_url: ``redis://host:port/db`` or ``redis+cluster://host:port``.
     :param trusted_proxies: CIDRs of proxies whose X-Forwarded-For is believed.
     :param clock: seconds since the epoch; injectable for tests.
     :param ranges_dir: directory of published crawler IP ranges (defaults to the
         ``ranges`` folder beside the rules file).
+
+    Redis key prefix, call timeout and fail mode come from the rules file's ``redis:`` section.
     """
 
     def __init__(
@@ -58,15 +63,22 @@ class GuardMiddleware:
         trusted_proxies: Iterable[str] = (),
         clock: Clock = time.time,
         ranges_dir: str | Path | None = None,
-        namespace: str = "guard",
+        redis_url: str | None = None,
     ) -> None:
         self.app = app
         policy = rules if isinstance(rules, Policy) else load_rules(rules or default_rules_path())
+        settings = policy.redis or RedisSettings()
+        redis_url = redis_url or settings.url
+        if store is None and redis_url:
+            from guard.stores.redis import RedisStore
+
+            fallback = MemoryStore(policy.memory_max_entries)
+            store = RedisStore.from_url(redis_url, timeout=settings.timeout, fail=settings.fail, fallback=fallback)
         if ranges_dir is None:
             ranges_dir = Path(policy.source).parent / "ranges"
         verifier = RangeVerifier.from_directory(ranges_dir)
         self.guard = Guard(
-            policy, store, clock=clock, trusted_proxies=trusted_proxies, verifier=verifier, namespace=namespace
+            policy, store, clock=clock, trusted_proxies=trusted_proxies, verifier=verifier, namespace=settings.namespace
         )
         self._directives: dict[str, bytes] = {}
         if policy.robots_txt:

@@ -67,6 +67,16 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """The ``redis:`` section: where shared counters live and what to do when Redis is down."""
+
+    url: str | None = None
+    namespace: str = "guard"
+    timeout: float = 0.05
+    fail: str = "open"
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """What the rules say for one combination of request facts (cached)."""
 
@@ -91,6 +101,7 @@ class Policy:
     ai_txt: bool = True
     default_disallow: tuple[str, ...] = ()
     sitemap: str | None = None
+    redis: RedisSettings | None = None
     _plans: dict[tuple[str, str | None, str, bool], Plan] = field(default_factory=dict, repr=False)
 
     def plan(self, category: str, agent: str | None, group: str, ua_missing: bool) -> Plan:
@@ -139,7 +150,7 @@ def parse_duration(value: Any) -> float | None:
     return None
 
 
-_TOP_KEYS = {"version", "catalogue", "paths", "exempt", "verify", "subnets", "memory", "directives", "rules"}
+_TOP_KEYS = {"version", "catalogue", "paths", "exempt", "verify", "subnets", "memory", "redis", "directives", "rules"}
 
 
 def parse_rules(doc: Located, base_dir: Path) -> Policy:
@@ -185,6 +196,8 @@ def parse_rules(doc: Located, base_dir: Path) -> Policy:
         raise doc.error(directives, "sitemap", "'sitemap' is an absolute URL")
     default_disallow = tuple(_names(doc, directives, "default_disallow", set(paths.groups), "path group"))
 
+    redis = _parse_redis(doc, root)
+
     raw_rules = root.get("rules")
     if not isinstance(raw_rules, list):
         raise doc.error(root, "rules", "'rules' must be a list")
@@ -212,10 +225,29 @@ def parse_rules(doc: Located, base_dir: Path) -> Policy:
         ai_txt=directives.get("ai_txt", True),
         default_disallow=default_disallow,
         sitemap=sitemap,
+        redis=redis,
     )
 
 
 # -- pieces -------------------------------------------------------------------------------
+
+
+def _parse_redis(doc: Located, root: dict) -> RedisSettings:
+    spec = root.get("redis", {})
+    _mapping(doc, root, "redis", spec, {"url", "namespace", "timeout", "fail"})
+    url = spec.get("url")
+    if url is not None and (not isinstance(url, str) or "://" not in url):
+        raise doc.error(spec, "url", "'url' is redis://host:port/db or redis+cluster://host:port")
+    namespace = spec.get("namespace", "guard")
+    if not isinstance(namespace, str) or not _RULE_ID.match(namespace):
+        raise doc.error(spec, "namespace", "'namespace' is a key prefix: lower-case letters, digits, - _ .")
+    timeout = parse_duration(spec.get("timeout", "50ms"))
+    if timeout is None:
+        raise doc.error(spec, "timeout", "'timeout' is a positive duration such as 50ms")
+    fail = spec.get("fail", "open")
+    if fail not in ("open", "closed"):
+        raise doc.error(spec, "fail", "'fail' is open (count locally while Redis is down) or closed (throttle)")
+    return RedisSettings(url, namespace, timeout, fail)
 
 
 def _parse_paths(doc: Located, root: dict) -> PathGroups:
