@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a rules file (exit status 1 on error)")
     check.add_argument("file")
 
+    update = sub.add_parser("update-ranges", help="refresh crawler IP ranges from their operators' published files")
+    update.add_argument("--rules", default=os.environ.get("GUARD_RULES"))
+    update.add_argument("--dir", help="where to write them (default: the ranges folder beside the rules file)")
+    update.add_argument("--timeout", type=float, default=10.0)
+
     robots = sub.add_parser("robots", help="print the robots.txt (or ai.txt) generated from a rules file")
     robots.add_argument("--rules", default=os.environ.get("GUARD_RULES"))
     robots.add_argument("--ai-txt", action="store_true", help="print ai.txt instead")
@@ -59,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_check(args.file)
         if args.command == "robots":
             return cmd_robots(args.rules, args.ai_txt)
+        if args.command == "update-ranges":
+            return cmd_update_ranges(args.rules, args.dir, args.timeout)
         return cmd_demo(args)
     except ConfigError as exc:
         print(f"guard: {exc}", file=sys.stderr)
@@ -84,6 +91,19 @@ def cmd_robots(rules: str | None, ai: bool) -> int:
     policy = load_rules(rules or default_rules_path())
     sys.stdout.write(ai_txt(policy) if ai else robots_txt(policy))
     return 0
+
+
+def cmd_update_ranges(rules: str | None, directory: str | None, timeout: float) -> int:
+    from pathlib import Path
+
+    from guard.middleware import default_rules_path
+    from guard.rules import load_rules
+    from guard.verify import update_ranges
+
+    policy = load_rules(rules or default_rules_path())
+    target = directory or str(Path(policy.source).parent / "ranges")
+    report = update_ranges(policy.catalogue.agents, target, timeout=timeout)
+    return 0 if all(line.startswith("updated") for line in report.values()) else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -1,9 +1,14 @@
 """Who is the client: the socket peer, or what a trusted proxy says the client is.
 
 Forwarded headers are only believed when the socket peer is one of the configured
-trusted proxies. X-Forwarded-For is then walked from the right, skipping trusted proxies;
-the first address that is not one is the client. Anything malformed on that walk means
-the header cannot be trusted and the peer is used instead. Nothing here raises.
+trusted proxies. The RFC 7239 ``Forwarded`` header (its ``for=`` elements) or else
+X-Forwarded-For is then walked from the right, skipping trusted proxies; the first
+address that is not one is the client. Anything malformed on that walk (a name, an
+obfuscated identifier, ``unknown``, junk) means the header cannot be trusted and the
+peer is used instead. Nothing here raises.
+
+An IPv6 client is keyed by its /64 by default (``clients.ipv6`` in the rules): one
+household or host usually holds a whole /64 and can rotate through it at will.
 """
 
 from __future__ import annotations
@@ -26,12 +31,18 @@ _FAMILY = {4: (socket.AF_INET, 4, 32), 6: (socket.AF_INET6, 16, 128)}
 
 @dataclass(frozen=True, slots=True)
 class Client:
-    """A client address (canonical text and number) and the subnet it is counted with."""
+    """A client address (canonical text and number), the key it is counted under
+    (the address, or its /64 for IPv6) and the subnet it is aggregated with."""
 
     ip: str
     subnet: str
     version: int = 0  # 4 or 6; 0 when the peer is not an IP address
     number: int = 0
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.ip)
 
     @property
     def address(self) -> IPAddress | None:
@@ -90,12 +101,14 @@ class ClientResolver:
         trusted_proxies: Iterable[str | IPNetwork] = (),
         ipv4_prefix: int = 24,
         ipv6_prefix: int = 64,
+        client_prefix: tuple[int, int] = (32, 64),
     ) -> None:
         networks = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
         self.trusted = tuple(networks)
         # (version, network number, mask) for integer membership tests.
         self._trusted = tuple((n.version, int(n.network_address), int(n.netmask)) for n in networks)
         self.prefix = {4: ipv4_prefix, 6: ipv6_prefix}
+        self.client_prefix = {4: client_prefix[0], 6: client_prefix[1]}
         self._peers: LRU[str, Client] = LRU(65536)
         self._forwarded: LRU[str, Client | bool] = LRU(65536)
 
@@ -111,14 +124,23 @@ class ClientResolver:
             self._peers.put(host, client)
         if not self._trusted or not self.is_trusted(client.version, client.number):
             return client
-        forwarded = ",".join(v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"x-forwarded-for")
-        if not forwarded:
+        forwarded, legacy = [], []
+        for key, value in scope.get("headers", ()):
+            if key == b"forwarded":
+                forwarded.append(value.decode("latin-1"))
+            elif key == b"x-forwarded-for":
+                legacy.append(value.decode("latin-1"))
+        if forwarded:
+            header = "F:" + ",".join(forwarded)
+        elif legacy:
+            header = "X:" + ",".join(legacy)
+        else:
             return client
-        found = self._forwarded.get(forwarded)
+        found = self._forwarded.get(header)
         if found is None:
-            parsed = self._walk(forwarded)
+            parsed = self._walk(header)
             found = self.client(parsed, "") if parsed is not None else False
-            self._forwarded.put(forwarded, found)
+            self._forwarded.put(header, found)
         return found if found is not False else client
 
     def is_trusted(self, version: int, number: int) -> bool:
@@ -131,20 +153,46 @@ class ClientResolver:
             name = fallback[:64] or "unknown"
             return Client(name, name)
         version, number = parsed
-        _, _, bits = _FAMILY[version]
-        prefix = self.prefix[version]
+        ip = format_ip(version, number)
+        return Client(
+            ip,
+            self._network(version, number, self.prefix[version]),
+            version,
+            number,
+            self._network(version, number, self.client_prefix[version], ip),
+        )
+
+    @staticmethod
+    def _network(version: int, number: int, prefix: int, whole: str | None = None) -> str:
+        bits = _FAMILY[version][2]
+        if prefix >= bits and whole is not None:
+            return whole
         network = number >> (bits - prefix) << (bits - prefix)
-        return Client(format_ip(version, number), f"{format_ip(version, network)}/{prefix}", version, number)
+        return f"{format_ip(version, network)}/{prefix}"
 
     def _walk(self, header: str) -> tuple[int, int] | None:
-        entries = header.split(",", MAX_FORWARDED_HOPS + 1)
+        kind, text = header[:2], header[2:]
+        entries = text.split(",", MAX_FORWARDED_HOPS + 1)
         if len(entries) > MAX_FORWARDED_HOPS:
             return None
         parsed: tuple[int, int] | None = None
         for entry in reversed(entries):
+            if kind == "F:":
+                entry = _forwarded_for(entry)
+                if entry is None:
+                    return None
             parsed = parse_ip(entry)
             if parsed is None:
                 return None
             if not self.is_trusted(*parsed):
                 return parsed
         return parsed  # every hop is a trusted proxy: the left-most is the client
+
+
+def _forwarded_for(element: str) -> str | None:
+    """The ``for=`` value of one RFC 7239 forwarded-element, unquoted (None if absent)."""
+    for pair in element.split(";"):
+        name, _, value = pair.strip().partition("=")
+        if name.strip().lower() == "for":
+            return value.strip().strip('"')
+    return None

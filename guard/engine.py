@@ -90,7 +90,12 @@ class Guard:
         self.store: Store = store if store is not None else MemoryStore(policy.memory_max_entries)
         self.clock = clock
         self.namespace = namespace
-        self.resolver = ClientResolver(trusted_proxies, policy.ipv4_prefix, policy.ipv6_prefix)
+        self.resolver = ClientResolver(
+            trusted_proxies,
+            policy.ipv4_prefix,
+            policy.ipv6_prefix,
+            (policy.client_ipv4_prefix, policy.client_ipv6_prefix),
+        )
         self.identifier = Identifier(policy.catalogue, policy.verify_categories, verifier)
         self._bans: LRU[str, float] = LRU(65536)
 
@@ -136,7 +141,7 @@ class Guard:
         """The store checks for ``limits``; all of a request's keys share its subnet's hash tag."""
         client = facts.client
         prefix = f"{self.namespace}:{{{client.subnet}}}:"
-        who = {"ip": client.ip, "ip_ua": f"{client.ip}#{facts.identity.ua_hash}", "subnet": client.subnet}
+        who = {"ip": client.key, "ip_ua": f"{client.key}#{facts.identity.ua_hash}", "subnet": client.subnet}
         track = facts.where.track
         if track is not None and (len(track) > 64 or not track.isprintable()):
             track = track[:64].encode("unicode_escape").decode("ascii")[:64]  # bounded, one line

@@ -72,7 +72,13 @@ class Identifier:
         return identity
 
     def identify(self, user_agent: str | None, client: Client) -> Identity:
-        """The identity of a request with this User-Agent from this client."""
+        """The identity of a request with this User-Agent from this client.
+
+        A claim of a verifiable category is checked against the operator's published
+        ranges: inside them it stands (``verified=True``); outside, the request is
+        ``spoofed``. With no ranges to check against, the claim earns nothing: the request
+        is judged as ``unknown`` (counted like any visitor), ``verified`` stays None.
+        """
         if not user_agent or user_agent.isspace():
             return MISSING_UA
         claim = self.from_user_agent(user_agent)
@@ -80,6 +86,8 @@ class Identifier:
         if agent is None or claim.category not in self.verify_categories:
             return claim
         verified = self.verifier.verify(agent.name, client)
+        if verified is None:
+            return Identity("unknown", agent, claim.token, ua_hash=claim.ua_hash)
         category = claim.category if verified else "spoofed"
         return Identity(category, agent, claim.token, ua_hash=claim.ua_hash, verified=verified)
 

@@ -96,6 +96,8 @@ class Policy:
     rules: list[Rule]
     ipv4_prefix: int = 24
     ipv6_prefix: int = 64
+    client_ipv4_prefix: int = 32
+    client_ipv6_prefix: int = 64
     memory_max_entries: int = 200_000
     robots_txt: bool = True
     ai_txt: bool = True
@@ -150,7 +152,19 @@ def parse_duration(value: Any) -> float | None:
     return None
 
 
-_TOP_KEYS = {"version", "catalogue", "paths", "exempt", "verify", "subnets", "memory", "redis", "directives", "rules"}
+_TOP_KEYS = {
+    "version",
+    "catalogue",
+    "paths",
+    "exempt",
+    "verify",
+    "clients",
+    "subnets",
+    "memory",
+    "redis",
+    "directives",
+    "rules",
+}
 
 
 def parse_rules(doc: Located, base_dir: Path) -> Policy:
@@ -182,6 +196,10 @@ def parse_rules(doc: Located, base_dir: Path) -> Policy:
     _mapping(doc, root, "subnets", subnets, {"ipv4", "ipv6"})
     ipv4 = _int(doc, subnets, "ipv4", 24, 1, 32)
     ipv6 = _int(doc, subnets, "ipv6", 64, 1, 128)
+    clients = root.get("clients", {})
+    _mapping(doc, root, "clients", clients, {"ipv4", "ipv6"})
+    client_v4 = _int(doc, clients, "ipv4", 32, ipv4, 32)
+    client_v6 = _int(doc, clients, "ipv6", 64, ipv6, 128)
     memory = root.get("memory", {})
     _mapping(doc, root, "memory", memory, {"max_entries"})
     max_entries = _int(doc, memory, "max_entries", 200_000, 1, 10**9)
@@ -220,6 +238,8 @@ def parse_rules(doc: Located, base_dir: Path) -> Policy:
         rules=rules,
         ipv4_prefix=ipv4,
         ipv6_prefix=ipv6,
+        client_ipv4_prefix=client_v4,
+        client_ipv6_prefix=client_v6,
         memory_max_entries=max_entries,
         robots_txt=directives.get("robots_txt", True),
         ai_txt=directives.get("ai_txt", True),

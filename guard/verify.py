@@ -2,8 +2,8 @@
 
 Operators publish the address ranges their crawlers use. ``RangeVerifier`` loads them
 from JSON files (the operators' own format: ``{"prefixes": [{"ipv4Prefix": ...}]}``)
-named in ``rules/ranges/<agent>.json`` and answers in microseconds from sorted integer
-intervals. An agent with no ranges loaded cannot be verified, and fails verification.
+named ``rules/ranges/<agent name>.json`` and answers in microseconds from sorted integer
+intervals (binary search). An agent with no ranges loaded cannot be verified here.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from __future__ import annotations
 import bisect
 import ipaddress
 import json
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from guard.catalogue import Agent
 from guard.clientaddr import Client, IPNetwork
 
 
@@ -47,11 +49,14 @@ def parse_ranges_json(text: str) -> list[IPNetwork]:
     doc = json.loads(text)
     prefixes = doc.get("prefixes", []) if isinstance(doc, dict) else doc
     networks: list[IPNetwork] = []
-    for entry in prefixes:
+    for entry in prefixes or ():
         values = entry.values() if isinstance(entry, dict) else [entry]
         for value in values:
             if isinstance(value, str) and "/" in value:
-                networks.append(ipaddress.ip_network(value.strip(), strict=False))
+                try:
+                    networks.append(ipaddress.ip_network(value.strip(), strict=False))
+                except ValueError:
+                    continue  # one bad line does not spoil the file
     return networks
 
 
@@ -71,7 +76,63 @@ class RangeVerifier:
                 ranges[file.stem] = RangeSet(parse_ranges_json(file.read_text(encoding="utf-8")))
         return cls(ranges)
 
-    def verify(self, agent_name: str, client: Client) -> bool:
-        """Whether the client's address is in the published ranges of ``agent_name``."""
+    def verify(self, agent_name: str, client: Client) -> bool | None:
+        """Whether the client's address is in the published ranges of ``agent_name``.
+
+        None when no ranges are loaded for that agent (it cannot be checked here).
+        """
         ranges = self.ranges.get(agent_name.lower())
-        return ranges is not None and ranges.contains(client.version, client.number)
+        if ranges is None:
+            return None
+        return ranges.contains(client.version, client.number)
+
+
+#: A published "crawler range" broader than this is refused as implausible (or hostile).
+MIN_PREFIX = {4: 8, 6: 19}
+
+
+def update_ranges(
+    agents: Iterable[Agent], directory: str | Path, *, timeout: float = 10.0, log: Callable[[str], None] = print
+) -> dict[str, str]:
+    """Fetch each agent's published ranges into ``<directory>/<agent name>.json``.
+
+    A download or file that fails validation keeps the file already there. Returns
+    ``{agent name: "updated: N prefixes" | "kept: reason"}``. Runs outside the request
+    path (a command or a cron job), so plain blocking HTTP is fine here.
+    """
+    import urllib.request
+
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    report: dict[str, str] = {}
+    for agent in agents:
+        url = agent.verification.ranges_url if agent.verification else None
+        if not url:
+            continue
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                body = response.read(8 * 1024 * 1024).decode("utf-8")
+            doc = json.loads(body)
+            networks = parse_ranges_json(body)
+            if not networks:
+                raise ValueError("no prefixes in the file")
+            broad = [n for n in networks if n.prefixlen < MIN_PREFIX[n.version]]
+            if broad:
+                raise ValueError(f"implausibly broad prefix {broad[0]}")
+        except Exception as exc:  # network, HTTP, JSON, validation: keep the last good file
+            report[agent.name] = f"kept: {type(exc).__name__}: {exc}"
+            log(f"{agent.name}: {report[agent.name]}")
+            continue
+        snapshot = {
+            "source": url,
+            "creationTime": doc.get("creationTime") if isinstance(doc, dict) else None,
+            "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "prefixes": [{f"ipv{n.version}Prefix": str(n)} for n in networks],
+        }
+        target = folder / f"{agent.name.lower()}.json"
+        temporary = target.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(snapshot, indent=1) + "\n", encoding="utf-8")
+        temporary.replace(target)  # atomic: a reader never sees half a file
+        report[agent.name] = f"updated: {len(networks)} prefixes"
+        log(f"{agent.name}: {report[agent.name]} -> {target}")
+    return report
