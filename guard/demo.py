@@ -11,6 +11,7 @@ import html
 import re
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -158,13 +159,12 @@ def create_app(
     store: Store | None = None,
     trusted_proxies: Iterable[str] = (),
     clock: Clock | None = None,
-    redis_url: str | None = None,
+    **options: Any,
 ) -> GuardMiddleware:
-    """The demo platform behind the guard."""
-    kwargs = {"clock": clock} if clock is not None else {}
-    return GuardMiddleware(
-        platform(), rules, store=store, trusted_proxies=trusted_proxies, redis_url=redis_url, **kwargs
-    )
+    """The demo platform behind the guard (``options`` go to :class:`GuardMiddleware`)."""
+    if clock is not None:
+        options["clock"] = clock
+    return GuardMiddleware(platform(), rules, store=store, trusted_proxies=trusted_proxies, **options)
 
 
 def app_from_env() -> GuardMiddleware:

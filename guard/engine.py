@@ -20,6 +20,7 @@ from guard.identify import Identifier, Identity
 from guard.limits import Check, DistinctLimit, RateLimit, Verdict
 from guard.lru import LRU
 from guard.paths import PathMatch, normalise_path
+from guard.rdns import ReverseDNSVerifier
 from guard.rules import Policy, Rule
 from guard.stores.base import Store
 from guard.stores.memory import MemoryStore
@@ -85,6 +86,7 @@ class Guard:
         trusted_proxies: Iterable[str] = (),
         verifier: RangeVerifier | None = None,
         namespace: str = "guard",
+        rdns: ReverseDNSVerifier | None = None,
     ) -> None:
         self.policy = policy
         self.store: Store = store if store is not None else MemoryStore(policy.memory_max_entries)
@@ -96,7 +98,11 @@ class Guard:
             policy.ipv6_prefix,
             (policy.client_ipv4_prefix, policy.client_ipv6_prefix),
         )
-        self.identifier = Identifier(policy.catalogue, policy.verify_categories, verifier)
+        if rdns is None and policy.reverse_dns:
+            rdns = ReverseDNSVerifier()
+        self.identifier = Identifier(
+            policy.catalogue, policy.verify_categories, verifier, rdns=rdns, pending=policy.pending
+        )
         self._bans: LRU[str, float] = LRU(65536)
 
     # -- facts ------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from functools import lru_cache
 from guard.catalogue import Agent, Catalogue
 from guard.clientaddr import Client
 from guard.lru import LRU
+from guard.rdns import ReverseDNSVerifier
 from guard.verify import RangeVerifier
 
 #: Longer User-Agent strings are matched on their first this-many characters.
@@ -30,7 +31,8 @@ class Identity:
     token: str | None = None
     ua_missing: bool = False
     ua_hash: str = "-"
-    verified: bool | None = None  # None: the category's claims are not checked
+    verified: bool | None = None  # None: the claim was not (or not yet) checked
+    evidence: str | None = None  # how the claim was checked: "ip ranges", "reverse dns", ...
 
     @property
     def claimed(self) -> str | None:
@@ -50,10 +52,14 @@ class Identifier:
         verify_categories: frozenset[str] = frozenset(),
         verifier: RangeVerifier | None = None,
         cache_size: int = 16384,
+        rdns: ReverseDNSVerifier | None = None,
+        pending: str = "unknown",
     ) -> None:
         self.catalogue = catalogue
         self.verify_categories = verify_categories
         self.verifier = verifier or RangeVerifier()
+        self.rdns = rdns
+        self.pending = pending
         self._cache: LRU[str, Identity] = LRU(cache_size)
 
     def from_user_agent(self, user_agent: str) -> Identity:
@@ -75,9 +81,10 @@ class Identifier:
         """The identity of a request with this User-Agent from this client.
 
         A claim of a verifiable category is checked against the operator's published
-        ranges: inside them it stands (``verified=True``); outside, the request is
-        ``spoofed``. With no ranges to check against, the claim earns nothing: the request
-        is judged as ``unknown`` (counted like any visitor), ``verified`` stays None.
+        ranges, or else by forward-confirmed reverse DNS: confirmed, it stands
+        (``verified=True``); refuted, the request is ``spoofed``. While a DNS check runs the
+        request is judged as the ``pending`` category; with nothing to check against, the
+        claim earns nothing and the request is ``unknown`` (counted like any visitor).
         """
         if not user_agent or user_agent.isspace():
             return MISSING_UA
@@ -86,10 +93,17 @@ class Identifier:
         if agent is None or claim.category not in self.verify_categories:
             return claim
         verified = self.verifier.verify(agent.name, client)
+        evidence = "ip ranges"
+        if verified is None and self.rdns is not None and agent.verification and agent.verification.rdns_suffixes:
+            verified = self.rdns.verify(agent, client)
+            evidence = "reverse dns"
+            if verified is None:  # the first request while the lookup runs
+                category = self.pending
+                return Identity(category, agent, claim.token, ua_hash=claim.ua_hash, evidence="reverse dns pending")
         if verified is None:
-            return Identity("unknown", agent, claim.token, ua_hash=claim.ua_hash)
+            return Identity("unknown", agent, claim.token, ua_hash=claim.ua_hash, evidence="nothing to check against")
         category = claim.category if verified else "spoofed"
-        return Identity(category, agent, claim.token, ua_hash=claim.ua_hash, verified=verified)
+        return Identity(category, agent, claim.token, ua_hash=claim.ua_hash, verified=verified, evidence=evidence)
 
 
 @lru_cache(maxsize=4096)

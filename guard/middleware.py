@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from guard.directives import ai_txt, robots_txt
 from guard.engine import Clock, Decision, Guard
+from guard.rdns import ReverseDNSVerifier
 from guard.rules import Policy, RedisSettings, load_rules
 from guard.stores.base import Store
 from guard.stores.memory import MemoryStore
@@ -50,6 +51,8 @@ class GuardMiddleware:
     :param clock: seconds since the epoch; injectable for tests.
     :param ranges_dir: directory of published crawler IP ranges (defaults to the
         ``ranges`` folder beside the rules file).
+    :param reverse_dns: the forward-confirmed reverse DNS checker (default: the system
+        resolver, in worker threads; off when the rules say ``reverse_dns.enabled: false``).
 
     Redis key prefix, call timeout and fail mode come from the rules file's ``redis:`` section.
     """
@@ -64,6 +67,7 @@ class GuardMiddleware:
         clock: Clock = time.time,
         ranges_dir: str | Path | None = None,
         redis_url: str | None = None,
+        reverse_dns: ReverseDNSVerifier | None = None,
     ) -> None:
         self.app = app
         policy = rules if isinstance(rules, Policy) else load_rules(rules or default_rules_path())
@@ -78,7 +82,13 @@ class GuardMiddleware:
             ranges_dir = Path(policy.source).parent / "ranges"
         verifier = RangeVerifier.from_directory(ranges_dir)
         self.guard = Guard(
-            policy, store, clock=clock, trusted_proxies=trusted_proxies, verifier=verifier, namespace=settings.namespace
+            policy,
+            store,
+            clock=clock,
+            trusted_proxies=trusted_proxies,
+            verifier=verifier,
+            namespace=settings.namespace,
+            rdns=reverse_dns,
         )
         self._directives: dict[str, bytes] = {}
         if policy.robots_txt:

@@ -99,6 +99,8 @@ class Policy:
     client_ipv4_prefix: int = 32
     client_ipv6_prefix: int = 64
     memory_max_entries: int = 200_000
+    reverse_dns: bool = True
+    pending: str = "unknown"
     robots_txt: bool = True
     ai_txt: bool = True
     default_disallow: tuple[str, ...] = ()
@@ -157,6 +159,7 @@ _TOP_KEYS = {
     "catalogue",
     "paths",
     "exempt",
+    "reverse_dns",
     "verify",
     "clients",
     "subnets",
@@ -191,6 +194,14 @@ def parse_rules(doc: Located, base_dir: Path) -> Policy:
     exempt = frozenset(_names(doc, root, "exempt", groups, "path group"))
     categories = {**catalogue.categories, **BUILTIN_CATEGORIES}
     verify = frozenset(_names(doc, root, "verify", set(catalogue.categories), "category"))
+
+    rdns = root.get("reverse_dns", {})
+    _mapping(doc, root, "reverse_dns", rdns, {"enabled", "pending"})
+    if not isinstance(rdns.get("enabled", True), bool):
+        raise doc.error(rdns, "enabled", "'enabled' is true or false")
+    pending = rdns.get("pending", "unknown")
+    if pending not in ("unknown", "spoofed"):
+        raise doc.error(rdns, "pending", "'pending' is unknown (count like any visitor) or spoofed (block)")
 
     subnets = root.get("subnets", {})
     _mapping(doc, root, "subnets", subnets, {"ipv4", "ipv6"})
@@ -241,6 +252,8 @@ def parse_rules(doc: Located, base_dir: Path) -> Policy:
         client_ipv4_prefix=client_v4,
         client_ipv6_prefix=client_v6,
         memory_max_entries=max_entries,
+        reverse_dns=rdns.get("enabled", True),
+        pending=pending,
         robots_txt=directives.get("robots_txt", True),
         ai_txt=directives.get("ai_txt", True),
         default_disallow=default_disallow,

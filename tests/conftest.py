@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from support import CHROME, RULES, FakeClock, Visitor
+from support import CHROME, RULES, FakeClock, FakeResolver, Visitor
 
 from guard.demo import create_app
+from guard.rdns import ReverseDNSVerifier
 from guard.rules import Policy, load_rules
 
 
@@ -24,7 +25,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 def guarded(clock: FakeClock, policy: Policy) -> Callable[..., Visitor]:
     """A fresh guarded demo app on the memory store; returns a factory of visitors."""
-    app = create_app(policy, clock=clock)
+    app = create_app(policy, clock=clock, reverse_dns=ReverseDNSVerifier(FakeResolver()))
 
     def visitor(ip: str = "198.51.100.7", user_agent: str | None = CHROME) -> Visitor:
         return Visitor(app, ip, user_agent)

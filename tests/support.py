@@ -85,3 +85,20 @@ def wait_for_http(url: str, timeout: float = 20.0, process=None) -> None:
         except httpx.TransportError:
             time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+class FakeResolver:
+    """DNS answers from a table, instantly: tests never touch a real resolver."""
+
+    def __init__(self, ptr: dict[str, str] | None = None, a: dict[str, list[str]] | None = None) -> None:
+        self.ptr = ptr or {}
+        self.a = a or {}
+        self.questions: list[str] = []
+
+    async def reverse(self, ip: str) -> str | None:
+        self.questions.append(f"PTR {ip}")
+        return self.ptr.get(ip)
+
+    async def forward(self, host: str) -> list[str]:
+        self.questions.append(f"A {host}")
+        return self.a.get(host, [])
