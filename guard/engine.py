@@ -22,6 +22,7 @@ from guard.lru import LRU
 from guard.paths import PathMatch, normalise_path
 from guard.rdns import ReverseDNSVerifier
 from guard.rules import Policy, Rule
+from guard.signatures import SignatureCheck, SignatureVerifier
 from guard.stores.base import Store
 from guard.stores.memory import MemoryStore
 from guard.verify import RangeVerifier
@@ -87,6 +88,7 @@ class Guard:
         verifier: RangeVerifier | None = None,
         namespace: str = "guard",
         rdns: ReverseDNSVerifier | None = None,
+        signatures: SignatureVerifier | None = None,
     ) -> None:
         self.policy = policy
         self.store: Store = store if store is not None else MemoryStore(policy.memory_max_entries)
@@ -103,14 +105,28 @@ class Guard:
         self.identifier = Identifier(
             policy.catalogue, policy.verify_categories, verifier, rdns=rdns, pending=policy.pending
         )
+        if signatures is None and policy.signatures_file:
+            signatures = SignatureVerifier.from_file(policy.signatures_file)
+        self.signatures = signatures
         self._bans: LRU[str, float] = LRU(65536)
 
     # -- facts ------------------------------------------------------------------------
 
-    def facts(self, client: Client, user_agent: str | None, path: str) -> Facts:
-        """Identify and classify a request."""
+    def facts(self, client: Client, user_agent: str | None, path: str, signed: SignatureCheck | None = None) -> Facts:
+        """Identify and classify a request; ``signed`` is its Web Bot Auth check, if it carried one."""
         normal = normalise_path(path)
         identity = self.identifier.identify(user_agent, client)
+        if signed is not None and signed.agent is not None:
+            agent = self.policy.catalogue.by_name(signed.agent)
+            if agent is not None:
+                ua_hash = identity.ua_hash
+                if signed.ok:
+                    identity = Identity(
+                        agent.category, agent, None, ua_hash=ua_hash, verified=True, evidence="web bot auth"
+                    )
+                else:
+                    evidence = f"web bot auth: {signed.reason}"
+                    identity = Identity("spoofed", agent, None, ua_hash=ua_hash, verified=False, evidence=evidence)
         return Facts(client, identity, normal, self.policy.paths.classify(normal))
 
     def is_exempt(self, group: str) -> bool:

@@ -18,6 +18,7 @@ from guard.directives import ai_txt, robots_txt
 from guard.engine import Clock, Decision, Guard
 from guard.rdns import ReverseDNSVerifier
 from guard.rules import Policy, RedisSettings, load_rules
+from guard.signatures import SignatureCheck
 from guard.stores.base import Store
 from guard.stores.memory import MemoryStore
 from guard.verify import RangeVerifier
@@ -107,7 +108,8 @@ class GuardMiddleware:
         guard = self.guard
         try:
             client = guard.resolver.resolve(scope)
-            facts = guard.facts(client, _user_agent(scope), scope.get("path", "/"))
+            signed = self._signature(scope) if guard.signatures is not None else None
+            facts = guard.facts(client, _user_agent(scope), scope.get("path", "/"), signed)
             decision = None if guard.is_exempt(facts.where.group) else await guard.decide(facts)
         except Exception:  # the guard must never take the site down
             log.exception("guard: error while checking a request; letting it through")
@@ -125,6 +127,24 @@ class GuardMiddleware:
             facts.path,
         )
         await _deny(send, decision, head=scope.get("method") == "HEAD")
+
+    def _signature(self, scope: Scope) -> SignatureCheck | None:
+        """The request's Web Bot Auth check, or None when it carries no signature."""
+        headers: dict[str, list[str]] = {}
+        for key, value in scope.get("headers", ()):
+            headers.setdefault(key.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+        if "signature-input" not in headers:
+            return None
+        raw_path = scope.get("raw_path") or scope.get("path", "/").encode()
+        assert self.guard.signatures is not None
+        return self.guard.signatures.verify(
+            headers,
+            method=scope.get("method", "GET"),
+            authority=(headers.get("host") or [""])[0],
+            path=raw_path.decode("latin-1"),
+            query=scope.get("query_string", b"").decode("latin-1"),
+            now=self.guard.clock(),
+        )
 
 
 def _user_agent(scope: Scope) -> str | None:

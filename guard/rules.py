@@ -101,6 +101,7 @@ class Policy:
     memory_max_entries: int = 200_000
     reverse_dns: bool = True
     pending: str = "unknown"
+    signatures_file: str | None = None
     robots_txt: bool = True
     ai_txt: bool = True
     default_disallow: tuple[str, ...] = ()
@@ -160,6 +161,7 @@ _TOP_KEYS = {
     "paths",
     "exempt",
     "reverse_dns",
+    "signatures",
     "verify",
     "clients",
     "subnets",
@@ -202,6 +204,14 @@ def parse_rules(doc: Located, base_dir: Path) -> Policy:
     pending = rdns.get("pending", "unknown")
     if pending not in ("unknown", "spoofed"):
         raise doc.error(rdns, "pending", "'pending' is unknown (count like any visitor) or spoofed (block)")
+
+    signatures = root.get("signatures", {})
+    _mapping(doc, root, "signatures", signatures, {"directory"})
+    signatures_file = signatures.get("directory")
+    if signatures_file is not None:
+        if not isinstance(signatures_file, str) or not (base_dir / signatures_file).is_file():
+            raise doc.error(signatures, "directory", f"signer directory {signatures_file!r} is not a file")
+        signatures_file = str(base_dir / signatures_file)
 
     subnets = root.get("subnets", {})
     _mapping(doc, root, "subnets", subnets, {"ipv4", "ipv6"})
@@ -254,6 +264,7 @@ def parse_rules(doc: Located, base_dir: Path) -> Policy:
         memory_max_entries=max_entries,
         reverse_dns=rdns.get("enabled", True),
         pending=pending,
+        signatures_file=signatures_file,
         robots_txt=directives.get("robots_txt", True),
         ai_txt=directives.get("ai_txt", True),
         default_disallow=default_disallow,
