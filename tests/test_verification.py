@@ -24,6 +24,7 @@ BINGBOT = (
     "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)"
 )
 APPLEBOT = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_5) AppleWebKit/605.1.15 (KHTML, like Gecko) (Applebot/0.1)"
+DUCKDUCKBOT = "DuckDuckBot/1.1; (+http://duckduckgo.com/duckduckbot.html)"
 
 # Addresses inside the shipped snapshots (rules/ranges/*.json), and one outside them all.
 GENUINE = [
@@ -33,6 +34,7 @@ GENUINE = [
     (BINGBOT, "157.55.39.10"),
     (BINGBOT, "40.77.167.88"),
     (APPLEBOT, "17.166.20.5"),
+    (DUCKDUCKBOT, "20.191.45.212"),
 ]
 ELSEWHERE = "203.0.113.66"
 
@@ -50,7 +52,7 @@ def test_genuine_search_engines_are_served_pages_not_audio(guarded, ua: str, ip:
     run(main())
 
 
-@pytest.mark.parametrize("ua", [GOOGLEBOT, BINGBOT, APPLEBOT])
+@pytest.mark.parametrize("ua", [GOOGLEBOT, BINGBOT, APPLEBOT, DUCKDUCKBOT])
 def test_the_same_user_agents_from_elsewhere_are_spoofed(guarded, ua: str) -> None:
     r = run(guarded(ELSEWHERE, ua).get("/tracks/1"))
     assert r.status_code == 403 and "spoofed-bot" in r.text
@@ -132,7 +134,8 @@ def test_forwarded_headers_from_a_trusted_proxy(headers, client: str) -> None:
 
 def test_range_verifier_answers_for_every_shipped_agent() -> None:
     verifier = RangeVerifier.from_directory(RULES.parent / "ranges")
-    assert {"googlebot", "bingbot", "applebot", "gptbot", "oai-searchbot"} <= set(verifier.ranges)
+    shipped = {"googlebot", "bingbot", "applebot", "duckduckbot", "gptbot", "oai-searchbot", "chatgpt-user"}
+    assert shipped <= set(verifier.ranges)
     resolver = ClientResolver()
     inside = resolver.client(parse_ip("66.249.67.31"), "")  # last address of 66.249.67.0/27
     outside = resolver.client(parse_ip("66.249.67.32"), "")  # first after it: not listed
