@@ -9,9 +9,17 @@ section 2.1 allows several user-agent lines per group). Everyone else gets the
 
 from __future__ import annotations
 
+import json
+import logging
+
 from guard.catalogue import Agent
 from guard.paths import robots_pattern
 from guard.rules import Policy
+
+log = logging.getLogger("guard")
+
+#: Crawlers must read at least this much of a robots.txt (RFC 9309 section 2.5).
+ROBOTS_LIMIT = 500 * 1024
 
 #: Media that ai.txt (Spawning's format) marks as not for training.
 AI_TXT_TYPES = (
@@ -75,6 +83,8 @@ def robots_txt(policy: Policy) -> str:
     ]
     for blocked, tokens in by_answer.items():
         lines += [f"User-agent: {token}" for token in tokens]
+        if policy.content_usage:
+            lines.append(f"Content-Usage: {policy.content_usage}")
         if set(blocked) >= set(content_groups):
             # Everything is off limits but what guard never blocks (the directives themselves).
             lines += [
@@ -88,6 +98,8 @@ def robots_txt(policy: Policy) -> str:
             lines += _disallow(policy, blocked)
         lines.append("")
     lines.append("User-agent: *")
+    if policy.content_usage:
+        lines.append(f"Content-Usage: {policy.content_usage}")
     lines += _disallow(policy, policy.default_disallow) or ["Allow: /"]
     if policy.sitemap:
         lines += ["", f"Sitemap: {policy.sitemap}"]
@@ -108,3 +120,42 @@ def ai_txt(policy: Policy) -> str:
     ]
     lines += [f"Disallow: *.{ext}" for ext in AI_TXT_TYPES]
     return "\n".join(lines) + "\n"
+
+
+def merge_robots(ours: str, theirs: str | None) -> str:
+    """Our robots.txt followed by the application's own, within the 500 KiB crawlers read.
+
+    Groups naming the same product token are combined by crawlers (RFC 9309 section
+    2.2.1), so the application's rules add to ours. What does not fit is cut at a line.
+    """
+    if not theirs or not theirs.strip():
+        return ours
+    merged = ours + "\n# The application's own robots.txt, merged by guard:\n" + theirs.strip() + "\n"
+    if len(merged.encode()) <= ROBOTS_LIMIT:
+        return merged
+    log.warning("guard: the merged robots.txt exceeds 500 KiB; the application's part is cut")
+    room = ROBOTS_LIMIT - len(ours.encode()) - 64
+    cut = theirs.encode()[: max(room, 0)].decode("utf-8", "ignore").rsplit("\n", 1)[0]
+    return ours + "\n# The application's own robots.txt (cut to fit 500 KiB), merged by guard:\n" + cut + "\n"
+
+
+def tdmrep_json(policy: Policy) -> str:
+    """/.well-known/tdmrep.json (W3C TDMRep): text and data mining rights reserved site-wide."""
+    entry: dict[str, object] = {"location": "/*", "tdm-reservation": 1}
+    if policy.tdm_policy:
+        entry["tdm-policy"] = policy.tdm_policy
+    return json.dumps([entry], indent=2) + "\n"
+
+
+def content_headers(policy: Policy) -> list[tuple[bytes, bytes]]:
+    """Opt-out signals added to every allowed content response (empty when all are off)."""
+    headers = []
+    if policy.x_robots_tag:
+        headers.append((b"x-robots-tag", policy.x_robots_tag.encode("latin-1")))
+    if policy.content_usage:
+        headers.append((b"content-usage", policy.content_usage.encode("latin-1")))
+    if policy.tdmrep:
+        headers.append((b"tdm-reservation", b"1"))
+        if policy.tdm_policy:
+            headers.append((b"tdm-policy", policy.tdm_policy.encode("latin-1")))
+    return headers

@@ -21,7 +21,8 @@ from guard.limits import Check, DistinctLimit, RateLimit, Verdict
 from guard.lru import LRU
 from guard.paths import PathMatch, normalise_path
 from guard.rdns import ReverseDNSVerifier
-from guard.rules import Policy, Rule
+from guard.robots import RobotsTxt
+from guard.rules import Match, Policy, Rule
 from guard.signatures import SignatureCheck, SignatureVerifier
 from guard.stores.base import Store
 from guard.stores.memory import MemoryStore
@@ -40,6 +41,7 @@ class Facts:
     identity: Identity
     path: str
     where: PathMatch
+    query: str = ""
 
     @property
     def plan_key(self) -> tuple[str, str | None, str, bool]:
@@ -73,6 +75,9 @@ class Decision:
 
 
 ALLOW = Decision("allow")
+ROBOTS_RULE = Rule(
+    id="robots-txt", match=Match(), action="block", description="a crawler fetching what its robots.txt group disallows"
+)
 
 
 class Guard:
@@ -108,11 +113,14 @@ class Guard:
         if signatures is None and policy.signatures_file:
             signatures = SignatureVerifier.from_file(policy.signatures_file)
         self.signatures = signatures
+        self.robots: RobotsTxt | None = None  # set by whoever serves robots.txt (the middleware)
         self._bans: LRU[str, float] = LRU(65536)
 
     # -- facts ------------------------------------------------------------------------
 
-    def facts(self, client: Client, user_agent: str | None, path: str, signed: SignatureCheck | None = None) -> Facts:
+    def facts(
+        self, client: Client, user_agent: str | None, path: str, signed: SignatureCheck | None = None, query: str = ""
+    ) -> Facts:
         """Identify and classify a request; ``signed`` is its Web Bot Auth check, if it carried one."""
         normal = normalise_path(path)
         identity = self.identifier.identify(user_agent, client)
@@ -127,7 +135,7 @@ class Guard:
                 else:
                     evidence = f"web bot auth: {signed.reason}"
                     identity = Identity("spoofed", agent, None, ua_hash=ua_hash, verified=False, evidence=evidence)
-        return Facts(client, identity, normal, self.policy.paths.classify(normal))
+        return Facts(client, identity, normal, self.policy.paths.classify(normal), query)
 
     def is_exempt(self, group: str) -> bool:
         return group in self.policy.exempt
@@ -140,6 +148,13 @@ class Guard:
         terminal = plan.terminal
         if terminal is not None and terminal.action == "block":
             return Decision("block", terminal, _block_reason(terminal))
+        agent = facts.identity.agent
+        if agent is not None and self.robots is not None:
+            # A crawler is held to its own robots.txt group, whatever the rules allow.
+            target = facts.path + ("?" + facts.query if facts.query else "")
+            allowed, rule = self.robots.check(agent.robots_tokens, target)
+            if not allowed and rule is not None:
+                return Decision("block", ROBOTS_RULE, f"robots.txt disallows this for {agent.name} ({rule.line})")
         if not plan.limits:
             return ALLOW
         checks = self.checks(facts, plan.limits)

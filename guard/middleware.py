@@ -7,16 +7,18 @@ server's own, so streaming and Range responses are not buffered or altered).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from guard.directives import ai_txt, robots_txt
+from guard.directives import ROBOTS_LIMIT, ai_txt, content_headers, merge_robots, robots_txt, tdmrep_json
 from guard.engine import Clock, Decision, Guard
 from guard.rdns import ReverseDNSVerifier
+from guard.robots import RobotsTxt
 from guard.rules import Policy, RedisSettings, load_rules
 from guard.signatures import SignatureCheck
 from guard.stores.base import Store
@@ -26,6 +28,8 @@ from guard.verify import RangeVerifier
 log = logging.getLogger("guard")
 
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules" / "default.yaml"
+TEXT = b"text/plain; charset=utf-8"
+JSON = b"application/json"
 
 
 def default_rules_path() -> Path:
@@ -91,39 +95,106 @@ class GuardMiddleware:
             namespace=settings.namespace,
             rdns=reverse_dns,
         )
-        self._directives: dict[str, bytes] = {}
-        if policy.robots_txt:
-            self._directives["/robots.txt"] = robots_txt(policy).encode()
+        self.policy = policy
+        self._ours = robots_txt(policy)
+        self._directives: dict[str, tuple[bytes, bytes]] = {}
+        self._upstream_pending = policy.merge_robots == "upstream"
+        self._upstream_lock = asyncio.Lock()
+        theirs = None
+        if policy.merge_robots and not self._upstream_pending:
+            theirs = Path(policy.merge_robots).read_text(encoding="utf-8", errors="replace")
+        self._set_robots(theirs)
         if policy.ai_txt:
-            self._directives["/ai.txt"] = ai_txt(policy).encode()
+            self._directives["/ai.txt"] = (ai_txt(policy).encode(), TEXT)
+        if policy.tdmrep:
+            self._directives["/.well-known/tdmrep.json"] = (tdmrep_json(policy).encode(), JSON)
+        self._signals = content_headers(policy)
+
+    def _set_robots(self, theirs: str | None) -> None:
+        """Serve (and enforce) our robots.txt merged with the application's."""
+        text = merge_robots(self._ours, theirs)
+        if self.policy.robots_txt:
+            self._directives["/robots.txt"] = (text.encode(), TEXT)
+        self.guard.robots = RobotsTxt.parse(text) if self.policy.enforce_robots else None
+
+    async def _fetch_upstream_robots(self) -> None:
+        """Ask the wrapped application for its own /robots.txt, once."""
+        async with self._upstream_lock:
+            if not self._upstream_pending:
+                return
+            self._upstream_pending = False
+            chunks: list[bytes] = []
+            status = [0]
+
+            async def receive() -> Message:
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    status[0] = message["status"]
+                elif message["type"] == "http.response.body" and sum(map(len, chunks)) < ROBOTS_LIMIT:
+                    chunks.append(message.get("body", b""))
+
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "GET",
+                "scheme": "http",
+                "path": "/robots.txt",
+                "raw_path": b"/robots.txt",
+                "query_string": b"",
+                "root_path": "",
+                "headers": [],
+                "client": None,
+                "server": None,
+            }
+            try:
+                await self.app(scope, receive, send)
+            except Exception:
+                log.exception("guard: the application failed to serve its robots.txt; serving ours alone")
+                return
+            if status[0] == 200:
+                self._set_robots(b"".join(chunks).decode("utf-8", "replace"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        body = self._directives.get(scope.get("path", ""))
-        if body is not None:
-            await _respond(send, 200, body, cache=True, head=scope.get("method") == "HEAD")
+        if self._upstream_pending:
+            await self._fetch_upstream_robots()
+        directive = self._directives.get(scope.get("path", ""))
+        if directive is not None:
+            body, content_type = directive
+            await _respond(send, 200, body, cache=True, head=scope.get("method") == "HEAD", content_type=content_type)
             return
         guard = self.guard
         try:
             client = guard.resolver.resolve(scope)
             signed = self._signature(scope) if guard.signatures is not None else None
-            facts = guard.facts(client, _user_agent(scope), scope.get("path", "/"), signed)
-            decision = None if guard.is_exempt(facts.where.group) else await guard.decide(facts)
+            query = scope.get("query_string", b"").decode("latin-1")
+            facts = guard.facts(client, _user_agent(scope), scope.get("path", "/"), signed, query)
+            exempt = guard.is_exempt(facts.where.group)
+            decision = None if exempt else await guard.decide(facts)
         except Exception:  # the guard must never take the site down
             log.exception("guard: error while checking a request; letting it through")
-            decision = None
+            decision, exempt = None, True
         if decision is None or decision.allowed:
-            await self.app(scope, receive, send)
+            if exempt or not self._signals:
+                await self.app(scope, receive, send)
+            else:
+                await self.app(scope, receive, _with_headers(send, self._signals))
             return
+        identity = facts.identity
         log.info(
-            "guard %s rule=%s client=%s category=%s agent=%s path=%s",
+            "guard %s rule=%s client=%s category=%s agent=%s verified=%s evidence=%s path=%s",
             decision.action,
             decision.rule_id,
             facts.client.ip,
-            facts.identity.category,
-            facts.identity.agent.name if facts.identity.agent else "-",
+            identity.category,
+            identity.agent.name if identity.agent else "-",
+            identity.verified,
+            identity.evidence or "-",
             facts.path,
         )
         await _deny(send, decision, head=scope.get("method") == "HEAD")
@@ -165,6 +236,17 @@ async def _deny(send: Send, decision: Decision, head: bool) -> None:
         await _respond(send, 403, text.encode(), extra=extra, head=head)
 
 
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    """``send`` that adds ``extra`` headers to the response start; the body passes untouched."""
+
+    async def sender(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *extra]}
+        await send(message)
+
+    return sender
+
+
 async def _respond(
     send: Send,
     status: int,
@@ -173,9 +255,10 @@ async def _respond(
     extra: list[tuple[bytes, bytes]] | None = None,
     cache: bool = False,
     head: bool = False,
+    content_type: bytes = TEXT,
 ) -> None:
     headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-type", content_type),
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"public, max-age=3600" if cache else b"no-store"),
     ]

@@ -106,6 +106,12 @@ class Policy:
     ai_txt: bool = True
     default_disallow: tuple[str, ...] = ()
     sitemap: str | None = None
+    merge_robots: str | None = None  # "upstream" (the app's own /robots.txt) or a file path
+    enforce_robots: bool = True
+    content_usage: str | None = None  # IETF AI-preferences, e.g. "train-ai=n"
+    x_robots_tag: str | None = None  # e.g. "noai, noimageai"
+    tdmrep: bool = False
+    tdm_policy: str | None = None
     redis: RedisSettings | None = None
     _plans: dict[tuple[str, str | None, str, bool], Plan] = field(default_factory=dict, repr=False)
 
@@ -226,10 +232,41 @@ def parse_rules(doc: Located, base_dir: Path) -> Policy:
     max_entries = _int(doc, memory, "max_entries", 200_000, 1, 10**9)
 
     directives = root.get("directives", {})
-    _mapping(doc, root, "directives", directives, {"robots_txt", "ai_txt", "default_disallow", "sitemap"})
-    for flag in ("robots_txt", "ai_txt"):
+    _mapping(
+        doc,
+        root,
+        "directives",
+        directives,
+        {
+            "robots_txt",
+            "ai_txt",
+            "default_disallow",
+            "sitemap",
+            "merge_robots",
+            "enforce_robots",
+            "content_usage",
+            "x_robots_tag",
+            "tdmrep",
+        },
+    )
+    for flag in ("robots_txt", "ai_txt", "enforce_robots"):
         if not isinstance(directives.get(flag, True), bool):
             raise doc.error(directives, flag, f"'{flag}' is true or false")
+    for text in ("content_usage", "x_robots_tag"):
+        value = directives.get(text)
+        if value is not None and (not isinstance(value, str) or "\n" in value or "\r" in value):
+            raise doc.error(directives, text, f"'{text}' is a one-line header value, or null to switch it off")
+    merge = directives.get("merge_robots")
+    if merge is not None:
+        if not isinstance(merge, str):
+            raise doc.error(directives, "merge_robots", "'merge_robots' is 'upstream' or a robots.txt file path")
+        if merge != "upstream":
+            if not (base_dir / merge).is_file():
+                raise doc.error(directives, "merge_robots", f"robots.txt to merge {merge!r} is not a file")
+            merge = str(base_dir / merge)
+    tdmrep = directives.get("tdmrep", False)
+    if not isinstance(tdmrep, bool) and not (isinstance(tdmrep, dict) and set(tdmrep) <= {"policy"}):
+        raise doc.error(directives, "tdmrep", "'tdmrep' is true, false, or {policy: URL of the TDM policy}")
     sitemap = directives.get("sitemap")
     if sitemap is not None and not isinstance(sitemap, str):
         raise doc.error(directives, "sitemap", "'sitemap' is an absolute URL")
@@ -269,6 +306,12 @@ def parse_rules(doc: Located, base_dir: Path) -> Policy:
         ai_txt=directives.get("ai_txt", True),
         default_disallow=default_disallow,
         sitemap=sitemap,
+        merge_robots=merge,
+        enforce_robots=directives.get("enforce_robots", True),
+        content_usage=directives.get("content_usage"),
+        x_robots_tag=directives.get("x_robots_tag"),
+        tdmrep=tdmrep is not False,
+        tdm_policy=tdmrep.get("policy") if isinstance(tdmrep, dict) else None,
         redis=redis,
     )
 

@@ -24,10 +24,12 @@ TEMPLATES = (
 EXPECTED = {
     "ai_training": (403, 403),
     "ai_search": (403, 403),
-    "ai_assistant": (403, 200),
+    "ai_assistant": (403, 403),
     "search_engine": (403, 403),  # from outside its operator's shipped ranges: spoofed (see below)
-    "social_preview": (200, 200),
-    "monitoring": (200, 200),
+    # Previews and monitors have no group of their own: robots.txt's `*` group keeps
+    # crawlers off audio and the API, and guard holds identified crawlers to it.
+    "social_preview": (403, 200),
+    "monitoring": (403, 200),
     "seo": (403, 200),
     "archiver": (403, 200),
     "scraping_tool": (403, 200),
@@ -85,7 +87,7 @@ def test_category_decides_the_outcome(guarded) -> None:
                 agent.verification and agent.verification.rdns_suffixes
             )
             if agent.category == "search_engine" and not checkable:
-                expected = (200, 200)  # nothing to check the claim against: judged as an ordinary visitor
+                expected = (403, 200)  # unchecked claim: an ordinary visitor, held to its robots.txt group
             if got != expected:
                 wrong.append((agent.name, agent.category, got))
             if audio.status_code == 403:
