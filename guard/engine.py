@@ -57,6 +57,7 @@ class Decision:
     rule: Rule | None = None
     reason: str = ""
     retry_after: float | None = None
+    shadowed: tuple[tuple[Rule, str], ...] = ()  # (shadow rule, what it would have said)
 
     @property
     def allowed(self) -> bool:
@@ -95,26 +96,39 @@ class Guard:
         rdns: ReverseDNSVerifier | None = None,
         signatures: SignatureVerifier | None = None,
     ) -> None:
-        self.policy = policy
         self.store: Store = store if store is not None else MemoryStore(policy.memory_max_entries)
         self.clock = clock
         self.namespace = namespace
-        self.resolver = ClientResolver(
-            trusted_proxies,
+        self.trusted_proxies = tuple(trusted_proxies)
+        self.verifier = verifier
+        self.rdns = rdns if rdns is not None or not policy.reverse_dns else ReverseDNSVerifier()
+        self._signatures = signatures
+        self.robots: RobotsTxt | None = None  # set by whoever serves robots.txt (the middleware)
+        self._bans: LRU[str, float] = LRU(65536)  # survives policy changes, like the store
+        self.use_policy(policy)
+
+    def use_policy(self, policy: Policy, verifier: RangeVerifier | None = None) -> None:
+        """Switch to ``policy`` (a reload): counters, bans and caches of the store carry over."""
+        if verifier is not None:
+            self.verifier = verifier
+        resolver = ClientResolver(
+            self.trusted_proxies,
             policy.ipv4_prefix,
             policy.ipv6_prefix,
             (policy.client_ipv4_prefix, policy.client_ipv6_prefix),
         )
-        if rdns is None and policy.reverse_dns:
-            rdns = ReverseDNSVerifier()
-        self.identifier = Identifier(
-            policy.catalogue, policy.verify_categories, verifier, rdns=rdns, pending=policy.pending
+        identifier = Identifier(
+            policy.catalogue,
+            policy.verify_categories,
+            self.verifier,
+            rdns=self.rdns if policy.reverse_dns else None,
+            pending=policy.pending,
         )
+        signatures = self._signatures
         if signatures is None and policy.signatures_file:
             signatures = SignatureVerifier.from_file(policy.signatures_file)
-        self.signatures = signatures
-        self.robots: RobotsTxt | None = None  # set by whoever serves robots.txt (the middleware)
-        self._bans: LRU[str, float] = LRU(65536)
+        # Everything is built first and assigned together: a request sees one policy or the other.
+        self.policy, self.resolver, self.identifier, self.signatures = policy, resolver, identifier, signatures
 
     # -- facts ------------------------------------------------------------------------
 
@@ -145,18 +159,20 @@ class Guard:
     async def decide(self, facts: Facts) -> Decision:
         """The decision for a request, counting it where the rules say so."""
         plan = self.policy.plan(*facts.plan_key)
+        shadowed = tuple((rule, _block_reason(rule)) for rule in plan.shadow_blocks)
         terminal = plan.terminal
         if terminal is not None and terminal.action == "block":
-            return Decision("block", terminal, _block_reason(terminal))
+            return Decision("block", terminal, _block_reason(terminal), shadowed=shadowed)
         agent = facts.identity.agent
         if agent is not None and self.robots is not None:
             # A crawler is held to its own robots.txt group, whatever the rules allow.
             target = facts.path + ("?" + facts.query if facts.query else "")
             allowed, rule = self.robots.check(agent.robots_tokens, target)
             if not allowed and rule is not None:
-                return Decision("block", ROBOTS_RULE, f"robots.txt disallows this for {agent.name} ({rule.line})")
+                reason = f"robots.txt disallows this for {agent.name} ({rule.line})"
+                return Decision("block", ROBOTS_RULE, reason, shadowed=shadowed)
         if not plan.limits:
-            return ALLOW
+            return Decision("allow", shadowed=shadowed) if shadowed else ALLOW
         checks = self.checks(facts, plan.limits)
         now = self.clock()
         if len(self._bans):  # a ban this process already knows of costs no store call
@@ -165,14 +181,18 @@ class Guard:
                     until = self._bans.get(check.ban_key)
                     if until is not None:
                         if until > now:
-                            return self._denied(plan.limits[i], Verdict(i, until - now, until))
+                            return self._denied(plan.limits[i], Verdict(i, until - now, until), shadowed)
                         self._bans.pop(check.ban_key)
         verdict = await self.store.apply(now, checks)
+        if verdict.shadowed:
+            shadowed += tuple(
+                (plan.limits[i], f"limit exceeded: {_limit_text(plan.limits[i])}") for i in verdict.shadowed
+            )
         if verdict.denied is None:
-            return ALLOW
+            return Decision("allow", shadowed=shadowed) if shadowed else ALLOW
         if verdict.banned_until is not None:
             self._bans.put(checks[verdict.denied].ban_key, verdict.banned_until)
-        return self._denied(plan.limits[verdict.denied], verdict)
+        return self._denied(plan.limits[verdict.denied], verdict, shadowed)
 
     def checks(self, facts: Facts, limits: tuple[Rule, ...]) -> list[Check]:
         """The store checks for ``limits``; all of a request's keys share its subnet's hash tag."""
@@ -183,15 +203,21 @@ class Guard:
         if track is not None and (len(track) > 64 or not track.isprintable()):
             track = track[:64].encode("unicode_escape").decode("ascii")[:64]  # bounded, one line
         return [
-            Check(f"{prefix}{rule.id}:{who[rule.key]}", rule.limit, track if rule.counts_tracks else None, rule.ban)
+            Check(
+                f"{prefix}{rule.id}:{who[rule.key]}",
+                rule.limit,
+                track if rule.counts_tracks else None,
+                None if rule.shadow else rule.ban,  # a shadow rule never escalates
+                rule.shadow,
+            )
             for rule in limits
         ]
 
-    def _denied(self, rule: Rule, verdict: Verdict) -> Decision:
+    def _denied(self, rule: Rule, verdict: Verdict, shadowed: tuple = ()) -> Decision:
         if verdict.banned_until is not None:
             reason = f"banned after repeatedly exceeding: {_limit_text(rule)}"
-            return Decision("block", rule, reason, verdict.retry_after)
-        return Decision(rule.action, rule, f"limit exceeded: {_limit_text(rule)}", verdict.retry_after)
+            return Decision("block", rule, reason, verdict.retry_after, shadowed)
+        return Decision(rule.action, rule, f"limit exceeded: {_limit_text(rule)}", verdict.retry_after, shadowed)
 
 
 def _block_reason(rule: Rule) -> str:

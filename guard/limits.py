@@ -79,6 +79,7 @@ class Check(NamedTuple):
     limit: RateLimit | DistinctLimit
     item: str | None = None
     ban: Ban | None = None
+    shadow: bool = False  # exceeding it is reported in Verdict.shadowed, never denies
 
     @property
     def ban_key(self) -> str:
@@ -99,11 +100,14 @@ class Verdict:
     denied: int | None = None
     retry_after: float = 0.0
     banned_until: float | None = None
+    shadowed: tuple[int, ...] = ()  # shadow checks that would have denied
 
     @classmethod
-    def from_us(cls, index: int, retry_us: int, banned_until_us: int | None = None) -> Verdict:
+    def from_us(
+        cls, index: int | None, retry_us: int, banned_until_us: int | None = None, shadowed: tuple[int, ...] = ()
+    ) -> Verdict:
         until = banned_until_us / 1e6 if banned_until_us else None
-        return cls(index, retry_us / 1e6, until)
+        return cls(index, retry_us / 1e6, until, shadowed)
 
 
 ALLOWED = Verdict()

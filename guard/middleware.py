@@ -8,15 +8,22 @@ server's own, so streaming and Range responses are not buffered or altered).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
+import signal
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from guard.clientaddr import format_ip, parse_ip
 from guard.directives import ROBOTS_LIMIT, ai_txt, content_headers, merge_robots, robots_txt, tdmrep_json
 from guard.engine import Clock, Decision, Guard
+from guard.observe import Observer
 from guard.rdns import ReverseDNSVerifier
 from guard.robots import RobotsTxt
 from guard.rules import Policy, RedisSettings, load_rules
@@ -41,6 +48,16 @@ def default_rules_path() -> Path:
     return Path(str(files("guard.shipped").joinpath("default.yaml")))
 
 
+@dataclass
+class Published:
+    """What one policy publishes: the directive files, response signals, robots.txt."""
+
+    directives: dict[str, tuple[bytes, bytes]]
+    signals: list[tuple[bytes, bytes]]
+    ours: str
+    upstream_pending: bool
+
+
 class GuardMiddleware:
     """Blocks AI-training crawlers and bulk scrapers; serves robots.txt and ai.txt.
 
@@ -58,6 +75,10 @@ class GuardMiddleware:
         ``ranges`` folder beside the rules file).
     :param reverse_dns: the forward-confirmed reverse DNS checker (default: the system
         resolver, in worker threads; off when the rules say ``reverse_dns.enabled: false``).
+    :param registry: a prometheus-client registry to add guard's metrics to (default: its own,
+        served on the rules file's ``metrics.path`` if set).
+    :param reload_interval: seconds between checks of the rules files for changes (0: only
+        on SIGHUP or :meth:`reload`).
 
     Redis key prefix, call timeout and fail mode come from the rules file's ``redis:`` section.
     """
@@ -73,9 +94,12 @@ class GuardMiddleware:
         ranges_dir: str | Path | None = None,
         redis_url: str | None = None,
         reverse_dns: ReverseDNSVerifier | None = None,
+        registry: CollectorRegistry | None = None,
+        reload_interval: float = 5.0,
     ) -> None:
         self.app = app
         policy = rules if isinstance(rules, Policy) else load_rules(rules or default_rules_path())
+        self.rules_path = None if isinstance(rules, Policy) else Path(rules or default_rules_path())
         settings = policy.redis or RedisSettings()
         redis_url = redis_url or settings.url
         if store is None and redis_url:
@@ -83,46 +107,107 @@ class GuardMiddleware:
 
             fallback = MemoryStore(policy.memory_max_entries)
             store = RedisStore.from_url(redis_url, timeout=settings.timeout, fail=settings.fail, fallback=fallback)
-        if ranges_dir is None:
-            ranges_dir = Path(policy.source).parent / "ranges"
-        verifier = RangeVerifier.from_directory(ranges_dir)
+        self._ranges_dir = Path(ranges_dir) if ranges_dir is not None else None
         self.guard = Guard(
             policy,
             store,
             clock=clock,
             trusted_proxies=trusted_proxies,
-            verifier=verifier,
+            verifier=RangeVerifier.from_directory(self._ranges_for(policy)),
             namespace=settings.namespace,
             rdns=reverse_dns,
         )
-        self.policy = policy
-        self._ours = robots_txt(policy)
-        self._directives: dict[str, tuple[bytes, bytes]] = {}
-        self._upstream_pending = policy.merge_robots == "upstream"
-        self._upstream_lock = asyncio.Lock()
-        theirs = None
-        if policy.merge_robots and not self._upstream_pending:
-            theirs = Path(policy.merge_robots).read_text(encoding="utf-8", errors="replace")
-        self._set_robots(theirs)
-        if policy.ai_txt:
-            self._directives["/ai.txt"] = (ai_txt(policy).encode(), TEXT)
-        if policy.tdmrep:
-            self._directives["/.well-known/tdmrep.json"] = (tdmrep_json(policy).encode(), JSON)
-        self._signals = content_headers(policy)
+        self.observer = Observer(registry, policy.sample_allows)
+        self.observer.watch_store(self.guard.store)
+        self.reload_interval = reload_interval
+        self._published = self._publish(policy)
+        self._lock = asyncio.Lock()
+        self._watch_loop: asyncio.AbstractEventLoop | None = None
+        self._watcher: asyncio.Task | None = None
+        self._stamps = self._file_stamps(policy)
 
-    def _set_robots(self, theirs: str | None) -> None:
+    @property
+    def policy(self) -> Policy:
+        return self.guard.policy
+
+    # -- the request path ---------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._watch_loop is not asyncio.get_running_loop():
+            self._start_watching()
+        published = self._published
+        if published.upstream_pending:
+            await self._fetch_upstream_robots()
+            published = self._published
+        path = scope.get("path", "")
+        directive = published.directives.get(path)
+        if directive is not None:
+            body, content_type = directive
+            await _respond(send, 200, body, cache=True, head=scope.get("method") == "HEAD", content_type=content_type)
+            return
+        policy = self.guard.policy
+        if path == policy.metrics_path and self._may_read_metrics(scope):
+            body = generate_latest(self.observer.registry)
+            await _respond(send, 200, body, content_type=CONTENT_TYPE_LATEST.encode())
+            return
+        guard = self.guard
+        started = time.perf_counter()
+        try:
+            client = guard.resolver.resolve(scope)
+            signed = self._signature(scope) if guard.signatures is not None else None
+            query = scope.get("query_string", b"").decode("latin-1")
+            facts = guard.facts(client, _user_agent(scope), scope.get("path", "/"), signed, query)
+            exempt = guard.is_exempt(facts.where.group)
+            decision = None if exempt else await guard.decide(facts)
+            if decision is not None:
+                self.observer.record(facts, decision, time.perf_counter() - started, shadow=policy.shadow)
+        except Exception:  # the guard must never take the site down
+            log.exception("guard: error while checking a request; letting it through")
+            decision, exempt = None, True
+        if decision is None or decision.allowed or policy.shadow:
+            if exempt or not published.signals:
+                await self.app(scope, receive, send)
+            else:
+                await self.app(scope, receive, _with_headers(send, published.signals))
+            return
+        await _deny(send, decision, head=scope.get("method") == "HEAD")
+
+    # -- what the policy publishes ---------------------------------------------------------
+
+    def _ranges_for(self, policy: Policy) -> Path:
+        return self._ranges_dir if self._ranges_dir is not None else Path(policy.source).parent / "ranges"
+
+    def _publish(self, policy: Policy) -> Published:
+        ours = robots_txt(policy)
+        directives: dict[str, tuple[bytes, bytes]] = {}
+        if policy.ai_txt:
+            directives["/ai.txt"] = (ai_txt(policy).encode(), TEXT)
+        if policy.tdmrep:
+            directives["/.well-known/tdmrep.json"] = (tdmrep_json(policy).encode(), JSON)
+        published = Published(directives, content_headers(policy), ours, policy.merge_robots == "upstream")
+        theirs = None
+        if policy.merge_robots and not published.upstream_pending:
+            theirs = Path(policy.merge_robots).read_text(encoding="utf-8", errors="replace")
+        self._set_robots(published, policy, theirs)
+        return published
+
+    def _set_robots(self, published: Published, policy: Policy, theirs: str | None) -> None:
         """Serve (and enforce) our robots.txt merged with the application's."""
-        text = merge_robots(self._ours, theirs)
-        if self.policy.robots_txt:
-            self._directives["/robots.txt"] = (text.encode(), TEXT)
-        self.guard.robots = RobotsTxt.parse(text) if self.policy.enforce_robots else None
+        text = merge_robots(published.ours, theirs)
+        if policy.robots_txt:
+            published.directives["/robots.txt"] = (text.encode(), TEXT)
+        self.guard.robots = RobotsTxt.parse(text) if policy.enforce_robots else None
 
     async def _fetch_upstream_robots(self) -> None:
-        """Ask the wrapped application for its own /robots.txt, once."""
-        async with self._upstream_lock:
-            if not self._upstream_pending:
+        """Ask the wrapped application for its own /robots.txt, once per policy."""
+        async with self._lock:
+            published = self._published
+            if not published.upstream_pending:
                 return
-            self._upstream_pending = False
+            published.upstream_pending = False
             chunks: list[bytes] = []
             status = [0]
 
@@ -155,59 +240,84 @@ class GuardMiddleware:
                 log.exception("guard: the application failed to serve its robots.txt; serving ours alone")
                 return
             if status[0] == 200:
-                self._set_robots(b"".join(chunks).decode("utf-8", "replace"))
+                self._set_robots(published, self.guard.policy, b"".join(chunks).decode("utf-8", "replace"))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+    def _may_read_metrics(self, scope: Scope) -> bool:
+        peer = scope.get("client")
+        parsed = parse_ip(peer[0]) if peer and isinstance(peer[0], str) else None
+        if parsed is None:
+            return False
+        address = ipaddress.ip_address(format_ip(*parsed))
+        return any(address in ipaddress.ip_network(cidr, strict=False) for cidr in self.guard.policy.metrics_allow)
+
+    # -- hot reload -------------------------------------------------------------------------
+
+    async def reload(self, why: str = "requested") -> bool:
+        """Load the rules file again and swap it in; a bad file keeps the last good rules."""
+        if self.rules_path is None:
+            return False
+        async with self._lock:
+            try:
+                policy = await asyncio.to_thread(load_rules, self.rules_path)
+                verifier = await asyncio.to_thread(RangeVerifier.from_directory, self._ranges_for(policy))
+            except Exception as exc:  # ConfigError above all: say where, keep enforcing the old rules
+                log.error("guard: rules not reloaded (%s), keeping the last good rules: %s", why, exc)
+                self._stamps = self._file_stamps(self.guard.policy)
+                return False
+            previous = self.guard.policy
+            self.guard.use_policy(policy, verifier)
+            try:
+                self._published = self._publish(policy)
+            except Exception as exc:
+                self.guard.use_policy(previous)
+                log.error("guard: rules not reloaded (%s), keeping the last good rules: %s", why, exc)
+                return False
+            self.observer.sample_allows = policy.sample_allows
+            self._stamps = self._file_stamps(policy)
+            log.warning("guard: rules reloaded from %s (%s): %d rules", self.rules_path, why, len(policy.rules))
+            return True
+
+    def _file_stamps(self, policy: Policy) -> dict[str, float]:
+        if self.rules_path is None:
+            return {}
+        files = [self.rules_path, Path(policy.source).parent / "agents.yaml", *self._ranges_for(policy).glob("*.json")]
+        if policy.signatures_file:
+            files.append(Path(policy.signatures_file))
+        stamps = {}
+        for file in files:
+            try:
+                stamps[str(file)] = file.stat().st_mtime
+            except OSError:
+                stamps[str(file)] = -1.0
+        return stamps
+
+    def _start_watching(self) -> None:
+        """Once per event loop: poll the rules files, and reload on SIGHUP where allowed."""
+        loop = self._watch_loop = asyncio.get_running_loop()
+        if self.rules_path is None:
             return
-        if self._upstream_pending:
-            await self._fetch_upstream_robots()
-        directive = self._directives.get(scope.get("path", ""))
-        if directive is not None:
-            body, content_type = directive
-            await _respond(send, 200, body, cache=True, head=scope.get("method") == "HEAD", content_type=content_type)
-            return
-        guard = self.guard
-        try:
-            client = guard.resolver.resolve(scope)
-            signed = self._signature(scope) if guard.signatures is not None else None
-            query = scope.get("query_string", b"").decode("latin-1")
-            facts = guard.facts(client, _user_agent(scope), scope.get("path", "/"), signed, query)
-            exempt = guard.is_exempt(facts.where.group)
-            decision = None if exempt else await guard.decide(facts)
-        except Exception:  # the guard must never take the site down
-            log.exception("guard: error while checking a request; letting it through")
-            decision, exempt = None, True
-        if decision is None or decision.allowed:
-            if exempt or not self._signals:
-                await self.app(scope, receive, send)
-            else:
-                await self.app(scope, receive, _with_headers(send, self._signals))
-            return
-        identity = facts.identity
-        log.info(
-            "guard %s rule=%s client=%s category=%s agent=%s verified=%s evidence=%s path=%s",
-            decision.action,
-            decision.rule_id,
-            facts.client.ip,
-            identity.category,
-            identity.agent.name if identity.agent else "-",
-            identity.verified,
-            identity.evidence or "-",
-            facts.path,
-        )
-        await _deny(send, decision, head=scope.get("method") == "HEAD")
+        if self.reload_interval > 0:
+            self._watcher = loop.create_task(self._watch())
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread, ...
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("SIGHUP")))
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.reload_interval)
+            stamps = await asyncio.to_thread(self._file_stamps, self.guard.policy)
+            if stamps != self._stamps:
+                await self.reload("file changed")
+
+    # -- signed agents ----------------------------------------------------------------------
 
     def _signature(self, scope: Scope) -> SignatureCheck | None:
         """The request's Web Bot Auth check, or None when it carries no signature."""
         headers: dict[str, list[str]] = {}
         for key, value in scope.get("headers", ()):
             headers.setdefault(key.decode("latin-1").lower(), []).append(value.decode("latin-1"))
-        if "signature-input" not in headers:
+        if "signature-input" not in headers or self.guard.signatures is None:
             return None
         raw_path = scope.get("raw_path") or scope.get("path", "/").encode()
-        assert self.guard.signatures is not None
         return self.guard.signatures.verify(
             headers,
             method=scope.get("method", "GET"),

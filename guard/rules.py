@@ -5,6 +5,7 @@ A bad file fails here, at start-up or on ``guard check``, with ``file:line: reas
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,7 @@ class Rule:
     reason: str | None = None
     description: str | None = None
     line: int | None = None
+    shadow: bool = False  # decisions are logged and counted, never enforced
 
     @property
     def counts_tracks(self) -> bool:
@@ -82,6 +84,7 @@ class Plan:
 
     terminal: Rule | None
     limits: tuple[Rule, ...]
+    shadow_blocks: tuple[Rule, ...] = ()  # shadow-mode block rules that matched before the terminal
 
 
 @dataclass
@@ -102,6 +105,10 @@ class Policy:
     reverse_dns: bool = True
     pending: str = "unknown"
     signatures_file: str | None = None
+    shadow: bool = False  # the whole policy in shadow mode: log and count, enforce nothing
+    metrics_path: str | None = None
+    metrics_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    sample_allows: float = 0.0
     robots_txt: bool = True
     ai_txt: bool = True
     default_disallow: tuple[str, ...] = ()
@@ -121,16 +128,20 @@ class Policy:
         plan = self._plans.get(fact)
         if plan is None:
             limits: list[Rule] = []
+            shadows: list[Rule] = []
             terminal = None
             for rule in self.rules:
                 if not rule.match.matches(category, agent, group, ua_missing):
                     continue
                 if rule.limit is not None:
                     limits.append(rule)
+                elif rule.shadow:
+                    if rule.action == "block":
+                        shadows.append(rule)  # would block; evaluation goes on as if it were absent
                 else:
                     terminal = rule
                     break
-            plan = Plan(terminal, tuple(limits))
+            plan = Plan(terminal, tuple(limits), tuple(shadows))
             if len(self._plans) < 65536:  # the fact space is small; the bound is a safety net
                 self._plans[fact] = plan
         return plan
@@ -168,6 +179,9 @@ _TOP_KEYS = {
     "exempt",
     "reverse_dns",
     "signatures",
+    "shadow",
+    "metrics",
+    "log",
     "verify",
     "clients",
     "subnets",
@@ -273,6 +287,26 @@ def parse_rules(doc: Located, base_dir: Path) -> Policy:
     default_disallow = tuple(_names(doc, directives, "default_disallow", set(paths.groups), "path group"))
 
     redis = _parse_redis(doc, root)
+    metrics = root.get("metrics", {})
+    _mapping(doc, root, "metrics", metrics, {"path", "allow"})
+    metrics_path = metrics.get("path")
+    if metrics_path is not None and (not isinstance(metrics_path, str) or not metrics_path.startswith("/")):
+        raise doc.error(metrics, "path", "'path' is where /metrics is served, e.g. /metrics")
+    metrics_allow = metrics.get("allow", ["127.0.0.1/32", "::1/128"])
+    if not isinstance(metrics_allow, list):
+        raise doc.error(metrics, "allow", "'allow' is a list of CIDRs that may read the metrics")
+    for j, cidr in enumerate(metrics_allow):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except (TypeError, ValueError):
+            raise doc.error(metrics_allow, j, f"{cidr!r} is not an address or CIDR") from None
+    log_section = root.get("log", {})
+    _mapping(doc, root, "log", log_section, {"sample_allows"})
+    sample = log_section.get("sample_allows", 0.0)
+    if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 <= sample <= 1:
+        raise doc.error(log_section, "sample_allows", "'sample_allows' is a share of allowed requests, 0 to 1")
+    if not isinstance(root.get("shadow", False), bool):
+        raise doc.error(root, "shadow", "'shadow' is true or false")
 
     raw_rules = root.get("rules")
     if not isinstance(raw_rules, list):
@@ -302,6 +336,10 @@ def parse_rules(doc: Located, base_dir: Path) -> Policy:
         reverse_dns=rdns.get("enabled", True),
         pending=pending,
         signatures_file=signatures_file,
+        shadow=root.get("shadow", False),
+        metrics_path=metrics_path,
+        metrics_allow=tuple(metrics_allow),
+        sample_allows=float(sample),
         robots_txt=directives.get("robots_txt", True),
         ai_txt=directives.get("ai_txt", True),
         default_disallow=default_disallow,
@@ -361,7 +399,7 @@ def _parse_paths(doc: Located, root: dict) -> PathGroups:
     return PathGroups(groups)
 
 
-_RULE_KEYS = {"id", "description", "match", "action", "limit", "ban", "reason"}
+_RULE_KEYS = {"id", "description", "match", "action", "limit", "ban", "reason", "shadow"}
 _MATCH_KEYS = {"category", "agent", "path", "user_agent"}
 
 
@@ -401,6 +439,8 @@ def _parse_rule(
     for text_key in ("reason", "description"):
         if text_key in raw and not isinstance(raw[text_key], str):
             raise doc.error(raw, text_key, f"{where}: '{text_key}' is text")
+    if not isinstance(raw.get("shadow", False), bool):
+        raise doc.error(raw, "shadow", f"{where}: 'shadow' is true or false")
 
     limit = key = ban = None
     if "limit" in raw:
@@ -424,6 +464,7 @@ def _parse_rule(
         reason=raw.get("reason"),
         description=raw.get("description"),
         line=doc.line(parent, i),
+        shadow=raw.get("shadow", False),
     )
 
 

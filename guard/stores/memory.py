@@ -46,6 +46,7 @@ class MemoryStore:
                         return Verdict.from_us(i, until - now_us, until)
 
         updates: list[tuple[str, Any, str | None]] = []
+        shadowed: list[int] = []
         for i, check in enumerate(checks):
             limit = check.limit
             if isinstance(limit, DistinctLimit):
@@ -53,15 +54,21 @@ class MemoryStore:
                     continue
                 window = self._window(check.key, now_us - limit.per_us)
                 if check.item not in window and len(window) >= limit.max:
+                    if check.shadow:
+                        shadowed.append(i)
+                        continue
                     oldest = next(iter(window.values()))
-                    return self._deny(now_us, i, check, oldest + limit.per_us - now_us)
+                    return self._deny(now_us, i, check, oldest + limit.per_us - now_us, shadowed)
                 updates.append((check.key, window, check.item))
             else:
                 tat = entries.get(check.key)
                 new_tat = max(tat if tat is not None else now_us, now_us) + limit.interval_us
                 allow_at = new_tat - limit.tolerance_us
                 if allow_at > now_us:
-                    return self._deny(now_us, i, check, allow_at - now_us)
+                    if check.shadow:
+                        shadowed.append(i)
+                        continue
+                    return self._deny(now_us, i, check, allow_at - now_us, shadowed)
                 updates.append((check.key, new_tat, None))
 
         for key, value, item in updates:
@@ -69,17 +76,17 @@ class MemoryStore:
                 value.pop(item, None)  # re-insert: the window stays ordered by last sight
                 value[item] = now_us
             self._put(key, value)
-        return ALLOWED
+        return Verdict(shadowed=tuple(shadowed)) if shadowed else ALLOWED
 
     async def close(self) -> None:
         self._entries.clear()
 
     # -- internals ------------------------------------------------------------------
 
-    def _deny(self, now_us: int, index: int, check: Check, retry_us: int) -> Verdict:
+    def _deny(self, now_us: int, index: int, check: Check, retry_us: int, shadowed: list[int]) -> Verdict:
         ban = check.ban
         if ban is None:
-            return Verdict.from_us(index, retry_us)
+            return Verdict.from_us(index, retry_us, None, tuple(shadowed))
         entries = self._entries
         strikes = entries.get(check.strike_key)
         if strikes is None or strikes[1] <= now_us:
@@ -90,9 +97,9 @@ class MemoryStore:
             until = now_us + ban.duration_us
             self._put(check.ban_key, until)
             self._bans += 1
-            return Verdict.from_us(index, ban.duration_us, until)
+            return Verdict.from_us(index, ban.duration_us, until, tuple(shadowed))
         self._put(check.strike_key, strikes)
-        return Verdict.from_us(index, retry_us)
+        return Verdict.from_us(index, retry_us, None, tuple(shadowed))
 
     def _put(self, key: str, value: Any) -> None:
         entries = self._entries

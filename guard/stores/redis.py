@@ -183,8 +183,12 @@ class RedisStore:
         if self._down_since is not None:
             self._came_back()
         for n, (_, _, future) in enumerate(batch):
-            denied, retry_us, until_us = int(reply[3 * n]), int(reply[3 * n + 1]), int(reply[3 * n + 2])
-            verdict = ALLOWED if denied == 0 else Verdict.from_us(denied - 1, retry_us, until_us or None)
+            denied, retry_us, until_us, mask = (int(x) for x in reply[4 * n : 4 * n + 4])
+            shadowed = tuple(i for i in range(mask.bit_length()) if mask >> i & 1)
+            if denied == 0:
+                verdict = Verdict(shadowed=shadowed) if shadowed else ALLOWED
+            else:
+                verdict = Verdict.from_us(denied - 1, retry_us, until_us or None, shadowed)
             if not future.done():
                 future.set_result(verdict)
 
@@ -206,7 +210,7 @@ class RedisStore:
             else:
                 head = f"r|{limit.interval_us}|{limit.tolerance_us}"
             tail = f"{ban.after}|{ban.within_us}|{ban.duration_us}" if ban is not None else "0|0|0"
-            lines.append(f"{head}|{tail}|{check.key}|{check.item or ''}")
+            lines.append(f"{head}|{tail}|{int(check.shadow)}|{check.key}|{check.item or ''}")
         return "\n".join(lines)
 
     async def _evalsha(self, keys: list[str], args: list[str]) -> list:

@@ -6,12 +6,14 @@
 -- ARGV[1]: slack, milliseconds added to every expiry (clock skew between app instances).
 -- ARGV[r + 1]: request r, lines separated by "\n": first its "now" (whole microseconds
 --          from the application's clock), then one line per check:
---          kind|a|b|after|within_us|duration_us|key|item
+--          kind|a|b|after|within_us|duration_us|shadow|key|item
 --            kind "r" (GCRA: a = interval_us, b = tolerance_us)
 --                 "d" (distinct values: a = max, b = per_us; item "" = none counted)
 --            after = 0: no escalation to a ban. Ban key: key..":b", strikes: key..":s".
--- Returns three integers per request: denied check (1-based, 0 = allowed), retry_us,
--- banned_until_us (0 = none). Times are whole microseconds held in doubles: exact below 2^53.
+--            shadow = 1: exceeding it is reported, never denies (and is not recorded).
+-- Returns four integers per request: denied check (1-based, 0 = allowed), retry_us,
+-- banned_until_us (0 = none), and a bit mask of the shadow checks that would have denied
+-- (bit i-1 for check i). Times are whole microseconds held in doubles: exact below 2^53.
 
 local slack = tonumber(ARGV[1])
 local out = {}
@@ -30,18 +32,18 @@ local function parse(request)
     if now == nil then
       now = tonumber(line)
     else
-      local kind, a, b, after, within, duration, key, item =
-        string.match(line, '^(%a)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|([^|]+)|(.*)$')
+      local kind, a, b, after, within, duration, shadow, key, item =
+        string.match(line, '^(%a)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|([01])|([^|]+)|(.*)$')
       checks[#checks + 1] = {kind = kind, a = tonumber(a), b = tonumber(b), after = tonumber(after),
-        within = tonumber(within), duration = tonumber(duration), key = key, item = item}
+        within = tonumber(within), duration = tonumber(duration), shadow = shadow == '1', key = key, item = item}
     end
   end
   return now, checks
 end
 
-local function deny(now, i, c, retry)
+local function deny(now, i, c, retry, mask)
   if c.after == 0 then
-    return {i, retry, 0}
+    return {i, retry, 0, mask}
   end
   local skey = c.key .. ':s'
   local count = tonumber(redis.call('HGET', skey, 'c') or '0')
@@ -55,11 +57,11 @@ local function deny(now, i, c, retry)
     local until_us = now + c.duration
     redis.call('DEL', skey)
     redis.call('SET', c.key .. ':b', fmt(until_us), 'PX', ms(c.duration))
-    return {i, c.duration, until_us}
+    return {i, c.duration, until_us, mask}
   end
   redis.call('HSET', skey, 'c', count, 'e', fmt(expires))
   redis.call('PEXPIRE', skey, ms(expires - now))
-  return {i, retry, 0}
+  return {i, retry, 0, mask}
 end
 
 local function apply(now, checks)
@@ -68,31 +70,41 @@ local function apply(now, checks)
     if c.after > 0 then
       local until_us = tonumber(redis.call('GET', c.key .. ':b') or '0')
       if until_us > now then
-        return {i, until_us - now, until_us}
+        return {i, until_us - now, until_us, 0}
       end
     end
   end
-  -- 2. Evaluate every check without recording anything; the first that is exceeded denies.
+  -- 2. Evaluate every check without recording anything; the first that is exceeded denies
+  -- (a shadow check only notes that it would have).
   local pending = {}
+  local mask = 0
+  local bit = 1
   for i, c in ipairs(checks) do
+    local retry = nil
+    local new_tat = 0
     if c.kind == 'd' then
       if c.item ~= '' then
         redis.call('ZREMRANGEBYSCORE', c.key, '-inf', fmt(now - c.b))
         if not redis.call('ZSCORE', c.key, c.item) and redis.call('ZCARD', c.key) >= c.a then
           local oldest = redis.call('ZRANGE', c.key, 0, 0, 'WITHSCORES')
-          return deny(now, i, c, tonumber(oldest[2]) + c.b - now)
+          retry = tonumber(oldest[2]) + c.b - now
         end
-        pending[#pending + 1] = {c, 0}
       end
     else
       local tat = tonumber(redis.call('GET', c.key) or '0')
-      local new_tat = math.max(tat, now) + c.a
-      local allow_at = new_tat - c.b
-      if allow_at > now then
-        return deny(now, i, c, allow_at - now)
+      new_tat = math.max(tat, now) + c.a
+      if new_tat - c.b > now then
+        retry = new_tat - c.b - now
       end
+    end
+    if retry and c.shadow then
+      mask = mask + bit
+    elseif retry then
+      return deny(now, i, c, retry, mask)
+    elseif c.kind ~= 'd' or c.item ~= '' then
       pending[#pending + 1] = {c, new_tat}
     end
+    bit = bit * 2
   end
   -- 3. Allowed: record the request in every counter; each key expires by itself.
   for _, p in ipairs(pending) do
@@ -104,13 +116,13 @@ local function apply(now, checks)
       redis.call('SET', c.key, fmt(p[2]), 'PX', ms(p[2] - now))
     end
   end
-  return {0, 0, 0}
+  return {0, 0, 0, mask}
 end
 
 for r = 2, #ARGV do
   local result = apply(parse(ARGV[r]))
-  out[#out + 1] = result[1]
-  out[#out + 1] = result[2]
-  out[#out + 1] = result[3]
+  for k = 1, 4 do
+    out[#out + 1] = result[k]
+  end
 end
 return out
