@@ -45,6 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate a rules file (exit status 1 on error)")
     check.add_argument("file")
+    check.add_argument("--strict", action="store_true", help="warnings fail too")
+
+    explain = sub.add_parser("explain", help="why a request would be allowed, blocked or throttled")
+    explain.add_argument("--ua", default=None, help="User-Agent (omit for none)")
+    explain.add_argument("--ip", required=True, help="the socket peer's address")
+    explain.add_argument("--path", required=True, help="path (and query) of the request")
+    explain.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'Name: value'",
+        help="another request header, e.g. 'X-Forwarded-For: 203.0.113.9' (repeatable)",
+    )
+    explain.add_argument("--rules", default=os.environ.get("GUARD_RULES"))
+    explain.add_argument(
+        "--redis-url",
+        default=os.environ.get("GUARD_REDIS_URL"),
+        help="read counters from this Redis (default: the rules' redis.url, else none)",
+    )
+    explain.add_argument("--trusted-proxy", action="append", default=None, metavar="CIDR")
+    explain.add_argument("--json", action="store_true", help="print the report as JSON")
 
     update = sub.add_parser("update-ranges", help="refresh crawler IP ranges from their operators' published files")
     update.add_argument("--rules", default=os.environ.get("GUARD_RULES"))
@@ -61,26 +82,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "check":
-            return cmd_check(args.file)
+            return cmd_check(args.file, args.strict)
         if args.command == "robots":
             return cmd_robots(args.rules, args.ai_txt)
         if args.command == "update-ranges":
             return cmd_update_ranges(args.rules, args.dir, args.timeout)
+        if args.command == "explain":
+            return cmd_explain(args)
         return cmd_demo(args)
     except ConfigError as exc:
         print(f"guard: {exc}", file=sys.stderr)
         return 1
 
 
-def cmd_check(path: str) -> int:
+def cmd_check(path: str, strict: bool = False) -> int:
+    from guard.lint import rule_warnings, schema_errors
     from guard.rules import load_rules
+    from guard.yamlfile import load_yaml
 
+    errors = schema_errors(load_yaml(path))
+    if errors:
+        for error in errors:
+            print(f"guard: {error}", file=sys.stderr)
+        return 1
     policy = load_rules(path)
+    warnings = rule_warnings(policy)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(
         f"{path}: ok ({len(policy.rules)} rules, {len(policy.paths.groups)} path groups, "
-        f"{len(policy.catalogue.agents)} catalogue agents)"
+        f"{len(policy.catalogue.agents)} catalogue agents, {len(warnings)} warnings)"
     )
-    return 0
+    return 1 if strict and warnings else 0
 
 
 def cmd_robots(rules: str | None, ai: bool) -> int:
@@ -90,6 +123,36 @@ def cmd_robots(rules: str | None, ai: bool) -> int:
 
     policy = load_rules(rules or default_rules_path())
     sys.stdout.write(ai_txt(policy) if ai else robots_txt(policy))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from guard.explain import explain, format_text
+    from guard.middleware import GuardMiddleware
+
+    async def app(scope, receive, send) -> None:  # explain never calls the application
+        raise RuntimeError("not used")
+
+    proxies = args.trusted_proxy if args.trusted_proxy is not None else _env_list("GUARD_TRUSTED_PROXIES")
+    headers = []
+    for header in args.header:
+        name, _, value = header.partition(":")
+        headers.append((name.strip().lower().encode(), value.strip().encode("latin-1", "replace")))
+
+    async def run() -> dict:
+        middleware = GuardMiddleware(
+            app, args.rules, trusted_proxies=proxies, redis_url=args.redis_url, reload_interval=0
+        )
+        try:
+            return await explain(middleware.guard, user_agent=args.ua, ip=args.ip, path=args.path, headers=headers)
+        finally:
+            await middleware.guard.store.close()
+
+    report = asyncio.run(run())
+    sys.stdout.write(json.dumps(report, indent=2) + "\n" if args.json else format_text(report))
     return 0
 
 

@@ -116,7 +116,7 @@ def test_guard_check_exit_status(tmp_path: Path) -> None:
     bad = write_rules(tmp_path, GOOD_HEAD + "rules:\n  - id: x\n    action: explode\n")
     result = run_cli("check", str(bad))
     assert result.returncode == 1
-    assert f"{bad}:7: rule 'x': 'action' must be one of" in result.stderr
+    assert f"{bad}:7: schema: rules/0/action: 'explode' is not one of" in result.stderr
 
 
 def test_guard_check_missing_file(tmp_path: Path) -> None:
@@ -141,3 +141,27 @@ def test_guard_check_missing_file(tmp_path: Path) -> None:
 )
 def test_durations(value, seconds) -> None:
     assert parse_duration(value) == seconds
+
+
+def test_guard_check_warns_about_unreachable_rules(tmp_path: Path) -> None:
+    path = write_rules(
+        tmp_path,
+        GOOD_HEAD
+        + "rules:\n"
+        + "  - id: everything\n    action: allow\n"
+        + "  - id: too-late\n    match: {category: ai_training}\n    action: block\n",
+    )
+    result = run_cli("check", str(path))
+    assert result.returncode == 0
+    assert f"{path}:8: rule 'too-late' is unreachable: every request it matches is decided first by 'everything'" in (
+        result.stderr
+    )
+    assert run_cli("check", "--strict", str(path)).returncode == 1
+    assert "0 warnings" in run_cli("check", str(RULES)).stdout
+
+
+def test_the_shipped_rules_match_the_json_schema() -> None:
+    from guard.lint import schema_errors
+    from guard.yamlfile import load_yaml
+
+    assert schema_errors(load_yaml(RULES)) == []

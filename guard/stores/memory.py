@@ -78,6 +78,23 @@ class MemoryStore:
             self._put(key, value)
         return Verdict(shadowed=tuple(shadowed)) if shadowed else ALLOWED
 
+    async def peek(self, now: float, checks: Sequence[Check]) -> list[dict[str, Any]]:
+        """Each check's counters as they stand, changing nothing (for ``guard explain``)."""
+        get = self._entries.get
+        return [
+            peek_entry(
+                {
+                    "window": get(c.key) if isinstance(c.limit, DistinctLimit) else None,
+                    "tat": None if isinstance(c.limit, DistinctLimit) else get(c.key),
+                    "strikes": get(c.strike_key),
+                    "ban": get(c.ban_key),
+                },
+                to_us(now),
+                c,
+            )
+            for c in checks
+        ]
+
     async def close(self) -> None:
         self._entries.clear()
 
@@ -122,3 +139,40 @@ class MemoryStore:
                 break
             del window[item]
         return window
+
+
+def peek_entry(entries: Any, now_us: int, check: Check) -> dict[str, Any]:
+    """The state of one check's counters, read only (shared by the stores' ``peek``)."""
+    limit = check.limit
+    state: dict[str, Any] = {"key": check.key}
+    if isinstance(limit, DistinctLimit):
+        window = entries.get("window") or {}
+        live = {item: seen for item, seen in window.items() if seen > now_us - limit.per_us}
+        state.update(
+            kind="distinct",
+            count=len(live),
+            max=limit.max,
+            per=limit.per,
+            item=check.item,
+            item_seen=check.item in live if check.item is not None else None,
+        )
+        state["would_deny"] = check.item is not None and check.item not in live and len(live) >= limit.max
+    else:
+        tat = max(entries.get("tat") or now_us, now_us)
+        used = (tat - now_us) / limit.interval_us  # requests "in flight" in the bucket
+        state.update(
+            kind="rate",
+            requests=limit.requests,
+            per=limit.per,
+            burst=limit.burst,
+            burst_left=max(0, int(limit.burst - used)),
+        )
+        state["would_deny"] = tat + limit.interval_us - limit.tolerance_us > now_us
+    strikes = entries.get("strikes")
+    if strikes and strikes[1] > now_us:
+        state["strikes"] = strikes[0]
+    until = entries.get("ban")
+    if until and until > now_us:
+        state["banned_for"] = round((until - now_us) / 1e6, 3)
+        state["would_deny"] = True
+    return state

@@ -39,7 +39,7 @@ from redis.cluster import key_slot
 from redis.exceptions import NoScriptError
 
 from guard.limits import ALLOWED, Check, DistinctLimit, Verdict, to_us
-from guard.stores.memory import MemoryStore
+from guard.stores.memory import MemoryStore, peek_entry
 
 log = logging.getLogger("guard.redis")
 
@@ -134,6 +134,31 @@ class RedisStore:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
         return await future
+
+    async def peek(self, now: float, checks: Sequence[Check]) -> list[dict[str, Any]]:
+        """Each check's counters as they stand in Redis, read only (for ``guard explain``)."""
+        now_us = to_us(now)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for c in checks:
+                if isinstance(c.limit, DistinctLimit):
+                    pipe.zrangebyscore(c.key, f"({now_us - c.limit.per_us}", "+inf", withscores=True)
+                else:
+                    pipe.get(c.key)
+                pipe.hgetall(c.strike_key)
+                pipe.get(c.ban_key)
+            replies = await pipe.execute()
+        states = []
+        for n, c in enumerate(checks):
+            counter, strikes, ban = replies[3 * n : 3 * n + 3]
+            entries: dict[str, Any] = {"ban": int(ban) if ban else None}
+            if strikes:
+                entries["strikes"] = [int(strikes[b"c"]), int(strikes[b"e"])]
+            if isinstance(c.limit, DistinctLimit):
+                entries["window"] = {member.decode(): int(score) for member, score in counter}
+            else:
+                entries["tat"] = int(counter) if counter else None
+            states.append(peek_entry(entries, now_us, c))
+        return states
 
     async def close(self) -> None:
         if self._tasks:

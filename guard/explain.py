@@ -1,0 +1,166 @@
+"""``guard explain``: why a request would be allowed, blocked or throttled.
+
+It builds the request's facts as the middleware would, walks every rule in order saying
+whether and why it matched, reads the counters involved from the store (Redis when
+configured) without changing them, and gives the decision a request would get now.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from guard.clientaddr import format_ip, parse_ip
+from guard.engine import Guard, _block_reason, _limit_text
+from guard.identify import describe_browser
+from guard.rules import Match, Rule
+
+
+def _why_not(match: Match, category: str, agent: str | None, group: str, ua_missing: bool) -> str | None:
+    """None if ``match`` holds, else the first condition that fails, in words."""
+    if match.categories and category not in match.categories:
+        return f"category {category} is not {', '.join(sorted(match.categories))}"
+    if match.agents and (agent is None or agent.lower() not in match.agents):
+        return f"agent {agent or '-'} is not {', '.join(sorted(match.agents))}"
+    if match.paths and group not in match.paths:
+        return f"path group {group} is not {', '.join(sorted(match.paths))}"
+    if match.user_agent is not None and (match.user_agent == "missing") != ua_missing:
+        return f"user agent is {'missing' if ua_missing else 'present'}, rule wants {match.user_agent}"
+    return None
+
+
+async def explain(
+    guard: Guard, *, user_agent: str | None, ip: str, path: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> dict[str, Any]:
+    """The full reasoning for one request, as a JSON-able dict. Nothing is counted."""
+    query = ""
+    if "?" in path:
+        path, query = path.split("?", 1)
+    all_headers = list(headers or [])
+    if user_agent is not None:
+        all_headers.append((b"user-agent", user_agent.encode("latin-1", "replace")))
+    client = guard.resolver.resolve({"client": (ip, 0), "headers": all_headers})
+    claim = guard.identifier.from_user_agent(user_agent) if user_agent and user_agent.strip() else None
+    if claim and claim.agent and guard.identifier.rdns and claim.category in guard.identifier.verify_categories:
+        await guard.identifier.rdns.check(claim.agent, client)  # a tool may wait for DNS; requests never do
+    facts = guard.facts(client, user_agent, path, None, query)
+    identity = facts.identity
+    policy = guard.policy
+    plan = policy.plan(*facts.plan_key)
+    exempt = guard.is_exempt(facts.where.group)
+
+    rules: list[dict[str, Any]] = []
+    decided_by: Rule | None = None
+    limits = [r for r in plan.limits]
+    states = await guard.store.peek(guard.clock(), guard.checks(facts, tuple(limits))) if limits else []
+    state_of = {rule.id: state for rule, state in zip(limits, states, strict=True)}
+    for rule in policy.rules:
+        entry: dict[str, Any] = {"id": rule.id, "line": rule.line, "shadow": rule.shadow}
+        if decided_by is not None:
+            entry["result"] = f"not reached: rule {decided_by.id} decided"
+        else:
+            reason = _why_not(
+                rule.match,
+                identity.category,
+                identity.agent.name if identity.agent else None,
+                facts.where.group,
+                identity.ua_missing,
+            )
+            if reason is not None:
+                entry["result"] = f"no match: {reason}"
+            elif rule.limit is not None:
+                state = state_of.get(rule.id, {})
+                entry["result"] = f"counts: {_limit_text(rule)}"
+                entry["counter"] = state
+            elif rule.shadow:
+                entry["result"] = f"matched in shadow mode: would {rule.action} (not enforced)"
+            else:
+                entry["result"] = f"matched: {rule.action}"
+                decided_by = rule
+        rules.append(entry)
+
+    robots = None
+    if identity.agent is not None and guard.robots is not None:
+        allowed, line = guard.robots.check(identity.agent.robots_tokens, path + ("?" + query if query else ""))
+        robots = {"allowed": allowed, "rule": line.line if line else None}
+
+    if exempt:
+        decision = {"action": "allow", "rule": None, "reason": f"path group {facts.where.group} is exempt"}
+    elif plan.terminal is not None and plan.terminal.action == "block":
+        decision = {"action": "block", "rule": plan.terminal.id, "reason": _block_reason(plan.terminal)}
+    elif robots is not None and not robots["allowed"]:
+        decision = {"action": "block", "rule": "robots-txt", "reason": f"robots.txt: {robots['rule']}"}
+    else:
+        denied = next((r for r in limits if not r.shadow and state_of[r.id].get("would_deny")), None)
+        if denied is not None:
+            banned = "banned_for" in state_of[denied.id]
+            decision = {
+                "action": "block" if banned else denied.action,
+                "rule": denied.id,
+                "reason": ("banned: " if banned else "limit exceeded: ") + _limit_text(denied),
+            }
+        else:
+            terminal = plan.terminal
+            decision = {
+                "action": "allow",
+                "rule": terminal.id if terminal else None,
+                "reason": "allowed by rule" if terminal else "no rule decided: allowed",
+            }
+
+    parsed = parse_ip(ip)
+    return {
+        "request": {
+            "ip": format_ip(*parsed) if parsed else ip,
+            "path": facts.path,
+            "query": query or None,
+            "user_agent": user_agent,
+        },
+        "client": {"ip": client.ip, "key": client.key, "subnet": client.subnet},
+        "identity": {
+            "category": identity.category,
+            "agent": identity.agent.name if identity.agent else None,
+            "operator": identity.agent.operator if identity.agent else None,
+            "token": identity.token,
+            "claimed": identity.claimed,
+            "verified": identity.verified,
+            "evidence": identity.evidence,
+            "browser": describe_browser(user_agent) if user_agent else None,
+        },
+        "path": {"group": facts.where.group, "track": facts.where.track, "exempt": exempt},
+        "robots": robots,
+        "rules": rules,
+        "decision": decision,
+        "shadow_policy": policy.shadow,
+    }
+
+
+def format_text(report: dict[str, Any]) -> str:
+    """A terminal rendering of :func:`explain`'s report."""
+    d, i, p = report["decision"], report["identity"], report["path"]
+    verified = {True: "verified", False: "FAILED verification", None: "not verified"}[i["verified"]]
+    lines = [
+        f"decision: {d['action'].upper()}" + (f" by rule {d['rule']}" if d["rule"] else "") + f" ({d['reason']})",
+        f"client:   {report['client']['ip']} (counted as {report['client']['key']}, "
+        f"subnet {report['client']['subnet']})",
+        f"identity: category {i['category']}"
+        + (f", agent {i['agent']} ({i['operator']}), token {i['token']!r}, {verified}" if i["agent"] else "")
+        + (f" by {i['evidence']}" if i["evidence"] else ""),
+        f"browser:  {i['browser'] or '-'}",
+        f"path:     {report['request']['path']} -> group {p['group']}"
+        + (f", track {p['track']}" if p["track"] else "")
+        + (" (exempt)" if p["exempt"] else ""),
+    ]
+    if report["robots"] is not None:
+        r = report["robots"]
+        lines.append(
+            f"robots:   {'allowed' if r['allowed'] else 'DISALLOWED'}" + (f" by {r['rule']}" if r["rule"] else "")
+        )
+    if report["shadow_policy"]:
+        lines.append("policy:   SHADOW MODE (nothing is enforced)")
+    lines.append("rules:")
+    for rule in report["rules"]:
+        lines.append(f"  {rule['id']:<24} line {rule['line']}: {rule['result']}")
+        counter = rule.get("counter")
+        if counter:
+            shown = {k: v for k, v in counter.items() if k not in ("key", "kind")}
+            lines.append(f"  {'':<24}   counter {counter['key']}: {shown}")
+    return "\n".join(lines) + "\n"
