@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -67,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--trusted-proxy", action="append", default=None, metavar="CIDR")
     explain.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    top = sub.add_parser("top", help="live table of the clients, subnets and agents stopped most (from Redis)")
+    top.add_argument("--redis-url", default=os.environ.get("GUARD_REDIS_URL"))
+    top.add_argument("--rules", default=os.environ.get("GUARD_RULES"), help="for redis.url and namespace")
+    top.add_argument("--minutes", type=int, default=5)
+    top.add_argument("--limit", type=int, default=10)
+    top.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    top.add_argument("--once", action="store_true", help="print the table once and exit")
+
     update = sub.add_parser("update-ranges", help="refresh crawler IP ranges from their operators' published files")
     update.add_argument("--rules", default=os.environ.get("GUARD_RULES"))
     update.add_argument("--dir", help="where to write them (default: the ranges folder beside the rules file)")
@@ -89,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_update_ranges(args.rules, args.dir, args.timeout)
         if args.command == "explain":
             return cmd_explain(args)
+        if args.command == "top":
+            return cmd_top(args)
         return cmd_demo(args)
     except ConfigError as exc:
         print(f"guard: {exc}", file=sys.stderr)
@@ -153,6 +164,44 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     report = asyncio.run(run())
     sys.stdout.write(json.dumps(report, indent=2) + "\n" if args.json else format_text(report))
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+
+    from guard.middleware import default_rules_path
+    from guard.rules import RedisSettings, load_rules
+    from guard.top import read_top, render
+
+    settings = load_rules(args.rules or default_rules_path()).redis or RedisSettings()
+    url = args.redis_url or settings.url
+    if not url:
+        print("guard: guard top reads Redis: give --redis-url or GUARD_REDIS_URL", file=sys.stderr)
+        return 1
+
+    async def run() -> None:
+        if url.startswith(("redis+cluster://", "rediss+cluster://")):
+            client = RedisCluster.from_url(url.replace("+cluster", "", 1))
+        else:
+            client = Redis.from_url(url)
+        try:
+            while True:
+                text = render(await read_top(client, settings.namespace, args.minutes, args.limit), args.minutes)
+                if args.once:
+                    sys.stdout.write(text)
+                    return
+                sys.stdout.write("\x1b[H\x1b[2J" + text + "\n(Ctrl-C to quit)\n")
+                sys.stdout.flush()
+                await asyncio.sleep(args.interval)
+        finally:
+            await client.aclose()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
     return 0
 
 

@@ -30,6 +30,7 @@ from guard.rules import Policy, RedisSettings, load_rules
 from guard.signatures import SignatureCheck
 from guard.stores.base import Store
 from guard.stores.memory import MemoryStore
+from guard.top import TopCounter
 from guard.verify import RangeVerifier
 
 log = logging.getLogger("guard")
@@ -119,11 +120,14 @@ class GuardMiddleware:
         )
         self.observer = Observer(registry, policy.sample_allows)
         self.observer.watch_store(self.guard.store)
+        client = getattr(self.guard.store, "client", None)  # the Redis store's: feeds `guard top`
+        self.top = TopCounter(client, settings.namespace) if client is not None else None
         self.reload_interval = reload_interval
         self._published = self._publish(policy)
         self._lock = asyncio.Lock()
         self._watch_loop: asyncio.AbstractEventLoop | None = None
         self._watcher: asyncio.Task | None = None
+        self._flusher: asyncio.Task | None = None
         self._stamps = self._file_stamps(policy)
 
     @property
@@ -164,6 +168,8 @@ class GuardMiddleware:
             decision = None if exempt else await guard.decide(facts)
             if decision is not None:
                 self.observer.record(facts, decision, time.perf_counter() - started, shadow=policy.shadow)
+                if self.top is not None:
+                    self.top.add(facts, decision)
         except Exception:  # the guard must never take the site down
             log.exception("guard: error while checking a request; letting it through")
             decision, exempt = None, True
@@ -294,6 +300,8 @@ class GuardMiddleware:
     def _start_watching(self) -> None:
         """Once per event loop: poll the rules files, and reload on SIGHUP where allowed."""
         loop = self._watch_loop = asyncio.get_running_loop()
+        if self.top is not None:
+            self._flusher = loop.create_task(self.top.run())
         if self.rules_path is None:
             return
         if self.reload_interval > 0:
