@@ -7,10 +7,14 @@ That makes matching whole-word ("Spider" never hits "Bytespider", "Code" never h
 tokens match, the longest wins, so "Sogou web spider" beats "Spider" and
 "Apache-HttpClient" beats "Java"; and any named crawler beats a generic HTTP tool, so
 LinkedIn's "LinkedInBot/1.0 (...; Apache-HttpClient ...)" is LinkedInBot.
+
+A one-word token split in two ("GPT-Bot", "GPT Bot", "(GPT)(Bot)", "Byte spider") still
+matches: two neighbouring words of at least two letters each are tried joined.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,13 +76,21 @@ class Catalogue:
         default_factory=dict, repr=False
     )
 
+    # first halves (2+ letters) of one-word tokens that a crawler could split in two
+    _halves: frozenset[bytes] = field(default_factory=frozenset, repr=False)
+
     def __post_init__(self) -> None:
+        halves = set()
         for agent in self.agents:
             named = agent.category not in GENERIC_CATEGORIES
             for token in agent.ua_tokens:
                 token_words = tuple(_split(token.encode("latin-1", "replace")))
                 specificity = (int(named), len(token_words), len(token))
                 self._index.setdefault(token_words[0], []).append((token_words, specificity, Match(agent, token)))
+                if len(token_words) == 1:
+                    word = token_words[0]
+                    halves.update(word[:cut] for cut in range(2, len(word) - 1))
+        self._halves = frozenset(halves)
         for candidates in self._index.values():
             candidates.sort(key=lambda c: c[1], reverse=True)
 
@@ -95,6 +107,9 @@ class Catalogue:
         raw = user_agent if isinstance(user_agent, bytes) else user_agent.encode("latin-1", "replace")
         ua_words = _split(raw)
         index = self._index
+        if not self._halves.isdisjoint(ua_words):
+            # A token split in two: add the joined neighbours as words of their own.
+            ua_words += [a + b for a, b in itertools.pairwise(ua_words) if a in self._halves and len(b) >= 2]
         if index.keys().isdisjoint(ua_words):
             return None  # the common case: an ordinary browser
         best: tuple[tuple[int, int, int], Match] | None = None

@@ -18,8 +18,9 @@ from guard.lru import LRU
 from guard.rdns import ReverseDNSVerifier
 from guard.verify import RangeVerifier
 
-#: Longer User-Agent strings are matched on their first this-many characters.
-MAX_UA_CHARS = 4096
+#: Longer User-Agent strings are matched on their first and last halves of this many
+#: characters (servers cap header sizes well below; matching is C-speed bytes work).
+MAX_UA_CHARS = 65536
 
 
 @dataclass(slots=True)
@@ -67,7 +68,11 @@ class Identifier:
         identity = self._cache.get(user_agent)
         if identity is None:
             raw = user_agent.encode("latin-1", "replace")
-            hit = self.catalogue.match(raw[:MAX_UA_CHARS])
+            if len(raw) > MAX_UA_CHARS:  # padded: keep both ends, where tokens hide
+                half = MAX_UA_CHARS // 2
+                hit = self.catalogue.match(raw[:half] + b" " + raw[-half:])
+            else:
+                hit = self.catalogue.match(raw)
             # A stable hash (the same in every process) to key per-browser counters.
             digest = format(zlib.crc32(raw), "08x")
             if hit is None:

@@ -6,12 +6,16 @@ starts with it, ``*`` matches any run of characters and a trailing ``$`` anchors
 
 All groups compile into one regular expression; a path belongs to the first group, in
 file order, with a matching pattern, and to the implicit group ``other`` when none does.
+Matching uses RE2, which runs in time linear in the path whatever the patterns: a
+pattern like ``/a*a*a*a*a*b`` cannot make a long path cost seconds, as backtracking would.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+import re2
 
 OTHER = "other"
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
@@ -70,7 +74,8 @@ class PathGroups:
                     self._track_groups[tag] = [f"{tag}_track"]
                 alternatives.append(f"(?P<{tag}>{pattern_regex(pattern, tag + '_')})")
                 n += 1
-        self._regex = re.compile("|".join(alternatives) or "(?!)", re.DOTALL)
+        # RE2 has no "(?!)"; a group that can never match: a path never holds a NUL.
+        self._regex = re2.compile("(?s)" + ("|".join(alternatives) or "\\x00\\A"))
 
     def classify(self, path: str) -> PathMatch:
         """The group of an already-normalised path, and its ``{track}`` capture."""

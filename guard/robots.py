@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+import re2
+
 _HEX = re.compile(r"%([0-9A-Fa-f]{2})")
 _KEPT = {"2F", "25"}  # escapes of "/" and "%" keep their meaning and are never decoded
 _SAFE = "/%="
@@ -49,7 +51,7 @@ class RobotsRule:
     allow: bool
     pattern: str
     line: str
-    _regex: re.Pattern = field(repr=False, compare=False)
+    _regex: re2._Regexp = field(repr=False, compare=False)
 
     @classmethod
     def make(cls, allow: bool, value: str) -> RobotsRule | None:
@@ -59,7 +61,9 @@ class RobotsRule:
         anchored = pattern.endswith("$")
         body = pattern[:-1] if anchored else pattern
         regex = ".*".join(re.escape(part) for part in body.split("*")) + ("$" if anchored else "")
-        return cls(allow, pattern, f"{'Allow' if allow else 'Disallow'}: {value.strip()}", re.compile(regex, re.S))
+        # RE2: linear time, so a hostile pattern in an application's robots.txt costs nothing.
+        line = f"{'Allow' if allow else 'Disallow'}: {value.strip()}"
+        return cls(allow, pattern, line, re2.compile("(?s)" + regex))
 
     @property
     def length(self) -> int:

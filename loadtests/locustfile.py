@@ -1,0 +1,241 @@
+"""Staging load test personas for the guarded platform (run them with loadtests/run.py).
+
+Every persona knows what the guard should do to it, and each response is judged against
+that expectation: a listener refused is a *false block* (a failure in locust's report);
+a scraper served content is counted as *content obtained*. Client addresses travel in
+X-Forwarded-For, so the target must trust the load generator as a proxy
+(`guard demo --trusted-proxy 127.0.0.1/32`); they are documentation and test ranges and
+only ever appear in headers: all traffic goes to the --host given to locust.
+
+Environment: LOADTEST_SUMMARY (write a JSON tally there at the end), LOADTEST_WEIGHTS
+(e.g. "Listener=10,StealthScraper=1"), LOADTEST_SEED.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import threading
+from collections import Counter
+
+from locust import HttpUser, between, events, task
+
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
+BROWSERS = [
+    CHROME,
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_7 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/26.6.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Mobile Safari/537.36",
+]
+GPTBOT = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)"
+GOOGLEBOT = (
+    "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.6778.69 Mobile Safari/537.36 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+)
+
+TALLY: Counter[str] = Counter()
+_lock = threading.Lock()
+_ids = itertools.count(1)
+rng = random.Random(int(os.environ.get("LOADTEST_SEED", "7")))
+
+
+def tally(name: str, n: int = 1) -> None:
+    with _lock:
+        TALLY[name] += n
+
+
+def weights() -> dict[str, int]:
+    spec = os.environ.get("LOADTEST_WEIGHTS", "")
+    return {k.strip(): int(v) for k, v in (p.split("=") for p in spec.split(",") if "=" in p)}
+
+
+class Persona(HttpUser):
+    abstract = True
+    persona = "persona"
+    user_agent = CHROME
+
+    def on_start(self) -> None:
+        self.number = next(_ids)
+        self.address = self.pick_address()
+
+    def pick_address(self) -> str:
+        # Listeners come from all over: each from its own /24.
+        return f"198.18.{self.number % 250}.{self.number // 250 % 250 + 1}"
+
+    def fetch(self, path: str, *, expect_served: bool, name: str, headers: dict | None = None) -> int:
+        """GET ``path`` and judge the answer against this persona's expectation."""
+        sent = {"User-Agent": self.user_agent, "X-Forwarded-For": self.address, **(headers or {})}
+        with self.client.get(path, headers=sent, name=f"{self.persona}: {name}", catch_response=True) as r:
+            status = r.status_code
+            tally(f"{self.persona} status {status}")
+            if status >= 500 or status == 0:
+                tally("5xx")
+                r.failure(f"server error {status}")
+            elif expect_served and status in (403, 429):
+                tally(f"{self.persona} false block")
+                r.failure(f"false block ({status})")
+            elif not expect_served and status in (200, 206):
+                tally(f"{self.persona} content obtained")
+                r.success()
+            else:
+                r.success()
+            return status
+
+
+class Listener(Persona):
+    """Browses, plays tracks with Range requests, pauses; must never be blocked."""
+
+    persona = "listener"
+    wait_time = between(0.5, 2.0)
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.user_agent = BROWSERS[self.number % len(BROWSERS)]
+        self.favourites = [rng.randint(1, 100_000) for _ in range(20)]
+
+    @task
+    def listen(self) -> None:
+        track = rng.choice(self.favourites)
+        if rng.random() < 0.3:
+            self.fetch("/", expect_served=True, name="home")
+        self.fetch(f"/tracks/{track}", expect_served=True, name="page")
+        self.fetch(f"/api/tracks/{track}", expect_served=True, name="metadata")
+        for start in (0, 65536, 131072):
+            self.fetch(
+                f"/tracks/{track}/stream",
+                expect_served=True,
+                name="audio range",
+                headers={"Range": f"bytes={start}-{start + 65535}"},
+            )
+
+
+class HonestAICrawler(Persona):
+    """GPTBot that reads robots.txt first and then fetches only what it allows (nothing)."""
+
+    persona = "ai crawler"
+    user_agent = GPTBOT
+    wait_time = between(1.0, 3.0)
+
+    @task
+    def crawl(self) -> None:
+        self.fetch("/robots.txt", expect_served=True, name="robots.txt")
+        self.fetch("/ai.txt", expect_served=True, name="ai.txt")
+        tally("ai crawler obeyed robots.txt")  # its own parser forbids every content URL
+
+
+class StealthScraper(Persona):
+    """Browser User-Agent, one address, walking track ids."""
+
+    persona = "stealth scraper"
+    wait_time = between(0.05, 0.2)
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.address = f"203.0.113.{self.number % 250 + 1}"
+        self.next_track = rng.randint(1, 50_000)
+
+    @task
+    def scrape(self) -> None:
+        self.next_track += 1
+        self.fetch(f"/api/tracks/{self.next_track}", expect_served=False, name="metadata")
+        self.fetch(f"/tracks/{self.next_track}/stream", expect_served=False, name="audio")
+
+
+class RotatingScraper(Persona):
+    """A new address in one /24 for every request, browser User-Agents rotating too."""
+
+    persona = "rotating scraper v4"
+    wait_time = between(0.05, 0.2)
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.next_track = rng.randint(50_000, 90_000)
+
+    def pick_address(self) -> str:
+        return f"192.0.2.{rng.randint(1, 254)}"
+
+    @task
+    def scrape(self) -> None:
+        self.next_track += 1
+        self.address = self.pick_address()
+        self.user_agent = rng.choice(BROWSERS)
+        self.fetch(f"/api/tracks/{self.next_track}", expect_served=False, name="metadata")
+
+
+class RotatingScraperV6(RotatingScraper):
+    """A new address in one IPv6 /64 for every request."""
+
+    persona = "rotating scraper v6"
+
+    def pick_address(self) -> str:
+        return f"2001:db8:77:1:{rng.randint(0, 0xFFFF):x}:{rng.randint(0, 0xFFFF):x}::{rng.randint(1, 0xFFFF):x}"
+
+
+class SpoofedGooglebot(Persona):
+    """Googlebot's User-Agent from an address outside Google's ranges."""
+
+    persona = "spoofed googlebot"
+    user_agent = GOOGLEBOT
+    wait_time = between(0.2, 1.0)
+
+    @task
+    def crawl(self) -> None:
+        self.fetch(f"/tracks/{rng.randint(1, 100_000)}", expect_served=False, name="page")
+
+
+class VerifiedGooglebot(Persona):
+    """Googlebot from Google's published ranges (through the trusted proxy): pages must be served."""
+
+    persona = "verified googlebot"
+    user_agent = GOOGLEBOT
+    wait_time = between(0.2, 1.0)
+
+    def pick_address(self) -> str:
+        return f"66.249.66.{rng.randint(1, 30)}"
+
+    @task
+    def crawl(self) -> None:
+        self.fetch(f"/tracks/{rng.randint(1, 100_000)}", expect_served=True, name="page")
+
+
+PERSONAS = [
+    Listener,
+    HonestAICrawler,
+    StealthScraper,
+    RotatingScraper,
+    RotatingScraperV6,
+    SpoofedGooglebot,
+    VerifiedGooglebot,
+]
+DEFAULT_WEIGHTS = {
+    "Listener": 12,
+    "HonestAICrawler": 1,
+    "StealthScraper": 2,
+    "RotatingScraper": 1,
+    "RotatingScraperV6": 1,
+    "SpoofedGooglebot": 1,
+    "VerifiedGooglebot": 1,
+}
+
+
+def _set_weights() -> None:
+    chosen = weights()
+    for user_class in PERSONAS:
+        user_class.weight = chosen.get(user_class.__name__, DEFAULT_WEIGHTS[user_class.__name__])
+
+
+_set_weights()
+
+
+@events.quitting.add_listener
+def write_summary(environment, **kwargs) -> None:
+    path = os.environ.get("LOADTEST_SUMMARY")
+    if path:
+        with open(path, "w") as f:
+            json.dump(dict(TALLY), f, indent=2, sort_keys=True)

@@ -1,0 +1,253 @@
+"""One command for the staging load test: start, load, stop, report.
+
+    python loadtests/run.py [--duration 120] [--users 80] [--workers 3] [--chaos] [--out loadtests/reports]
+
+Starts a Redis of its own on loopback, the guarded demo with several uvicorn workers
+sharing it (trusting the load generator as a proxy, so personas can have addresses of
+their own), runs locust headless for a fixed time, stops everything, and writes CSV and
+HTML reports plus summary.json and summary.txt. With --chaos, Redis is killed a third
+of the way in and restarted at two thirds: the summary shows the fail-open window.
+Traffic goes to 127.0.0.1 only; the run is bounded by --duration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import redis
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Redis:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="guard-loadtest-redis-")
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        for _ in range(500):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.process:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=120, help="seconds of load")
+    parser.add_argument("--users", type=int, default=80)
+    parser.add_argument("--spawn-rate", type=float, default=20)
+    parser.add_argument("--workers", type=int, default=3, help="uvicorn workers of the demo")
+    parser.add_argument("--chaos", action="store_true", help="kill and restart Redis during the run")
+    parser.add_argument("--weights", default="", help="persona weights, e.g. Listener=10,StealthScraper=1")
+    parser.add_argument("--out", default=str(HERE / "reports"))
+    args = parser.parse_args()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "chaos" if args.chaos else "load"
+    store = Redis()
+    store.start()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, GUARD_REDIS_URL=store.url, GUARD_TRUSTED_PROXIES="127.0.0.1/32")
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "guard.cli",
+            "demo",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    chaos: dict[str, float] = {}
+    try:
+        for _ in range(400):
+            try:
+                httpx.get(base + "/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        started = time.monotonic()
+        if args.chaos:
+            threading.Thread(target=_chaos, args=(store, args.duration, started, chaos), daemon=True).start()
+        summary_file = out / f"{name}_tally.json"
+        locust_env = dict(os.environ, LOADTEST_SUMMARY=str(summary_file), LOADTEST_WEIGHTS=args.weights)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                str(HERE / "locustfile.py"),
+                "--headless",
+                "--host",
+                base,
+                "-u",
+                str(args.users),
+                "-r",
+                str(args.spawn_rate),
+                "-t",
+                f"{args.duration}s",
+                "--stop-timeout",
+                "5",
+                "--csv",
+                str(out / name),
+                "--html",
+                str(out / f"{name}.html"),
+                "--only-summary",
+                "--loglevel",
+                "WARNING",
+            ],
+            env=locust_env,
+            check=False,
+            timeout=args.duration + 120,
+            stdout=subprocess.DEVNULL,
+        )
+    finally:
+        demo.send_signal(signal.SIGINT)
+        try:
+            demo.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+        store.stop()
+
+    summary = summarise(out, name, args, chaos)
+    (out / f"{name}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    text = render(summary)
+    (out / f"{name}_summary.txt").write_text(text)
+    print(text)
+    return 0 if summary["listener_false_blocks"] == 0 and summary["server_errors_5xx"] == 0 else 1
+
+
+def _chaos(store: Redis, duration: int, started: float, chaos: dict[str, float]) -> None:
+    time.sleep(duration / 3)
+    store.kill()
+    chaos["redis_killed_at_s"] = round(time.monotonic() - started, 1)
+    time.sleep(duration / 3)
+    store.start()
+    chaos["redis_restarted_at_s"] = round(time.monotonic() - started, 1)
+    client = redis.Redis(port=store.port)
+    while time.monotonic() - started < duration:  # shared counting is back when keys reappear
+        if client.dbsize() > 0:
+            chaos["shared_counting_resumed_at_s"] = round(time.monotonic() - started, 1)
+            break
+        time.sleep(0.1)
+
+
+def summarise(out: Path, name: str, args: argparse.Namespace, chaos: dict[str, float]) -> dict:
+    tally = json.loads((out / f"{name}_tally.json").read_text())
+    with open(out / f"{name}_stats.csv", newline="") as f:
+        rows = {row["Name"]: row for row in csv.DictReader(f)}
+    total = rows["Aggregated"]
+    scrapers = ("stealth scraper", "rotating scraper v4", "rotating scraper v6", "spoofed googlebot")
+    summary = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "duration_s": args.duration,
+        "users": args.users,
+        "uvicorn_workers": args.workers,
+        "requests": int(total["Request Count"]),
+        "requests_per_s": round(float(total["Requests/s"]), 1),
+        "latency_p50_ms": float(total["50%"]),
+        "latency_p99_ms": float(total["99%"]),
+        "server_errors_5xx": tally.get("5xx", 0),
+        "listener_false_blocks": tally.get("listener false block", 0),
+        "verified_googlebot_false_blocks": tally.get("verified googlebot false block", 0),
+        "listener_requests": sum(v for k, v in tally.items() if k.startswith("listener status")),
+        "content_obtained": {p: tally.get(f"{p} content obtained", 0) for p in scrapers},
+        "scraper_requests": {p: sum(v for k, v in tally.items() if k.startswith(f"{p} status")) for p in scrapers},
+        "ai_crawler_requests": sum(v for k, v in tally.items() if k.startswith("ai crawler status")),
+    }
+    if args.chaos:
+        summary["chaos"] = chaos
+        if "redis_killed_at_s" in chaos and "shared_counting_resumed_at_s" in chaos:
+            summary["fail_open_window_s"] = round(chaos["shared_counting_resumed_at_s"] - chaos["redis_killed_at_s"], 1)
+    return summary
+
+
+def render(s: dict) -> str:
+    lines = [
+        f"guard load test, {s['date']}: {s['users']} users for {s['duration_s']} s, {s['uvicorn_workers']} uvicorn "
+        f"workers sharing one Redis",
+        f"  requests            {s['requests']} ({s['requests_per_s']} /s), p50 {s['latency_p50_ms']:.0f} ms, "
+        f"p99 {s['latency_p99_ms']:.0f} ms",
+        f"  5xx                 {s['server_errors_5xx']}   (must be 0)",
+        f"  listener false blocks {s['listener_false_blocks']} of {s['listener_requests']} requests   (must be 0)",
+        f"  verified Googlebot false blocks {s['verified_googlebot_false_blocks']}",
+        "  content obtained by scrapers (responses served / requests made):",
+    ]
+    for persona, got in s["content_obtained"].items():
+        lines.append(f"    {persona:<22} {got:>6} / {s['scraper_requests'][persona]}")
+    lines.append(f"  AI crawler requests {s['ai_crawler_requests']} (robots.txt and ai.txt only)")
+    if "chaos" in s:
+        c = s["chaos"]
+        lines.append(
+            f"  chaos: Redis killed at {c.get('redis_killed_at_s')} s, restarted at "
+            f"{c.get('redis_restarted_at_s')} s, shared counting resumed at "
+            f"{c.get('shared_counting_resumed_at_s')} s: fail-open window {s.get('fail_open_window_s')} s"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
