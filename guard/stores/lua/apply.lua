@@ -1,3 +1,7 @@
+#!lua
+-- (The shebang, Redis 7 and later: a script that may write is refused as a whole when Redis
+-- is over maxmemory, and guard fails open, instead of writing past the limit.)
+--
 -- The checks of a batch of requests, each request atomically and in order: the same
 -- steps as guard/stores/memory.py (MemoryStore.apply_sync).
 --
