@@ -21,64 +21,17 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import redis
+
+from guard.testing import RedisServer, free_port, wait_for_http
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = ("bare", "guard_memory", "guard_redis", "slowapi_redis")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise TimeoutError(url)
-
-
-def start_redis() -> tuple[subprocess.Popen, int, str]:
-    port = free_port()
-    folder = tempfile.mkdtemp(prefix="guard-bench-redis-")
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            folder,
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    for _ in range(200):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.02)
-    return proc, port, folder
 
 
 def commands(port: int) -> tuple[int, int]:
@@ -113,7 +66,7 @@ def run_variant(variant: str, redis_url: str, seconds: int, connections: int, cl
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_http(base + "/api/tracks/1")
+        wait_for_http(base + "/api/tracks/1", process=server)
         wrk = ["wrk", "-t1", f"-c{connections}", "-s", str(HERE / "wrk_clients.lua"), base]
         subprocess.run([*wrk[:2], "-d2s", *wrk[2:]], capture_output=True, check=True, env=env)  # warm up
         redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
@@ -183,8 +136,8 @@ def main() -> None:
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is needed: apt-get install {'wrk' if tool == 'wrk' else 'redis-server'}")
 
-    proc, redis_port, folder = start_redis()
-    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    store = RedisServer().start()
+    redis_port, redis_url = store.port, store.url
     try:
         # Rounds interleave the variants so that a noisy neighbour hurts all of them alike.
         rounds: dict[str, list[dict]] = {v: [] for v in VARIANTS}
@@ -197,9 +150,7 @@ def main() -> None:
             results[v] = dict(runs[len(runs) // 2], all_requests_per_s=[r["requests_per_s"] for r in runs])
         banned = banned_cost(redis_url, redis_port)
     finally:
-        proc.terminate()
-        proc.wait()
-        shutil.rmtree(folder, ignore_errors=True)
+        store.stop()
     bare = results["bare"]["requests_per_s"]
     for figures in results.values():
         figures["ratio_to_bare"] = round(figures["requests_per_s"] / bare, 3)

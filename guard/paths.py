@@ -4,10 +4,13 @@ Patterns use robots.txt syntax (RFC 9309 section 2.2.3): a pattern matches a pat
 starts with it, ``*`` matches any run of characters and a trailing ``$`` anchors the end.
 ``{name}`` matches one path segment and captures it (``/tracks/{track}/stream``).
 
-All groups compile into one regular expression; a path belongs to the first group, in
-file order, with a matching pattern, and to the implicit group ``other`` when none does.
-Matching uses RE2, which runs in time linear in the path whatever the patterns: a
-pattern like ``/a*a*a*a*a*b`` cannot make a long path cost seconds, as backtracking would.
+A path belongs to the first group, in file order, with a matching pattern, and to the
+implicit group ``other`` when none does.
+
+No regular expressions: a pattern is split at its wildcards and matched with
+``startswith``/``find``, leftmost first, which decides a ``*`` pattern exactly and in
+time linear in the path whatever the pattern; ``/a*a*a*a*a*b`` cannot make a long path
+cost seconds, as a backtracking regex would. A pattern uses ``*`` or ``{track}``, not both.
 """
 
 from __future__ import annotations
@@ -15,28 +18,64 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import re2
-
 OTHER = "other"
-_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")  # for validation messages and robots.txt
 
 
-def pattern_regex(pattern: str, capture_prefix: str = "") -> str:
-    """Regex source for one robots-style pattern (anchored at the start by the caller)."""
-    anchored = pattern.endswith("$")
-    body = pattern[:-1] if anchored else pattern
-    out: list[str] = []
-    pos = 0
-    for m in _PLACEHOLDER.finditer(body):
-        out.append(_literal(body[pos : m.start()]))
-        out.append(f"(?P<{capture_prefix}{m.group(1)}>[^/]+)")
-        pos = m.end()
-    out.append(_literal(body[pos:]))
-    return "".join(out) + ("$" if anchored else "")
+class Glob:
+    """A robots.txt-style pattern: a prefix, ``*`` for any characters, a final ``$``."""
+
+    __slots__ = ("anchored", "parts")
+
+    def __init__(self, pattern: str) -> None:
+        self.anchored = pattern.endswith("$")
+        self.parts = (pattern[:-1] if self.anchored else pattern).split("*")
+
+    def match(self, text: str) -> bool:
+        """Whether ``text`` matches (from its start). Linear: one scan per part."""
+        parts = self.parts
+        first = parts[0]
+        if not text.startswith(first):
+            return False
+        if len(parts) == 1:
+            return not self.anchored or len(text) == len(first)
+        pos = len(first)
+        for part in parts[1:-1]:
+            found = text.find(part, pos)
+            if found < 0:
+                return False
+            pos = found + len(part)
+        last = parts[-1]
+        if self.anchored:  # the last part must end the text, after everything matched so far
+            return len(text) - len(last) >= pos and text.endswith(last)
+        return not last or text.find(last, pos) >= 0
 
 
-def _literal(text: str) -> str:
-    return ".*".join(re.escape(part) for part in text.split("*"))
+class TrackPattern:
+    """A pattern with ``{track}`` placeholders: literal runs and single path segments."""
+
+    __slots__ = ("anchored", "pieces")
+
+    def __init__(self, pattern: str) -> None:
+        self.anchored = pattern.endswith("$")
+        body = pattern[:-1] if self.anchored else pattern
+        self.pieces = body.split("{track}")  # literal, segment, literal, segment, ..., literal
+
+    def match(self, text: str) -> tuple[bool, str | None]:
+        """Whether ``text`` matches, and the (last) segment that stood for ``{track}``."""
+        pos, track = 0, None
+        pieces = self.pieces
+        for n, literal in enumerate(pieces):
+            if not text.startswith(literal, pos):
+                return False, None
+            pos += len(literal)
+            if n < len(pieces) - 1:
+                end = text.find("/", pos)
+                end = len(text) if end < 0 else end
+                if end == pos:
+                    return False, None  # a segment is never empty
+                track, pos = text[pos:end], end
+        return (not self.anchored or pos == len(text)), track
 
 
 def robots_pattern(pattern: str) -> str:
@@ -58,33 +97,27 @@ class PathMatch:
 
 
 class PathGroups:
-    """Ordered, named groups of patterns compiled into one matcher."""
+    """Ordered, named groups of patterns."""
 
     def __init__(self, groups: dict[str, list[str]]) -> None:
         self.groups = {name: list(patterns) for name, patterns in groups.items()}
-        alternatives: list[str] = []
-        self._names: dict[str, str] = {}
-        self._track_groups: dict[str, list[str]] = {}
-        n = 0
-        for name, patterns in self.groups.items():
-            for pattern in patterns:
-                tag = f"g{n}"
-                self._names[tag] = name
-                if "track" in placeholders(pattern):
-                    self._track_groups[tag] = [f"{tag}_track"]
-                alternatives.append(f"(?P<{tag}>{pattern_regex(pattern, tag + '_')})")
-                n += 1
-        # RE2 has no "(?!)"; a group that can never match: a path never holds a NUL.
-        self._regex = re2.compile("(?s)" + ("|".join(alternatives) or "\\x00\\A"))
+        self._matchers: list[tuple[str, Glob | TrackPattern]] = [
+            (name, TrackPattern(p) if "{track}" in p else Glob(p))
+            for name, patterns in self.groups.items()
+            for p in patterns
+        ]
 
     def classify(self, path: str) -> PathMatch:
         """The group of an already-normalised path, and its ``{track}`` capture."""
-        m = self._regex.match(path)
-        if m is None:
-            return PathMatch(OTHER, None)
-        tag = m.lastgroup or ""
-        track_keys = self._track_groups.get(tag)
-        return PathMatch(self._names.get(tag, OTHER), m.group(track_keys[0]) if track_keys else None)
+        for name, matcher in self._matchers:
+            if isinstance(matcher, Glob):
+                if matcher.match(path):
+                    return PathMatch(name, None)
+            else:
+                matched, track = matcher.match(path)
+                if matched:
+                    return PathMatch(name, track)
+        return PathMatch(OTHER, None)
 
 
 def normalise_path(path: str) -> str:

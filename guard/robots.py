@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-import re2
+from guard.paths import Glob
 
 _HEX = re.compile(r"%([0-9A-Fa-f]{2})")
 _KEPT = {"2F", "25"}  # escapes of "/" and "%" keep their meaning and are never decoded
@@ -51,26 +51,23 @@ class RobotsRule:
     allow: bool
     pattern: str
     line: str
-    _regex: re2._Regexp = field(repr=False, compare=False)
+    _glob: Glob = field(repr=False, compare=False)
 
     @classmethod
     def make(cls, allow: bool, value: str) -> RobotsRule | None:
         pattern = normalise(value.strip(), pattern=True)
         if not pattern or pattern == "$":
             return None  # an empty rule allows everything (and so changes nothing)
-        anchored = pattern.endswith("$")
-        body = pattern[:-1] if anchored else pattern
-        regex = ".*".join(re.escape(part) for part in body.split("*")) + ("$" if anchored else "")
-        # RE2: linear time, so a hostile pattern in an application's robots.txt costs nothing.
+        # Linear-time matching: a hostile pattern in an application's robots.txt costs nothing.
         line = f"{'Allow' if allow else 'Disallow'}: {value.strip()}"
-        return cls(allow, pattern, line, re2.compile("(?s)" + regex))
+        return cls(allow, pattern, line, Glob(pattern))
 
     @property
     def length(self) -> int:
         return len(self.pattern)
 
     def matches(self, path: str) -> bool:
-        return self._regex.match(path) is not None
+        return self._glob.match(path)
 
 
 @dataclass

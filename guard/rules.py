@@ -395,6 +395,8 @@ def _parse_paths(doc: Located, root: dict) -> PathGroups:
             bad = [p for p in placeholders(pattern) if p != "track"]
             if bad or pattern.count("{") != pattern.count("{track}"):
                 raise doc.error(patterns, j, f"path pattern {pattern!r}: the only placeholder is {{track}}")
+            if "{track}" in pattern and "*" in pattern:
+                raise doc.error(patterns, j, f"path pattern {pattern!r}: use '*' or '{{track}}', not both")
         groups[name] = patterns
     return PathGroups(groups)
 

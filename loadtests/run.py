@@ -16,73 +16,17 @@ import argparse
 import csv
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-import httpx
 import redis
 
+from guard.testing import RedisServer, demo_process
+
 HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Redis:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="guard-loadtest-redis-")
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port)
-        for _ in range(500):
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.process:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def stop(self) -> None:
-        self.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def main() -> int:
@@ -99,77 +43,13 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = "chaos" if args.chaos else "load"
-    store = Redis()
-    store.start()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, GUARD_REDIS_URL=store.url, GUARD_TRUSTED_PROXIES="127.0.0.1/32")
-    demo = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "guard.cli",
-            "demo",
-            "--port",
-            str(port),
-            "--workers",
-            str(args.workers),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
+    store = RedisServer().start()
+    env = {"GUARD_REDIS_URL": store.url, "GUARD_TRUSTED_PROXIES": "127.0.0.1/32"}
     chaos: dict[str, float] = {}
     try:
-        for _ in range(400):
-            try:
-                httpx.get(base + "/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        started = time.monotonic()
-        if args.chaos:
-            threading.Thread(target=_chaos, args=(store, args.duration, started, chaos), daemon=True).start()
-        summary_file = out / f"{name}_tally.json"
-        locust_env = dict(os.environ, LOADTEST_SUMMARY=str(summary_file), LOADTEST_WEIGHTS=args.weights)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "locust",
-                "-f",
-                str(HERE / "locustfile.py"),
-                "--headless",
-                "--host",
-                base,
-                "-u",
-                str(args.users),
-                "-r",
-                str(args.spawn_rate),
-                "-t",
-                f"{args.duration}s",
-                "--stop-timeout",
-                "5",
-                "--csv",
-                str(out / name),
-                "--html",
-                str(out / f"{name}.html"),
-                "--only-summary",
-                "--loglevel",
-                "WARNING",
-            ],
-            env=locust_env,
-            check=False,
-            timeout=args.duration + 120,
-            stdout=subprocess.DEVNULL,
-        )
+        with demo_process("--workers", str(args.workers), env=env) as base:
+            run_locust(args, out, name, base, store, chaos)
     finally:
-        demo.send_signal(signal.SIGINT)
-        try:
-            demo.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            demo.kill()
         store.stop()
 
     summary = summarise(out, name, args, chaos)
@@ -180,7 +60,46 @@ def main() -> int:
     return 0 if summary["listener_false_blocks"] == 0 and summary["server_errors_5xx"] == 0 else 1
 
 
-def _chaos(store: Redis, duration: int, started: float, chaos: dict[str, float]) -> None:
+def run_locust(args: argparse.Namespace, out: Path, name: str, base: str, store: RedisServer, chaos: dict) -> None:
+    """Locust, headless, for the run's duration (with the chaos thread when asked)."""
+    started = time.monotonic()
+    if args.chaos:
+        threading.Thread(target=_chaos, args=(store, args.duration, started, chaos), daemon=True).start()
+    locust_env = dict(os.environ, LOADTEST_SUMMARY=str(out / f"{name}_tally.json"), LOADTEST_WEIGHTS=args.weights)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(HERE / "locustfile.py"),
+            "--headless",
+            "--host",
+            base,
+            "-u",
+            str(args.users),
+            "-r",
+            str(args.spawn_rate),
+            "-t",
+            f"{args.duration}s",
+            "--stop-timeout",
+            "5",
+            "--csv",
+            str(out / name),
+            "--html",
+            str(out / f"{name}.html"),
+            "--only-summary",
+            "--loglevel",
+            "WARNING",
+        ],
+        env=locust_env,
+        check=False,
+        timeout=args.duration + 120,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def _chaos(store: RedisServer, duration: int, started: float, chaos: dict[str, float]) -> None:
     time.sleep(duration / 3)
     store.kill()
     chaos["redis_killed_at_s"] = round(time.monotonic() - started, 1)

@@ -37,7 +37,7 @@ def guarded(clock: FakeClock, policy: Policy) -> Callable[..., Visitor]:
 @pytest.fixture(scope="session")
 def redis_server():
     """A redis-server of the tests' own on a free port (never the machine's shared one)."""
-    from redisproc import RedisServer
+    from guard.testing import RedisServer
 
     server = RedisServer().start()
     yield server

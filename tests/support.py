@@ -7,6 +7,8 @@ from pathlib import Path
 
 import httpx
 
+from guard.testing import free_port, wait_for_http  # noqa: F401 (used by tests through support)
+
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules" / "default.yaml"
 DATA = Path(__file__).resolve().parent / "data"
@@ -60,31 +62,6 @@ class Visitor:
 def run(coro):
     """Run a coroutine to completion (tests are plain functions; no plugin needed)."""
     return asyncio.run(coro)
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_http(url: str, timeout: float = 20.0, process=None) -> None:
-    """Poll ``url`` until it answers (server start-up), failing early if ``process`` died."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before answering")
-        try:
-            httpx.get(url, timeout=1.0)
-            return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
 class FakeResolver:

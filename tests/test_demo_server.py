@@ -2,41 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from support import CHROME, GPTBOT, free_port, wait_for_http
+from support import CHROME, GPTBOT
+
+from guard.testing import demo_process
 
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "guard.cli",
-            "demo",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--trusted-proxy",
-            "127.0.0.2/32",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(base + "/healthz", process=process)
+    with demo_process("--trusted-proxy", "127.0.0.2/32") as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_gptbot_is_refused_audio_with_the_rule_id(demo: str) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from redisproc import RedisServer
 from support import CHROME, GPTBOT, RULES, FakeClock, Visitor, run
 
 from guard.demo import create_app, platform
@@ -19,6 +18,7 @@ from guard.engine import Guard
 from guard.middleware import GuardMiddleware
 from guard.stores.memory import MemoryStore
 from guard.stores.redis import RedisStore
+from guard.testing import RedisServer, demo_process
 
 # -- the middleware under random input --------------------------------------------------------
 
@@ -177,16 +177,8 @@ def test_path_tricks_through_a_real_server(policy) -> None:
     """Raw request lines on a socket, so no client library tidies the path first."""
     import socket
 
-    from support import free_port, wait_for_http
-
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "guard.cli", "demo", "--port", str(port), "--log-level", "warning"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/healthz", process=server)
+    with demo_process() as base:
+        port = int(base.rsplit(":", 1)[1])
         for raw in (b"/tracks/1/../2/stream", b"/tracks%2F1%2Fstream", b"//tracks//1//stream", b"/TRACKS/1/stream"):
             with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
                 sock.sendall(
@@ -202,9 +194,6 @@ def test_path_tricks_through_a_real_server(policy) -> None:
             status = int(reply.split(b" ", 2)[1])
             assert status in (403, 404), raw
             assert b"audio/mpeg" not in reply.split(b"\r\n\r\n", 1)[0]
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 # -- User-Agent tricks ----------------------------------------------------------------------------

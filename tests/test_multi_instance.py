@@ -2,41 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import httpx
-from support import CHROME, free_port, wait_for_http
+from support import CHROME
 
-
-@contextmanager
-def demo_instance(redis_url: str) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "guard.cli",
-            "demo",
-            "--port",
-            str(port),
-            "--redis-url",
-            redis_url,
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for_http(base + "/healthz", process=process)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+from guard.testing import demo_process
 
 
 def tracks_obtained(bases: list[str]) -> int:
@@ -51,7 +20,7 @@ def tracks_obtained(bases: list[str]) -> int:
 
 
 def test_scraper_alternating_between_instances_is_stopped_like_against_one(redis_server, redis_url) -> None:
-    with demo_instance(redis_url) as a, demo_instance(redis_url) as b:
+    with demo_process("--redis-url", redis_url) as a, demo_process("--redis-url", redis_url) as b:
         alone = tracks_obtained([a])
         redis_server.client().flushall()
         alternating = tracks_obtained([a, b])

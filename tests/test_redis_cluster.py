@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from redisproc import RedisCluster
 from support import run
 from test_redis_store import T0, traffic
 
@@ -11,6 +10,7 @@ from guard.clientaddr import ClientResolver
 from guard.engine import Guard
 from guard.stores.memory import MemoryStore
 from guard.stores.redis import RedisStore
+from guard.testing import RedisCluster
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from redisproc import RedisServer
 from support import CHROME, FakeClock, Visitor, free_port, run
 
 from guard.demo import create_app
 from guard.stores.redis import RedisStore
+from guard.testing import RedisServer
 
 
 def guarded_with_redis(policy, url: str, clock: FakeClock, **store_options):

@@ -9,24 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import DATA, GPTBOT, free_port, wait_for_http
+from support import DATA, GPTBOT
+
+from guard.testing import demo_process
 
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "guard.cli", "demo", "--port", str(port), "--log-level", "warning"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for_http(base + "/healthz", process=process)
+    with demo_process() as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def crawl(base: str, tmp_path: Path, obey: bool) -> tuple[list[dict], dict]:

@@ -1,16 +1,70 @@
-"""Real redis-server processes for the integration tests, on free loopback ports."""
+"""Throwaway processes on loopback for tests, benchmarks and load tests.
+
+A redis-server (or a three-master cluster) on a free port, the guarded demo under uvicorn,
+and the small waits they need. Nothing here is used by the middleware itself.
+"""
 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import redis
-from support import free_port
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float = 20.0, process: subprocess.Popen | None = None) -> None:
+    """Poll ``url`` until it answers (server start-up), failing early if ``process`` died."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before answering")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@contextmanager
+def demo_process(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``guard demo`` on a free loopback port for the duration of the block; yields its base URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "guard.cli", "demo", "--port", str(port), "--log-level", "warning", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(base + "/healthz", process=process)
+        yield base
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def redis_binary(name: str = "redis-server") -> str:
@@ -111,9 +165,6 @@ class RedisServer:
 
 def free_cluster_port() -> int:
     """A port P with P and its cluster bus port P + 10000 both free (P <= 55535)."""
-    import random
-    import socket
-
     rng = random.Random()
     for _ in range(200):
         port = rng.randint(20000, 45000)
