@@ -234,3 +234,22 @@ def test_guard_top_renders_against_a_real_redis(policy, redis_url) -> None:
     scraper = next(line for line in lines if line.startswith("192.0.2.150"))
     assert scraper.split()[1:3] == ["20", "60"]  # 20 of its 60 requests denied
     assert any(line.startswith("GPTBot") and line.split()[1:3] == ["5", "5"] for line in lines)
+
+
+def test_a_changed_rules_file_is_noticed_and_reloaded(tmp_path: Path) -> None:
+    rules = copy_rules(tmp_path)
+    app = GuardMiddleware(platform(), rules, clock=FakeClock(), reload_interval=0.01)
+    visitor = Visitor(app, "198.51.100.12", CHROME)
+
+    async def main() -> int:
+        assert (await visitor.get("/tracks/1")).status_code == 200  # starts the watcher
+        text = rules.read_text().replace("rules:\n", "rules:\n  - id: noticed\n    action: block\n", 1)
+        rules.write_text(text)
+        os.utime(rules, (os.path.getatime(rules), os.path.getmtime(rules) + 5))  # a new mtime, whatever the clock
+        for _ in range(500):  # the watcher polls off the request path
+            if any(r.id == "noticed" for r in app.policy.rules):
+                break
+            await asyncio.sleep(0.01)
+        return (await visitor.get("/tracks/1")).status_code
+
+    assert run(main()) == 403
