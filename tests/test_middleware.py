@@ -134,3 +134,23 @@ def test_odd_headers_never_raise_into_the_app(guarded) -> None:
             assert r.status_code == 200
 
     run(main())
+
+
+def test_mounting_as_the_readme_shows() -> None:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def home(request):
+        return PlainTextResponse("hello")
+
+    added = Starlette(routes=[Route("/", home)])
+    added.add_middleware(GuardMiddleware, rules=str(RULES), trusted_proxies=["10.0.0.0/8"])
+    listed = Starlette(routes=[Route("/", home)], middleware=[Middleware(GuardMiddleware, rules=str(RULES))])
+    wrapped = GuardMiddleware(Starlette(routes=[Route("/", home)]), rules=str(RULES))
+    for app in (added, listed, wrapped):
+        assert run(Visitor(app, "198.51.100.90", GPTBOT).get("/")).status_code == 403
+        browser = run(Visitor(app, "198.51.100.91").get("/"))
+        assert browser.status_code == 200 and browser.text == "hello"
+        assert "User-agent: GPTBot" in run(Visitor(app, "198.51.100.92").get("/robots.txt")).text
