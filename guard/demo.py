@@ -169,8 +169,15 @@ def create_app(
 
 def app_from_env() -> GuardMiddleware:
     """The guarded demo configured from GUARD_RULES, GUARD_REDIS_URL, GUARD_TRUSTED_PROXIES (uvicorn factory)."""
+    import logging
     import os
 
     rules = os.environ.get("GUARD_RULES") or None
     proxies = [p for p in os.environ.get("GUARD_TRUSTED_PROXIES", "").replace(",", " ").split() if p]
+    guard_log = logging.getLogger("guard")
+    if not guard_log.handlers:  # the demo shows its decisions (JSON lines) and state changes
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        guard_log.addHandler(handler)
+        guard_log.setLevel(logging.INFO)
     return create_app(rules, trusted_proxies=proxies, redis_url=os.environ.get("GUARD_REDIS_URL") or None)

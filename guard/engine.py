@@ -9,7 +9,6 @@ its further requests cost no store round trip.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -27,8 +26,6 @@ from guard.signatures import SignatureCheck, SignatureVerifier
 from guard.stores.base import Store
 from guard.stores.memory import MemoryStore
 from guard.verify import RangeVerifier
-
-log = logging.getLogger("guard")
 
 Clock = Callable[[], float]
 
@@ -159,10 +156,10 @@ class Guard:
     async def decide(self, facts: Facts) -> Decision:
         """The decision for a request, counting it where the rules say so."""
         plan = self.policy.plan(*facts.plan_key)
-        shadowed = tuple((rule, _block_reason(rule)) for rule in plan.shadow_blocks)
+        shadowed = tuple((rule, block_reason(rule)) for rule in plan.shadow_blocks)
         terminal = plan.terminal
         if terminal is not None and terminal.action == "block":
-            return Decision("block", terminal, _block_reason(terminal), shadowed=shadowed)
+            return Decision("block", terminal, block_reason(terminal), shadowed=shadowed)
         agent = facts.identity.agent
         if agent is not None and self.robots is not None:
             # A crawler is held to its own robots.txt group, whatever the rules allow.
@@ -186,7 +183,7 @@ class Guard:
         verdict = await self.store.apply(now, checks)
         if verdict.shadowed:
             shadowed += tuple(
-                (plan.limits[i], f"limit exceeded: {_limit_text(plan.limits[i])}") for i in verdict.shadowed
+                (plan.limits[i], f"limit exceeded: {limit_text(plan.limits[i])}") for i in verdict.shadowed
             )
         if verdict.denied is None:
             return Decision("allow", shadowed=shadowed) if shadowed else ALLOW
@@ -215,16 +212,18 @@ class Guard:
 
     def _denied(self, rule: Rule, verdict: Verdict, shadowed: tuple = ()) -> Decision:
         if verdict.banned_until is not None:
-            reason = f"banned after repeatedly exceeding: {_limit_text(rule)}"
+            reason = f"banned after repeatedly exceeding: {limit_text(rule)}"
             return Decision("block", rule, reason, verdict.retry_after, shadowed)
-        return Decision(rule.action, rule, f"limit exceeded: {_limit_text(rule)}", verdict.retry_after, shadowed)
+        return Decision(rule.action, rule, f"limit exceeded: {limit_text(rule)}", verdict.retry_after, shadowed)
 
 
-def _block_reason(rule: Rule) -> str:
+def block_reason(rule: Rule) -> str:
+    """The reason a blocking rule gives in its 403 body."""
     return rule.reason or rule.description or "blocked by policy"
 
 
-def _limit_text(rule: Rule) -> str:
+def limit_text(rule: Rule) -> str:
+    """A limit in words, e.g. ``40 distinct tracks per 1m per ip_ua``."""
     limit = rule.limit
     if isinstance(limit, RateLimit):
         return f"{limit.requests} requests per {_duration(limit.per)} per {rule.key}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from guard.clientaddr import format_ip, parse_ip
-from guard.engine import Guard, _block_reason, _limit_text
+from guard.engine import Guard, block_reason, limit_text
 from guard.identify import describe_browser
 from guard.rules import Match, Rule
 
@@ -69,7 +69,7 @@ async def explain(
                 entry["result"] = f"no match: {reason}"
             elif rule.limit is not None:
                 state = state_of.get(rule.id, {})
-                entry["result"] = f"counts: {_limit_text(rule)}"
+                entry["result"] = f"counts: {limit_text(rule)}"
                 entry["counter"] = state
             elif rule.shadow:
                 entry["result"] = f"matched in shadow mode: would {rule.action} (not enforced)"
@@ -86,7 +86,7 @@ async def explain(
     if exempt:
         decision = {"action": "allow", "rule": None, "reason": f"path group {facts.where.group} is exempt"}
     elif plan.terminal is not None and plan.terminal.action == "block":
-        decision = {"action": "block", "rule": plan.terminal.id, "reason": _block_reason(plan.terminal)}
+        decision = {"action": "block", "rule": plan.terminal.id, "reason": block_reason(plan.terminal)}
     elif robots is not None and not robots["allowed"]:
         decision = {"action": "block", "rule": "robots-txt", "reason": f"robots.txt: {robots['rule']}"}
     else:
@@ -96,7 +96,7 @@ async def explain(
             decision = {
                 "action": "block" if banned else denied.action,
                 "rule": denied.id,
-                "reason": ("banned: " if banned else "limit exceeded: ") + _limit_text(denied),
+                "reason": ("banned: " if banned else "limit exceeded: ") + limit_text(denied),
             }
         else:
             terminal = plan.terminal
