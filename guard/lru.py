@@ -10,13 +10,15 @@ V = TypeVar("V")
 
 
 class LRU(Generic[K, V]):
-    """At most ``size`` entries; ``get`` refreshes, ``put`` evicts the stalest."""
+    """At most ``size`` entries; ``get`` refreshes, ``peek`` does not, ``put`` evicts the stalest."""
 
-    __slots__ = ("_data", "size")
+    __slots__ = ("_data", "peek", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._data: OrderedDict[K, V] = OrderedDict()
+        #: Read without refreshing: the plain dict lookup, for hot paths.
+        self.peek = self._data.get
 
     def get(self, key: K) -> V | None:
         data = self._data

@@ -9,11 +9,11 @@ step for step, in whole microseconds, so both give the same verdicts.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 from guard.limits import ALLOWED, Check, DistinctLimit, Verdict, to_us
+from guard.lru import LRU
 
 
 class MemoryStore:
@@ -23,8 +23,8 @@ class MemoryStore:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
-        # One LRU table for every kind of entry (kept inline: this is the hot path).
-        self._entries: OrderedDict[str, Any] = OrderedDict()
+        # One LRU table for every kind of entry; reads do not refresh, writes do.
+        self._entries: LRU[str, Any] = LRU(max_entries)
         # Bans ever started (an upper bound on those alive): lets the common case skip ban lookups.
         self._bans = 0
 
@@ -41,7 +41,7 @@ class MemoryStore:
         if self._bans:
             for i, check in enumerate(checks):
                 if check.ban is not None:
-                    until = entries.get(check.ban_key)
+                    until = entries.peek(check.ban_key)
                     if until is not None and until > now_us:
                         return Verdict.from_us(i, until - now_us, until)
 
@@ -61,7 +61,7 @@ class MemoryStore:
                     return self._deny(now_us, i, check, oldest + limit.per_us - now_us, shadowed)
                 updates.append((check.key, window, check.item))
             else:
-                tat = entries.get(check.key)
+                tat = entries.peek(check.key)
                 new_tat = max(tat if tat is not None else now_us, now_us) + limit.interval_us
                 allow_at = new_tat - limit.tolerance_us
                 if allow_at > now_us:
@@ -75,12 +75,12 @@ class MemoryStore:
             if item is not None:
                 value.pop(item, None)  # re-insert: the window stays ordered by last sight
                 value[item] = now_us
-            self._put(key, value)
+            self._entries.put(key, value)
         return Verdict(shadowed=tuple(shadowed)) if shadowed else ALLOWED
 
     async def peek(self, now: float, checks: Sequence[Check]) -> list[dict[str, Any]]:
         """Each check's counters as they stand, changing nothing (for ``guard explain``)."""
-        get = self._entries.get
+        get = self._entries.peek
         return [
             peek_entry(
                 {
@@ -105,32 +105,25 @@ class MemoryStore:
         if ban is None:
             return Verdict.from_us(index, retry_us, None, tuple(shadowed))
         entries = self._entries
-        strikes = entries.get(check.strike_key)
+        strikes = entries.peek(check.strike_key)
         if strikes is None or strikes[1] <= now_us:
             strikes = [0, now_us + ban.within_us]
         strikes[0] += 1
         if strikes[0] >= ban.after:
-            entries.pop(check.strike_key, None)
+            entries.pop(check.strike_key)
             until = now_us + ban.duration_us
-            self._put(check.ban_key, until)
+            self._entries.put(check.ban_key, until)
             self._bans += 1
             return Verdict.from_us(index, ban.duration_us, until, tuple(shadowed))
-        self._put(check.strike_key, strikes)
+        self._entries.put(check.strike_key, strikes)
         return Verdict.from_us(index, retry_us, None, tuple(shadowed))
-
-    def _put(self, key: str, value: Any) -> None:
-        entries = self._entries
-        entries[key] = value
-        entries.move_to_end(key)
-        if len(entries) > self.max_entries:
-            entries.popitem(last=False)
 
     def _window(self, key: str, horizon_us: int) -> dict[str, int]:
         """The distinct-value window at ``key``, values last seen at or before ``horizon_us`` dropped.
 
         The dict is ordered by last sight, so stale values are at its front.
         """
-        window = self._entries.get(key)
+        window = self._entries.peek(key)
         if window is None:
             return {}
         while window:
