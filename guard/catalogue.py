@@ -71,6 +71,7 @@ class Catalogue:
 
     categories: dict[str, str]
     agents: list[Agent]
+    source: str = ""  # the file it was loaded from
     # first word -> [(token words, specificity, match)], most specific first
     _index: dict[bytes, list[tuple[tuple[bytes, ...], tuple[int, int, int], Match]]] = field(
         default_factory=dict, repr=False
@@ -148,7 +149,7 @@ def parse_catalogue(doc: Located) -> Catalogue:
             raise doc.error(raw_agents, i, f"duplicate agent name {agent.name!r}")
         seen.add(agent.name.lower())
         agents.append(agent)
-    return Catalogue({str(k): str(v) for k, v in categories.items()}, agents)
+    return Catalogue({str(k): str(v) for k, v in categories.items()}, agents, doc.file)
 
 
 _AGENT_KEYS = {"name", "operator", "category", "ua", "robots", "example", "verify"}

@@ -93,6 +93,27 @@ def format_ip(version: int, number: int) -> str:
     return socket.inet_ntop(family, number.to_bytes(size, "big"))
 
 
+class Networks:
+    """A small set of CIDRs with integer membership tests (trusted proxies, metrics readers)."""
+
+    def __init__(self, cidrs: Iterable[str | IPNetwork] = ()) -> None:
+        networks = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+        self.networks = tuple(networks)
+        self._ints = tuple((n.version, int(n.network_address), int(n.netmask)) for n in networks)
+
+    def __bool__(self) -> bool:
+        return bool(self._ints)
+
+    def contains(self, version: int, number: int) -> bool:
+        """Whether the address ``number`` of IP ``version`` is in one of the networks."""
+        return any(version == v and number & mask == net for v, net, mask in self._ints)
+
+    def contains_text(self, text: str) -> bool:
+        """Whether the address written as ``text`` is in one of the networks (False if not an address)."""
+        parsed = parse_ip(text)
+        return parsed is not None and self.contains(*parsed)
+
+
 class ClientResolver:
     """Resolves the client of an ASGI HTTP scope."""
 
@@ -103,10 +124,7 @@ class ClientResolver:
         ipv6_prefix: int = 64,
         client_prefix: tuple[int, int] = (32, 64),
     ) -> None:
-        networks = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
-        self.trusted = tuple(networks)
-        # (version, network number, mask) for integer membership tests.
-        self._trusted = tuple((n.version, int(n.network_address), int(n.netmask)) for n in networks)
+        self.trusted = Networks(trusted_proxies)
         self.prefix = {4: ipv4_prefix, 6: ipv6_prefix}
         self.client_prefix = {4: client_prefix[0], 6: client_prefix[1]}
         self._peers: LRU[str, Client] = LRU(65536)
@@ -122,7 +140,7 @@ class ClientResolver:
         if client is None:
             client = self.client(parse_ip(host), host)
             self._peers.put(host, client)
-        if not self._trusted or not self.is_trusted(client.version, client.number):
+        if not self.trusted or not self.trusted.contains(client.version, client.number):
             return client
         forwarded, legacy = [], []
         for key, value in scope.get("headers", ()):
@@ -142,10 +160,6 @@ class ClientResolver:
             found = self.client(parsed, "") if parsed is not None else False
             self._forwarded.put(header, found)
         return found if found is not False else client
-
-    def is_trusted(self, version: int, number: int) -> bool:
-        """Whether the address is one of the trusted proxies."""
-        return any(version == v and number & mask == net for v, net, mask in self._trusted)
 
     def client(self, parsed: tuple[int, int] | None, fallback: str) -> Client:
         """A :class:`Client` for a parsed address; a non-IP peer is counted under its own name."""
@@ -184,7 +198,7 @@ class ClientResolver:
             parsed = parse_ip(entry)
             if parsed is None:
                 return None
-            if not self.is_trusted(*parsed):
+            if not self.trusted.contains(*parsed):
                 return parsed
         return parsed  # every hop is a trusted proxy: the left-most is the client
 

@@ -98,7 +98,8 @@ class Guard:
         self.namespace = namespace
         self.trusted_proxies = tuple(trusted_proxies)
         self.verifier = verifier
-        self.rdns = rdns if rdns is not None or not policy.reverse_dns else ReverseDNSVerifier()
+        # Always there (it costs nothing until used); each policy says whether to use it.
+        self.rdns = rdns if rdns is not None else ReverseDNSVerifier()
         self._signatures = signatures
         self.robots: RobotsTxt | None = None  # set by whoever serves robots.txt (the middleware)
         self._bans: LRU[str, float] = LRU(65536)  # survives policy changes, like the store

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import signal
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from guard.clientaddr import format_ip, parse_ip
+from guard.clientaddr import Networks
 from guard.directives import ROBOTS_LIMIT, ai_txt, content_headers, merge_robots, robots_txt, tdmrep_json
 from guard.engine import Clock, Decision, Guard
 from guard.observe import Observer
@@ -51,12 +50,13 @@ def default_rules_path() -> Path:
 
 @dataclass
 class Published:
-    """What one policy publishes: the directive files, response signals, robots.txt."""
+    """What one policy publishes: the directive files, response signals, robots.txt, metrics."""
 
     directives: dict[str, tuple[bytes, bytes]]
     signals: list[tuple[bytes, bytes]]
     ours: str
     upstream_pending: bool
+    metrics_readers: Networks
 
 
 class GuardMiddleware:
@@ -153,7 +153,7 @@ class GuardMiddleware:
             await _respond(send, 200, body, cache=True, head=scope.get("method") == "HEAD", content_type=content_type)
             return
         policy = self.guard.policy
-        if path == policy.metrics_path and self._may_read_metrics(scope):
+        if path == policy.metrics_path and _peer_in(scope, published.metrics_readers):
             body = generate_latest(self.observer.registry)
             await _respond(send, 200, body, content_type=CONTENT_TYPE_LATEST.encode())
             return
@@ -193,7 +193,9 @@ class GuardMiddleware:
             directives["/ai.txt"] = (ai_txt(policy).encode(), TEXT)
         if policy.tdmrep:
             directives["/.well-known/tdmrep.json"] = (tdmrep_json(policy).encode(), JSON)
-        published = Published(directives, content_headers(policy), ours, policy.merge_robots == "upstream")
+        published = Published(
+            directives, content_headers(policy), ours, policy.merge_robots == "upstream", Networks(policy.metrics_allow)
+        )
         theirs = None
         if policy.merge_robots and not published.upstream_pending:
             theirs = Path(policy.merge_robots).read_text(encoding="utf-8", errors="replace")
@@ -248,14 +250,6 @@ class GuardMiddleware:
             if status[0] == 200:
                 self._set_robots(published, self.guard.policy, b"".join(chunks).decode("utf-8", "replace"))
 
-    def _may_read_metrics(self, scope: Scope) -> bool:
-        peer = scope.get("client")
-        parsed = parse_ip(peer[0]) if peer and isinstance(peer[0], str) else None
-        if parsed is None:
-            return False
-        address = ipaddress.ip_address(format_ip(*parsed))
-        return any(address in ipaddress.ip_network(cidr, strict=False) for cidr in self.guard.policy.metrics_allow)
-
     # -- hot reload -------------------------------------------------------------------------
 
     async def reload(self, why: str = "requested") -> bool:
@@ -286,7 +280,7 @@ class GuardMiddleware:
     def _file_stamps(self, policy: Policy) -> dict[str, float]:
         if self.rules_path is None:
             return {}
-        files = [self.rules_path, Path(policy.source).parent / "agents.yaml", *self._ranges_for(policy).glob("*.json")]
+        files = [self.rules_path, Path(policy.catalogue.source), *self._ranges_for(policy).glob("*.json")]
         if policy.signatures_file:
             files.append(Path(policy.signatures_file))
         stamps = {}
@@ -334,6 +328,12 @@ class GuardMiddleware:
             query=scope.get("query_string", b"").decode("latin-1"),
             now=self.guard.clock(),
         )
+
+
+def _peer_in(scope: Scope, networks: Networks) -> bool:
+    """Whether the socket peer (never a forwarded address) is in ``networks``."""
+    peer = scope.get("client")
+    return bool(peer) and isinstance(peer[0], str) and networks.contains_text(peer[0])
 
 
 def _user_agent(scope: Scope) -> str | None:
