@@ -170,11 +170,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_top(args: argparse.Namespace) -> int:
     import asyncio
 
-    from redis.asyncio import Redis
-    from redis.asyncio.cluster import RedisCluster
-
     from guard.middleware import default_rules_path
     from guard.rules import RedisSettings, load_rules
+    from guard.stores.redis import redis_client
     from guard.top import read_top, render
 
     settings = load_rules(args.rules or default_rules_path()).redis or RedisSettings()
@@ -184,10 +182,7 @@ def cmd_top(args: argparse.Namespace) -> int:
         return 1
 
     async def run() -> None:
-        if url.startswith(("redis+cluster://", "rediss+cluster://")):
-            client = RedisCluster.from_url(url.replace("+cluster", "", 1))
-        else:
-            client = Redis.from_url(url)
+        client = redis_client(url)
         try:
             while True:
                 text = render(await read_top(client, settings.namespace, args.minutes, args.limit), args.minutes)

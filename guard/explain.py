@@ -50,7 +50,7 @@ async def explain(
 
     rules: list[dict[str, Any]] = []
     decided_by: Rule | None = None
-    limits = [r for r in plan.limits]
+    limits = list(plan.limits)
     states = await guard.store.peek(guard.clock(), guard.checks(facts, tuple(limits))) if limits else []
     state_of = {rule.id: state for rule, state in zip(limits, states, strict=True)}
     for rule in policy.rules:

@@ -62,6 +62,13 @@ class RedisStats:
 Pending = tuple[float, Sequence[Check], "asyncio.Future[Verdict]"]
 
 
+def redis_client(url: str, **options: Any) -> Redis | RedisCluster:
+    """A redis-py asyncio client: ``redis://host:port/db``, or ``redis+cluster://host:port`` for a cluster."""
+    if url.startswith(("redis+cluster://", "rediss+cluster://")):
+        return RedisCluster.from_url(url.replace("+cluster", "", 1), **options)
+    return Redis.from_url(url, **options)
+
+
 class RedisStore:
     """Store on redis-py asyncio; see :class:`guard.stores.base.Store` for the semantics.
 
@@ -110,12 +117,10 @@ class RedisStore:
     def from_url(cls, url: str, **kwargs: Any) -> RedisStore:
         """``redis://host:port/db`` for one server, ``redis+cluster://host:port`` for a cluster."""
         timeout = kwargs.get("timeout", 0.05)
-        options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-        if url.startswith(("redis+cluster://", "rediss+cluster://")):
-            client: Redis | RedisCluster = RedisCluster.from_url(url.replace("+cluster", "", 1), **options)
-        else:
-            client = Redis.from_url(url, max_connections=64, **options)
-        return cls(client, **kwargs)
+        options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        if not url.startswith(("redis+cluster://", "rediss+cluster://")):
+            options["max_connections"] = 64
+        return cls(redis_client(url, **options), **kwargs)
 
     @property
     def is_down(self) -> bool:
