@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from guard.demo import create_app, platform, track
+from guard.demo.app import create_app, platform, track
 
 
 def bare() -> Starlette:

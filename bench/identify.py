@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def sample_user_agents(n: int) -> list[str]:
-    from guard.catalogue import load_catalogue
+    from guard.identity.catalogue import load_catalogue
 
     lines = (ROOT / "tests" / "data" / "browser_user_agents.txt").read_text().splitlines()
     browsers = [line for line in lines if line and not line.startswith("#")]
@@ -50,8 +50,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "identify.json"))
     args = parser.parse_args()
 
-    from guard.identify import Identifier
-    from guard.rules import load_rules
+    from guard.identity.identify import Identifier
+    from guard.policy.rules import load_rules
 
     policy = load_rules(ROOT / "rules" / "default.yaml")
     uas = sample_user_agents(args.n)

@@ -33,8 +33,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "memory.json"))
     args = parser.parse_args()
 
-    from guard.engine import Guard
-    from guard.rules import load_rules
+    from guard.policy.engine import Guard
+    from guard.policy.rules import load_rules
     from guard.stores.memory import MemoryStore
 
     policy = load_rules(ROOT / "rules" / "default.yaml")

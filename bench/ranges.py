@@ -14,8 +14,8 @@ import statistics
 import time
 from pathlib import Path
 
-from guard.clientaddr import ClientResolver, parse_ip
-from guard.verify import RangeVerifier
+from guard.identity.address import ClientResolver, parse_ip
+from guard.identity.ranges import RangeVerifier
 
 ROOT = Path(__file__).resolve().parent.parent
 

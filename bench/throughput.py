@@ -98,9 +98,9 @@ def banned_cost(redis_url: str, redis_port: int) -> dict:
     """Redis commands spent on requests from a client the guard has already banned."""
     import asyncio
 
-    from guard.clientaddr import ClientResolver
-    from guard.engine import Guard
-    from guard.rules import load_rules
+    from guard.identity.address import ClientResolver
+    from guard.policy.engine import Guard
+    from guard.policy.rules import load_rules
     from guard.stores.redis import RedisStore
 
     async def main() -> dict:

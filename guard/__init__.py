@@ -6,10 +6,10 @@ Mount :class:`GuardMiddleware` in front of any ASGI app::
     app.add_middleware(GuardMiddleware, rules="rules/default.yaml")
 """
 
-from guard.engine import Decision, Guard
 from guard.errors import ConfigError
 from guard.middleware import GuardMiddleware
-from guard.rules import Policy, load_rules
+from guard.policy.engine import Decision, Guard
+from guard.policy.rules import Policy, load_rules
 from guard.stores.memory import MemoryStore
 
 __all__ = ["ConfigError", "Decision", "Guard", "GuardMiddleware", "MemoryStore", "Policy", "load_rules"]

@@ -19,18 +19,18 @@ from pathlib import Path
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from guard.clientaddr import Networks
-from guard.directives import ROBOTS_LIMIT, ai_txt, content_headers, merge_robots, robots_txt, tdmrep_json
-from guard.engine import Clock, Decision, Guard
-from guard.observe import Observer
-from guard.rdns import ReverseDNSVerifier
-from guard.robots import RobotsTxt
-from guard.rules import Policy, RedisSettings, load_rules
-from guard.signatures import SignatureCheck
+from guard.identity.address import Networks
+from guard.identity.ranges import RangeVerifier
+from guard.identity.rdns import ReverseDNSVerifier
+from guard.identity.signatures import SignatureCheck
+from guard.ops.observe import Observer
+from guard.ops.top import TopCounter
+from guard.policy.engine import Clock, Decision, Guard
+from guard.policy.rules import Policy, RedisSettings, load_rules
+from guard.signals.directives import ROBOTS_LIMIT, ai_txt, content_headers, merge_robots, robots_txt, tdmrep_json
+from guard.signals.robots_matcher import RobotsTxt
 from guard.stores.base import Store
 from guard.stores.memory import MemoryStore
-from guard.top import TopCounter
-from guard.verify import RangeVerifier
 
 log = logging.getLogger("guard")
 

@@ -49,7 +49,7 @@ def demo_process(*args: str, env: dict[str, str] | None = None) -> Iterator[str]
     """``guard demo`` on a free loopback port for the duration of the block; yields its base URL."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "guard.cli", "demo", "--port", str(port), "--log-level", "warning", *args],
+        [sys.executable, "-m", "guard.ops.cli", "demo", "--port", str(port), "--log-level", "warning", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, **(env or {})},

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import pytest
 from support import CHROME, RULES, FakeClock, FakeResolver, Visitor
 
-from guard.demo import create_app
-from guard.rdns import ReverseDNSVerifier
-from guard.rules import Policy, load_rules
+from guard.demo.app import create_app
+from guard.identity.rdns import ReverseDNSVerifier
+from guard.policy.rules import Policy, load_rules
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from support import browser_user_agents, run
 
-from guard.catalogue import Catalogue, words
-from guard.clientaddr import parse_ip
-from guard.rules import Policy
+from guard.identity.address import parse_ip
+from guard.identity.catalogue import Catalogue, words
+from guard.policy.rules import Policy
 
 # Realistic shapes crawlers give their User-Agent: the "compatible" comment, a token
 # appended to a full browser string, and a bare library-style product token.

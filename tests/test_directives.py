@@ -15,10 +15,10 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from support import CHROME, GPTBOT, FakeClock, Visitor, run
 
-from guard.demo import create_app
-from guard.directives import ROBOTS_LIMIT, robots_txt
+from guard.demo.app import create_app
 from guard.middleware import GuardMiddleware
-from guard.robots import RobotsTxt
+from guard.signals.directives import ROBOTS_LIMIT, robots_txt
+from guard.signals.robots_matcher import RobotsTxt
 
 CONTENT = ["/tracks/1/stream", "/tracks/99999/stream", "/api/tracks/1", "/api/tracks/42?fields=all", "/audio/x.mp3"]
 PAGES = ["/", "/tracks/1", "/tracks/77"]
@@ -138,7 +138,7 @@ def test_the_apps_own_robots_txt_is_merged_and_enforced(policy, tmp_path: Path) 
 
 
 def test_a_huge_app_robots_txt_is_cut_to_the_limit(policy) -> None:
-    from guard.directives import merge_robots
+    from guard.signals.directives import merge_robots
 
     theirs = "User-agent: *\n" + "".join(f"Disallow: /x{n}/\n" for n in range(60_000))
     merged = merge_robots(robots_txt(policy), theirs)

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import CHROME, GPTBOT, RULES, FakeClock, Visitor, run
 
-from guard.demo import create_app, platform
-from guard.engine import Guard
+from guard.demo.app import create_app, platform
 from guard.middleware import GuardMiddleware
+from guard.policy.engine import Guard
 from guard.stores.memory import MemoryStore
 from guard.stores.redis import RedisStore
 from guard.testing import RedisServer, demo_process
@@ -254,8 +254,8 @@ def test_a_catastrophic_pattern_costs_nothing(tmp_path: Path) -> None:
         """)
     )
     script = textwrap.dedent(f"""
-        from guard.rules import load_rules
-        from guard.robots import RobotsTxt
+        from guard.policy.rules import load_rules
+        from guard.signals.robots_matcher import RobotsTxt
         policy = load_rules({str(tmp_path / "rules.yaml")!r})
         path = "/" + "a" * 200000
         assert policy.paths.classify(path).group == "pages"

@@ -6,7 +6,7 @@ from typing import Any
 
 from support import GPTBOT, RULES, FakeClock, Visitor, run
 
-from guard.demo import audio_bytes, audio_size, create_app
+from guard.demo.app import audio_bytes, audio_size, create_app
 from guard.middleware import GuardMiddleware
 
 

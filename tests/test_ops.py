@@ -16,10 +16,10 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from support import CHROME, GPTBOT, RULES, FakeClock, FakeResolver, Visitor, run
 
-from guard.demo import create_app, platform
-from guard.explain import explain, format_text
+from guard.demo.app import create_app, platform
+from guard.identity.rdns import ReverseDNSVerifier
 from guard.middleware import GuardMiddleware
-from guard.rdns import ReverseDNSVerifier
+from guard.ops.explain import explain, format_text
 from guard.stores.redis import RedisStore
 
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
@@ -59,7 +59,7 @@ def test_guard_explain_command() -> None:
         [
             sys.executable,
             "-m",
-            "guard.cli",
+            "guard.ops.cli",
             "explain",
             "--ua",
             GPTBOT,
@@ -224,7 +224,7 @@ def test_guard_top_renders_against_a_real_redis(policy, redis_url) -> None:
 
     run(main())
     result = subprocess.run(
-        [sys.executable, "-m", "guard.cli", "top", "--once", "--redis-url", redis_url],
+        [sys.executable, "-m", "guard.ops.cli", "top", "--once", "--redis-url", redis_url],
         capture_output=True,
         text=True,
         timeout=60,

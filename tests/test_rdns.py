@@ -7,8 +7,8 @@ import dataclasses
 
 from support import FakeClock, FakeResolver, Visitor, run
 
-from guard.demo import create_app
-from guard.rdns import ReverseDNSVerifier
+from guard.demo.app import create_app
+from guard.identity.rdns import ReverseDNSVerifier
 
 YANDEX = "Mozilla/5.0 (compatible; YandexBot/3.0; +http://yandex.com/bots)"
 IP = "5.255.253.10"

@@ -6,8 +6,8 @@ import pytest
 from support import run
 from test_redis_store import T0, traffic
 
-from guard.clientaddr import ClientResolver
-from guard.engine import Guard
+from guard.identity.address import ClientResolver
+from guard.policy.engine import Guard
 from guard.stores.memory import MemoryStore
 from guard.stores.redis import RedisStore
 from guard.testing import RedisCluster

@@ -6,7 +6,7 @@ import logging
 
 from support import CHROME, FakeClock, Visitor, free_port, run
 
-from guard.demo import create_app
+from guard.demo.app import create_app
 from guard.stores.redis import RedisStore
 from guard.testing import RedisServer
 

@@ -8,9 +8,9 @@ import random
 import pytest
 from support import GPTBOT, browser_user_agents, run
 
-from guard.clientaddr import ClientResolver
-from guard.engine import Guard
-from guard.limits import Ban, Check, DistinctLimit, RateLimit
+from guard.identity.address import ClientResolver
+from guard.policy.engine import Guard
+from guard.policy.limits import Ban, Check, DistinctLimit, RateLimit
 from guard.stores.memory import MemoryStore
 from guard.stores.redis import RedisStore
 

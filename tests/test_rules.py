@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from support import RULES
 
-from guard.demo import create_app
+from guard.demo.app import create_app
 from guard.errors import ConfigError
-from guard.rules import load_rules, parse_duration
+from guard.policy.rules import load_rules, parse_duration
 
 
 def write_rules(tmp_path: Path, text: str) -> Path:
@@ -107,7 +107,7 @@ def test_the_shipped_rules_are_valid() -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "guard.cli", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "guard.ops.cli", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_guard_check_exit_status(tmp_path: Path) -> None:
@@ -161,7 +161,7 @@ def test_guard_check_warns_about_unreachable_rules(tmp_path: Path) -> None:
 
 
 def test_the_shipped_rules_match_the_json_schema() -> None:
-    from guard.lint import schema_errors
+    from guard.policy.lint import schema_errors
     from guard.yamlfile import load_yaml
 
     assert schema_errors(load_yaml(RULES)) == []

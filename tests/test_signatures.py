@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from support import CHROME, FakeClock, Visitor, run
 
-from guard.demo import create_app
-from guard.signatures import jwk_thumbprint, signature_base
+from guard.demo.app import create_app
+from guard.identity.signatures import jwk_thumbprint, signature_base
 
 # RFC 9421 appendix B.1.4 (test-key-ed25519) and B.2.6 (its signature over the test request).
 RFC_SEED = "n4Ni-HpISpVObnQMW0wOhCKROaIKqKtW_2ZYb2p9KcU"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from support import run
 
-from guard.limits import Ban, Check, DistinctLimit, RateLimit
+from guard.policy.limits import Ban, Check, DistinctLimit, RateLimit
 from guard.stores.memory import MemoryStore
 
 T0 = 1_800_000_000.0

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from support import RULES, FakeClock, Visitor, run
 
-from guard.catalogue import load_catalogue
-from guard.clientaddr import ClientResolver, parse_ip
-from guard.demo import create_app
-from guard.verify import RangeVerifier, update_ranges
+from guard.demo.app import create_app
+from guard.identity.address import ClientResolver, parse_ip
+from guard.identity.catalogue import load_catalogue
+from guard.identity.ranges import RangeVerifier, update_ranges
 
 GOOGLEBOT = (
     "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) "

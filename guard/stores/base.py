@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from guard.limits import Check, Verdict
+from guard.policy.limits import Check, Verdict
 
 
 class Store(Protocol):
     """Applies all of one request's checks atomically and returns the verdict.
 
-    Semantics (shared by every store, see guard.limits):
+    Semantics (shared by every store, see guard.policy.limits):
 
     1. If any check's key is banned, the first such check denies with the ban's remaining time.
     2. Otherwise the checks are evaluated in order without changing anything; the first

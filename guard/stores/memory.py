@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from guard.limits import ALLOWED, Check, DistinctLimit, Verdict, to_us
 from guard.lru import LRU
+from guard.policy.limits import ALLOWED, Check, DistinctLimit, Verdict, to_us
 
 
 class MemoryStore:

@@ -38,7 +38,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.cluster import key_slot
 from redis.exceptions import NoScriptError
 
-from guard.limits import ALLOWED, Check, DistinctLimit, Verdict, to_us
+from guard.policy.limits import ALLOWED, Check, DistinctLimit, Verdict, to_us
 from guard.stores.memory import MemoryStore, peek_entry
 
 log = logging.getLogger("guard.redis")

@@ -107,8 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_check(path: str, strict: bool = False) -> int:
-    from guard.lint import rule_warnings, schema_errors
-    from guard.rules import load_rules
+    from guard.policy.lint import rule_warnings, schema_errors
+    from guard.policy.rules import load_rules
     from guard.yamlfile import load_yaml
 
     errors = schema_errors(load_yaml(path))
@@ -128,9 +128,9 @@ def cmd_check(path: str, strict: bool = False) -> int:
 
 
 def cmd_robots(rules: str | None, ai: bool) -> int:
-    from guard.directives import ai_txt, robots_txt
     from guard.middleware import default_rules_path
-    from guard.rules import load_rules
+    from guard.policy.rules import load_rules
+    from guard.signals.directives import ai_txt, robots_txt
 
     policy = load_rules(rules or default_rules_path())
     sys.stdout.write(ai_txt(policy) if ai else robots_txt(policy))
@@ -141,8 +141,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from guard.explain import explain, format_text
     from guard.middleware import GuardMiddleware
+    from guard.ops.explain import explain, format_text
 
     async def app(scope, receive, send) -> None:  # explain never calls the application
         raise RuntimeError("not used")
@@ -171,9 +171,9 @@ def cmd_top(args: argparse.Namespace) -> int:
     import asyncio
 
     from guard.middleware import default_rules_path
-    from guard.rules import RedisSettings, load_rules
+    from guard.ops.top import read_top, render
+    from guard.policy.rules import RedisSettings, load_rules
     from guard.stores.redis import redis_client
-    from guard.top import read_top, render
 
     settings = load_rules(args.rules or default_rules_path()).redis or RedisSettings()
     url = args.redis_url or settings.url
@@ -203,9 +203,9 @@ def cmd_top(args: argparse.Namespace) -> int:
 def cmd_update_ranges(rules: str | None, directory: str | None, timeout: float) -> int:
     from pathlib import Path
 
+    from guard.identity.ranges import update_ranges
     from guard.middleware import default_rules_path
-    from guard.rules import load_rules
-    from guard.verify import update_ranges
+    from guard.policy.rules import load_rules
 
     policy = load_rules(rules or default_rules_path())
     target = directory or str(Path(policy.source).parent / "ranges")
@@ -217,7 +217,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import uvicorn
 
     from guard.middleware import default_rules_path
-    from guard.rules import load_rules
+    from guard.policy.rules import load_rules
 
     # Validate before any worker starts so a bad file fails once, clearly.
     rules = args.rules or str(default_rules_path())
@@ -230,7 +230,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     store = f"redis at {args.redis_url}" if args.redis_url else "embedded memory store"
     print(f"guard demo on http://{args.host}:{args.port}/  rules={rules}  store={store}", file=sys.stderr)
     uvicorn.run(
-        "guard.demo:app_from_env",
+        "guard.demo.app:app_from_env",
         factory=True,
         host=args.host,
         port=args.port,

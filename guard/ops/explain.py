@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from guard.clientaddr import format_ip, parse_ip
-from guard.engine import Guard, block_reason, limit_text
-from guard.identify import describe_browser
-from guard.rules import Match, Rule
+from guard.identity.address import format_ip, parse_ip
+from guard.identity.identify import describe_browser
+from guard.policy.engine import Guard, block_reason, limit_text
+from guard.policy.rules import Match, Rule
 
 
 def _why_not(match: Match, category: str, agent: str | None, group: str, ua_missing: bool) -> str | None:

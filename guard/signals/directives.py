@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import logging
 
-from guard.catalogue import Agent
-from guard.paths import robots_pattern
-from guard.rules import Policy
+from guard.identity.catalogue import Agent
+from guard.policy.paths import robots_pattern
+from guard.policy.rules import Policy
 
 log = logging.getLogger("guard")
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from guard.catalogue import Catalogue, load_catalogue
 from guard.errors import ConfigError
-from guard.limits import KEY_KINDS, Ban, DistinctLimit, RateLimit
-from guard.paths import OTHER, PathGroups, placeholders
+from guard.identity.catalogue import Catalogue, load_catalogue
+from guard.policy.limits import KEY_KINDS, Ban, DistinctLimit, RateLimit
+from guard.policy.paths import OTHER, PathGroups, placeholders
 from guard.yamlfile import Located, load_yaml
 
 ACTIONS = ("allow", "block", "throttle")

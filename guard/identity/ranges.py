@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from guard.catalogue import Agent
-from guard.clientaddr import Client, IPNetwork
+from guard.identity.address import Client, IPNetwork
+from guard.identity.catalogue import Agent
 
 
 class RangeSet:

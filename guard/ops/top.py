@@ -18,7 +18,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from guard.engine import Decision, Facts
+    from guard.policy.engine import Decision, Facts
 
 log = logging.getLogger("guard")
 

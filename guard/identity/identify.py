@@ -12,11 +12,11 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
-from guard.catalogue import Agent, Catalogue
-from guard.clientaddr import Client
+from guard.identity.address import Client
+from guard.identity.catalogue import Agent, Catalogue
+from guard.identity.ranges import RangeVerifier
+from guard.identity.rdns import ReverseDNSVerifier
 from guard.lru import LRU
-from guard.rdns import ReverseDNSVerifier
-from guard.verify import RangeVerifier
 
 #: Longer User-Agent strings are matched on their first and last halves of this many
 #: characters (servers cap header sizes well below; matching is C-speed bytes work).

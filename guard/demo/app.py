@@ -18,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from guard.engine import Clock
 from guard.middleware import GuardMiddleware
-from guard.rules import Policy
+from guard.policy.engine import Clock
+from guard.policy.rules import Policy
 from guard.stores.base import Store
 
 TRACKS = 100_000

@@ -28,7 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from guard.engine import Decision, Facts
+    from guard.policy.engine import Decision, Facts
 
 decision_log = logging.getLogger("guard.decisions")
 

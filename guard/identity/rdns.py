@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from guard.catalogue import Agent
-from guard.clientaddr import Client, parse_ip
+from guard.identity.address import Client, parse_ip
+from guard.identity.catalogue import Agent
 from guard.lru import LRU
 
 log = logging.getLogger("guard.rdns")

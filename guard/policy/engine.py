@@ -14,18 +14,18 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from guard.clientaddr import Client, ClientResolver
-from guard.identify import Identifier, Identity
-from guard.limits import Check, DistinctLimit, RateLimit, Verdict
+from guard.identity.address import Client, ClientResolver
+from guard.identity.identify import Identifier, Identity
+from guard.identity.ranges import RangeVerifier
+from guard.identity.rdns import ReverseDNSVerifier
+from guard.identity.signatures import SignatureCheck, SignatureVerifier
 from guard.lru import LRU
-from guard.paths import PathMatch, normalise_path
-from guard.rdns import ReverseDNSVerifier
-from guard.robots import RobotsTxt
-from guard.rules import Match, Policy, Rule
-from guard.signatures import SignatureCheck, SignatureVerifier
+from guard.policy.limits import Check, DistinctLimit, RateLimit, Verdict
+from guard.policy.paths import PathMatch, normalise_path
+from guard.policy.rules import Match, Policy, Rule
+from guard.signals.robots_matcher import RobotsTxt
 from guard.stores.base import Store
 from guard.stores.memory import MemoryStore
-from guard.verify import RangeVerifier
 
 Clock = Callable[[], float]
 

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from guard.errors import ConfigError
-from guard.paths import OTHER
-from guard.rules import Policy, Rule
+from guard.policy.paths import OTHER
+from guard.policy.rules import Policy, Rule
 from guard.yamlfile import Located
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "rules" / "schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "rules" / "schema.json"
 
 
 def schema() -> dict[str, Any]:

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from guard.paths import Glob
+from guard.policy.paths import Glob
 
 _HEX = re.compile(r"%([0-9A-Fa-f]{2})")
 _KEPT = {"2F", "25"}  # escapes of "/" and "%" keep their meaning and are never decoded

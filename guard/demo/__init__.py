@@ -1,0 +1,1 @@
+"""The demo music platform that ``guard demo`` serves behind the middleware."""

@@ -1,0 +1,1 @@
+"""Operating guard: the command line, metrics and decision log, explain and top."""
