@@ -193,7 +193,13 @@ def test_update_ranges_fetches_validates_and_keeps_the_last_good_file(tmp_path: 
 
     assert report["Googlebot"] == "updated: 2 prefixes"
     assert report["Bingbot"].startswith("kept: JSONDecodeError")
-    assert report["Applebot"].startswith("kept: ValueError: implausibly broad prefix")
+    assert report["Applebot"].startswith("missing: ValueError: implausibly broad prefix")  # no file to keep
+    assert report.failed == ["Bingbot", "Applebot"]
+    summary = report.summary(ranges)
+    assert (
+        summary
+        == f"update-ranges: 1 of 3 range files updated in {ranges}; 2 failed (1 kept their last good file, 1 have none)"
+    )
     written = json.loads((ranges / "googlebot.json").read_text())
     assert written["source"] == f"{base}/googlebot.json" and written["creationTime"] == "2026-11-01T00:00:00Z"
     assert (ranges / "bingbot.json").read_text() == (RULES.parent / "ranges" / "bingbot.json").read_text()

@@ -91,24 +91,45 @@ class RangeVerifier:
 MIN_PREFIX = {4: 8, 6: 19}
 
 
+class RangesReport(dict[str, str]):
+    """``{agent name: outcome}`` of :func:`update_ranges`, with a one-line summary.
+
+    An outcome reads ``updated: N prefixes``, ``kept: reason`` (the download failed and the
+    last good file stays) or ``missing: reason`` (it failed and there is no file at all).
+    """
+
+    @property
+    def failed(self) -> list[str]:
+        return [name for name, outcome in self.items() if not outcome.startswith("updated")]
+
+    def summary(self, directory: str | Path) -> str:
+        kept = sum(1 for outcome in self.values() if outcome.startswith("kept"))
+        missing = len(self.failed) - kept
+        text = f"update-ranges: {len(self) - len(self.failed)} of {len(self)} range files updated in {directory}"
+        if self.failed:
+            text += f"; {len(self.failed)} failed ({kept} kept their last good file, {missing} have none)"
+        return text
+
+
 def update_ranges(
     agents: Iterable[Agent], directory: str | Path, *, timeout: float = 10.0, log: Callable[[str], None] = print
-) -> dict[str, str]:
+) -> RangesReport:
     """Fetch each agent's published ranges into ``<directory>/<agent name>.json``.
 
-    A download or file that fails validation keeps the file already there. Returns
-    ``{agent name: "updated: N prefixes" | "kept: reason"}``. Runs outside the request
+    A download or file that fails validation keeps the file already there. Each outcome
+    is logged with the URL it concerns; see :class:`RangesReport`. Runs outside the request
     path (a command or a cron job), so plain blocking HTTP is fine here.
     """
     import urllib.request
 
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
-    report: dict[str, str] = {}
+    report = RangesReport()
     for agent in agents:
         url = agent.verification.ranges_url if agent.verification else None
         if not url:
             continue
+        target = folder / f"{agent.name.lower()}.json"
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 body = response.read(8 * 1024 * 1024).decode("utf-8")
@@ -120,8 +141,12 @@ def update_ranges(
             if broad:
                 raise ValueError(f"implausibly broad prefix {broad[0]}")
         except Exception as exc:  # network, HTTP, JSON, validation: keep the last good file
-            report[agent.name] = f"kept: {type(exc).__name__}: {exc}"
-            log(f"{agent.name}: {report[agent.name]}")
+            if target.exists():
+                report[agent.name] = f"kept: {type(exc).__name__}: {exc}"
+                log(f"{agent.name}: {url} failed ({type(exc).__name__}: {exc}); kept the last good {target}")
+            else:
+                report[agent.name] = f"missing: {type(exc).__name__}: {exc}"
+                log(f"{agent.name}: {url} failed ({type(exc).__name__}: {exc}); no file written, none existed")
             continue
         snapshot = {
             "source": url,
@@ -129,10 +154,9 @@ def update_ranges(
             "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "prefixes": [{f"ipv{n.version}Prefix": str(n)} for n in networks],
         }
-        target = folder / f"{agent.name.lower()}.json"
         temporary = target.with_suffix(".json.tmp")
         temporary.write_text(json.dumps(snapshot, indent=1) + "\n", encoding="utf-8")
         temporary.replace(target)  # atomic: a reader never sees half a file
         report[agent.name] = f"updated: {len(networks)} prefixes"
-        log(f"{agent.name}: {report[agent.name]} -> {target}")
+        log(f"{agent.name}: {url}: {report[agent.name]} -> {target}")
     return report

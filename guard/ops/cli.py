@@ -1,4 +1,12 @@
-"""The ``guard`` command: run the demo, check rules files, print the directives."""
+"""The ``guard`` command: run the demo, check rules files, explain decisions, print the directives.
+
+Each subcommand is one ``add_<name>`` function that builds its parser and names the
+function that runs it (``set_defaults(run=...)``); :data:`COMMANDS` lists them in the
+order ``guard --help`` shows. A command reports a failure by raising
+:class:`~guard.ops.arguments.CommandError` (or :class:`~guard.errors.ConfigError`);
+:func:`main` turns any failure into one line ``guard: error: ...`` and an exit status:
+2 for a wrong command line, 1 for a command that ran and failed.
+"""
 
 from __future__ import annotations
 
@@ -6,135 +14,174 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from guard.errors import ConfigError
+from guard.ops.arguments import (
+    FAILED,
+    CommandError,
+    Options,
+    Parser,
+    cidr,
+    fail,
+    header,
+    ip_address,
+    number,
+    parse,
+    port,
+    redis_url,
+    url_path,
+)
+
+SubParsers = Any  # argparse's _SubParsersAction (private type)
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
-def _env_list(name: str) -> list[str]:
-    return [p for p in os.environ.get(name, "").replace(",", " ").split() if p]
+def _rules_option(options: Options, help: str = "rules file") -> None:
+    options.add("--rules", env="GUARD_RULES", shown="the shipped rules", help=help, metavar="FILE")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="guard", description="Keep AI-training crawlers and bulk scrapers off a music platform."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+def _redis_option(options: Options, help: str) -> None:
+    options.add("--redis-url", env="GUARD_REDIS_URL", type=redis_url, help=help, metavar="URL")
 
-    demo = sub.add_parser("demo", help="run the demo music platform behind the guard")
-    demo.add_argument("--host", default=os.environ.get("GUARD_HOST", "127.0.0.1"))
-    demo.add_argument("--port", type=int, default=int(os.environ.get("GUARD_PORT", "8000")))
-    demo.add_argument(
-        "--rules",
-        default=os.environ.get("GUARD_RULES"),
-        help="rules file (env GUARD_RULES; default: the shipped rules/default.yaml)",
-    )
-    demo.add_argument(
-        "--redis-url",
-        default=os.environ.get("GUARD_REDIS_URL"),
-        help="share counters through Redis (env GUARD_REDIS_URL; default: the embedded memory store)",
-    )
-    demo.add_argument(
+
+def _proxy_option(options: Options) -> None:
+    options.add(
         "--trusted-proxy",
+        env="GUARD_TRUSTED_PROXIES",
+        type=cidr,
         action="append",
-        default=None,
         metavar="CIDR",
-        help="believe X-Forwarded-For from this proxy (repeatable; env GUARD_TRUSTED_PROXIES, comma-separated)",
+        help="believe X-Forwarded-For from this proxy (repeatable; the variable is comma-separated)",
     )
-    demo.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    demo.add_argument("--log-level", default="info")
 
-    check = sub.add_parser("check", help="validate a rules file (exit status 1 on error)")
-    check.add_argument("file")
-    check.add_argument("--strict", action="store_true", help="warnings fail too")
 
-    explain = sub.add_parser("explain", help="why a request would be allowed, blocked or throttled")
-    explain.add_argument("--ua", default=None, help="User-Agent (omit for none)")
-    explain.add_argument("--ip", required=True, help="the socket peer's address")
-    explain.add_argument("--path", required=True, help="path (and query) of the request")
-    explain.add_argument(
-        "--header",
-        action="append",
-        default=[],
-        metavar="'Name: value'",
-        help="another request header, e.g. 'X-Forwarded-For: 203.0.113.9' (repeatable)",
+def _rules_path(args: argparse.Namespace) -> str:
+    from guard.middleware import default_rules_path
+
+    rules = getattr(args, "rules", None)
+    return str(rules) if rules else str(default_rules_path())
+
+
+# -- guard demo --------------------------------------------------------------------------------
+
+
+def add_demo(sub: SubParsers) -> None:
+    parser = sub.add_parser("demo", help="run the demo music platform behind the guard")
+    options = Options(parser)
+    options.add("--host", env="GUARD_HOST", default="127.0.0.1", help="address to listen on")
+    options.add("--port", env="GUARD_PORT", default=8000, type=port, help="port to listen on")
+    _rules_option(options)
+    _redis_option(options, "share counters through Redis (none: the embedded memory store)")
+    _proxy_option(options)
+    options.add("--workers", default=1, type=number(int, 1, 256), help="uvicorn worker processes")
+    options.add(
+        "--split-counters",
+        action="store_true",
+        help="allow --workers > 1 on the memory store (each worker then counts alone: limits multiply)",
     )
-    explain.add_argument("--rules", default=os.environ.get("GUARD_RULES"))
-    explain.add_argument(
-        "--redis-url",
-        default=os.environ.get("GUARD_REDIS_URL"),
-        help="read counters from this Redis (default: the rules' redis.url, else none)",
+    options.add("--log-level", default="info", choices=LOG_LEVELS, help="uvicorn log level")
+    parser.set_defaults(run=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from guard.policy.rules import RedisSettings, load_rules
+
+    # Validate before any worker starts so a bad file fails once, clearly.
+    rules = _rules_path(args)
+    shared = args.redis_url or (load_rules(rules).redis or RedisSettings()).url
+    if args.workers > 1 and not shared and not args.split_counters:
+        raise CommandError(
+            f"--workers {args.workers} on the embedded memory store would split the counters "
+            f"(each worker allows the full limit, {args.workers} times in all): "
+            "give --redis-url to share them, or --split-counters to run anyway"
+        )
+    os.environ["GUARD_RULES"] = rules
+    os.environ["GUARD_TRUSTED_PROXIES"] = ",".join(args.trusted_proxy or [])
+    if args.redis_url:
+        os.environ["GUARD_REDIS_URL"] = args.redis_url
+    store = f"redis at {args.redis_url}" if args.redis_url else "embedded memory store"
+    print(f"guard demo on http://{args.host}:{args.port}/  rules={rules}  store={store}", file=sys.stderr)
+    if args.workers > 1 and not shared:
+        print(
+            f"guard: warning: {args.workers} workers on the memory store: each counts alone, limits are "
+            f"{args.workers} times higher than the rules say; use --redis-url to share counters",
+            file=sys.stderr,
+        )
+    uvicorn.run(
+        "guard.demo.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        proxy_headers=False,
     )
-    explain.add_argument("--trusted-proxy", action="append", default=None, metavar="CIDR")
-    explain.add_argument("--json", action="store_true", help="print the report as JSON")
-
-    top = sub.add_parser("top", help="live table of the clients, subnets and agents stopped most (from Redis)")
-    top.add_argument("--redis-url", default=os.environ.get("GUARD_REDIS_URL"))
-    top.add_argument("--rules", default=os.environ.get("GUARD_RULES"), help="for redis.url and namespace")
-    top.add_argument("--minutes", type=int, default=5)
-    top.add_argument("--limit", type=int, default=10)
-    top.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
-    top.add_argument("--once", action="store_true", help="print the table once and exit")
-
-    update = sub.add_parser("update-ranges", help="refresh crawler IP ranges from their operators' published files")
-    update.add_argument("--rules", default=os.environ.get("GUARD_RULES"))
-    update.add_argument("--dir", help="where to write them (default: the ranges folder beside the rules file)")
-    update.add_argument("--timeout", type=float, default=10.0)
-
-    robots = sub.add_parser("robots", help="print the robots.txt (or ai.txt) generated from a rules file")
-    robots.add_argument("--rules", default=os.environ.get("GUARD_RULES"))
-    robots.add_argument("--ai-txt", action="store_true", help="print ai.txt instead")
-    return parser
+    return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "check":
-            return cmd_check(args.file, args.strict)
-        if args.command == "robots":
-            return cmd_robots(args.rules, args.ai_txt)
-        if args.command == "update-ranges":
-            return cmd_update_ranges(args.rules, args.dir, args.timeout)
-        if args.command == "explain":
-            return cmd_explain(args)
-        if args.command == "top":
-            return cmd_top(args)
-        return cmd_demo(args)
-    except ConfigError as exc:
-        print(f"guard: {exc}", file=sys.stderr)
-        return 1
+# -- guard check ---------------------------------------------------------------------------------
 
 
-def cmd_check(path: str, strict: bool = False) -> int:
+def add_check(sub: SubParsers) -> None:
+    parser = sub.add_parser("check", help="validate a rules file (exit status 1 on error)")
+    parser.add_argument("file", help="the rules file")
+    parser.add_argument("--strict", action="store_true", help="warnings fail too (exit status 1)")
+    parser.set_defaults(run=cmd_check)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
     from guard.policy.lint import rule_warnings, schema_errors
     from guard.policy.rules import load_rules
     from guard.yamlfile import load_yaml
 
+    path = args.file
     errors = schema_errors(load_yaml(path))
     if errors:
         for error in errors:
             print(f"guard: {error}", file=sys.stderr)
-        return 1
+        return FAILED
     policy = load_rules(path)
     warnings = rule_warnings(policy)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(
-        f"{path}: ok ({len(policy.rules)} rules, {len(policy.paths.groups)} path groups, "
-        f"{len(policy.catalogue.agents)} catalogue agents, {len(warnings)} warnings)"
+    counts = (
+        f"{len(policy.rules)} rules, {len(policy.paths.groups)} path groups, "
+        f"{len(policy.catalogue.agents)} catalogue agents, {len(warnings)} warnings"
     )
-    return 1 if strict and warnings else 0
-
-
-def cmd_robots(rules: str | None, ai: bool) -> int:
-    from guard.middleware import default_rules_path
-    from guard.policy.rules import load_rules
-    from guard.signals.directives import ai_txt, robots_txt
-
-    policy = load_rules(rules or default_rules_path())
-    sys.stdout.write(ai_txt(policy) if ai else robots_txt(policy))
+    if args.strict and warnings:
+        fail(f"{path}: {len(warnings)} warnings, which --strict makes errors ({counts})")
+        return FAILED
+    print(f"{path}: ok ({counts})")
     return 0
+
+
+# -- guard explain -------------------------------------------------------------------------------
+
+
+def add_explain(sub: SubParsers) -> None:
+    parser = sub.add_parser("explain", help="why a request would be allowed, blocked or throttled")
+    options = Options(parser)
+    options.add("--ua", help="User-Agent (omitted: none)", show_default=False)
+    options.add("--ip", required=True, type=ip_address, help="the socket peer's address", show_default=False)
+    options.add("--path", required=True, type=url_path, help="path (and query) of the request", show_default=False)
+    options.add(
+        "--header",
+        action="append",
+        default=[],
+        type=header,
+        metavar="'Name: value'",
+        help="another request header, e.g. 'X-Forwarded-For: 203.0.113.9' (repeatable)",
+        show_default=False,
+    )
+    _rules_option(options)
+    _redis_option(options, "read counters from this Redis (none: the rules' redis.url, else no counters)")
+    _proxy_option(options)
+    options.add("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(run=cmd_explain)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -143,19 +190,20 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     from guard.middleware import GuardMiddleware
     from guard.ops.explain import explain, format_text
+    from guard.policy.rules import RedisSettings, load_rules
 
     async def app(scope, receive, send) -> None:  # explain never calls the application
         raise RuntimeError("not used")
 
-    proxies = args.trusted_proxy if args.trusted_proxy is not None else _env_list("GUARD_TRUSTED_PROXIES")
-    headers = []
-    for header in args.header:
-        name, _, value = header.partition(":")
-        headers.append((name.strip().lower().encode(), value.strip().encode("latin-1", "replace")))
+    policy = load_rules(_rules_path(args))
+    url = args.redis_url or (policy.redis or RedisSettings()).url
+    headers = [(name.lower().encode(), value.encode("latin-1", "replace")) for name, value in args.header]
 
     async def run() -> dict:
+        if url:
+            await _ping_redis(url)
         middleware = GuardMiddleware(
-            app, args.rules, trusted_proxies=proxies, redis_url=args.redis_url, reload_interval=0
+            app, policy, trusted_proxies=args.trusted_proxy or (), redis_url=url, reload_interval=0
         )
         try:
             return await explain(middleware.guard, user_agent=args.ua, ip=args.ip, path=args.path, headers=headers)
@@ -167,22 +215,51 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _ping_redis(url: str, timeout: float = 3.0) -> None:
+    """Raise CommandError unless Redis at ``url`` answers PING within ``timeout`` seconds."""
+    from guard.stores.redis import redis_client
+
+    client = redis_client(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        await client.ping()
+    except Exception as exc:
+        raise CommandError(f"cannot reach Redis at {url}: {exc}") from None
+    finally:
+        await client.aclose()
+
+
+# -- guard top -----------------------------------------------------------------------------------
+
+
+def add_top(sub: SubParsers) -> None:
+    from guard.ops.top import BUCKET_TTL
+
+    parser = sub.add_parser("top", help="live table of the clients, subnets and agents stopped most (from Redis)")
+    options = Options(parser)
+    _redis_option(options, "the Redis the guarded instances share (none: the rules' redis.url)")
+    _rules_option(options, "rules file, for redis.url and the key namespace")
+    options.add("--minutes", default=5, type=number(int, 1, BUCKET_TTL // 60), help="how far back to add up")
+    options.add("--limit", default=10, type=number(int, 1), help="rows per table")
+    options.add("--interval", default=2.0, type=number(float, 0, above=True), help="seconds between refreshes")
+    options.add("--once", action="store_true", help="print the table once and exit")
+    parser.set_defaults(run=cmd_top)
+
+
 def cmd_top(args: argparse.Namespace) -> int:
     import asyncio
 
-    from guard.middleware import default_rules_path
     from guard.ops.top import read_top, render
     from guard.policy.rules import RedisSettings, load_rules
     from guard.stores.redis import redis_client
 
-    settings = load_rules(args.rules or default_rules_path()).redis or RedisSettings()
+    settings = load_rules(_rules_path(args)).redis or RedisSettings()
     url = args.redis_url or settings.url
     if not url:
-        print("guard: guard top reads Redis: give --redis-url or GUARD_REDIS_URL", file=sys.stderr)
-        return 1
+        raise CommandError("guard top reads Redis: give --redis-url or GUARD_REDIS_URL")
 
     async def run() -> None:
-        client = redis_client(url)
+        await _ping_redis(url)
+        client = redis_client(url, socket_connect_timeout=3.0, socket_timeout=3.0)
         try:
             while True:
                 text = render(await read_top(client, settings.namespace, args.minutes, args.limit), args.minutes)
@@ -200,45 +277,92 @@ def cmd_top(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_update_ranges(rules: str | None, directory: str | None, timeout: float) -> int:
+# -- guard update-ranges -------------------------------------------------------------------------
+
+
+def add_update_ranges(sub: SubParsers) -> None:
+    parser = sub.add_parser("update-ranges", help="refresh crawler IP ranges from their operators' published files")
+    options = Options(parser)
+    _rules_option(options, "rules file (its catalogue names the URLs)")
+    options.add("--dir", shown="the ranges folder beside the rules file", help="where to write them")
+    options.add("--timeout", default=10.0, type=number(float, 0, above=True), help="seconds per download")
+    parser.set_defaults(run=cmd_update_ranges)
+
+
+def cmd_update_ranges(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from guard.identity.ranges import update_ranges
-    from guard.middleware import default_rules_path
     from guard.policy.rules import load_rules
 
-    policy = load_rules(rules or default_rules_path())
-    target = directory or str(Path(policy.source).parent / "ranges")
-    report = update_ranges(policy.catalogue.agents, target, timeout=timeout)
-    return 0 if all(line.startswith("updated") for line in report.values()) else 1
+    policy = load_rules(_rules_path(args))
+    target = args.dir or str(Path(policy.source).parent / "ranges")
+    report = update_ranges(policy.catalogue.agents, target, timeout=args.timeout)
+    print(report.summary(target))
+    return 0 if not report.failed else FAILED
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    import uvicorn
+# -- guard robots --------------------------------------------------------------------------------
 
-    from guard.middleware import default_rules_path
+
+def add_robots(sub: SubParsers) -> None:
+    parser = sub.add_parser("robots", help="print the robots.txt (or ai.txt) generated from a rules file")
+    options = Options(parser)
+    _rules_option(options)
+    options.add("--ai-txt", action="store_true", help="print ai.txt instead")
+    parser.set_defaults(run=cmd_robots)
+
+
+def cmd_robots(args: argparse.Namespace) -> int:
     from guard.policy.rules import load_rules
+    from guard.signals.directives import ai_txt, robots_txt
 
-    # Validate before any worker starts so a bad file fails once, clearly.
-    rules = args.rules or str(default_rules_path())
-    load_rules(rules)
-    os.environ["GUARD_RULES"] = rules
-    proxies = args.trusted_proxy if args.trusted_proxy is not None else _env_list("GUARD_TRUSTED_PROXIES")
-    os.environ["GUARD_TRUSTED_PROXIES"] = ",".join(proxies)
-    if args.redis_url:
-        os.environ["GUARD_REDIS_URL"] = args.redis_url
-    store = f"redis at {args.redis_url}" if args.redis_url else "embedded memory store"
-    print(f"guard demo on http://{args.host}:{args.port}/  rules={rules}  store={store}", file=sys.stderr)
-    uvicorn.run(
-        "guard.demo.app:app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        proxy_headers=False,
-    )
+    policy = load_rules(_rules_path(args))
+    sys.stdout.write(ai_txt(policy) if args.ai_txt else robots_txt(policy))
     return 0
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+#: The subcommands, in the order ``guard --help`` lists them. Add yours here.
+COMMANDS: list[Callable[[SubParsers], None]] = [
+    add_demo,
+    add_check,
+    add_explain,
+    add_top,
+    add_update_ranges,
+    add_robots,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from guard import __version__
+
+    parser = Parser(
+        prog="guard",
+        description="Keep AI-training crawlers and bulk scrapers off a music platform.",
+        epilog="Exit status: 0 ok, 1 the command failed, 2 the command line is wrong.",
+    )
+    parser.add_argument("--version", action="version", version=f"guard {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(build_parser(), argv)
+    try:
+        return args.run(args)
+    except (CommandError, ConfigError, OSError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one line, never a traceback; GUARD_DEBUG=1 shows it
+        if os.environ.get("GUARD_DEBUG"):
+            raise
+        fail(f"{type(exc).__name__}: {exc}")
+    return FAILED
 
 
 if __name__ == "__main__":
