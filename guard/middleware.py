@@ -228,7 +228,7 @@ class GuardMiddleware:
                 elif message["type"] == "http.response.body" and sum(map(len, chunks)) < ROBOTS_LIMIT:
                     chunks.append(message.get("body", b""))
 
-            scope = {
+            scope: Scope = {
                 "type": "http",
                 "asgi": {"version": "3.0"},
                 "http_version": "1.1",
@@ -333,7 +333,7 @@ class GuardMiddleware:
 def _peer_in(scope: Scope, networks: Networks) -> bool:
     """Whether the socket peer (never a forwarded address) is in ``networks``."""
     peer = scope.get("client")
-    return bool(peer) and isinstance(peer[0], str) and networks.contains_text(peer[0])
+    return peer is not None and isinstance(peer[0], str) and networks.contains_text(peer[0])
 
 
 def _user_agent(scope: Scope) -> str | None:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Any
 
 from guard.lru import LRU
 
@@ -130,7 +131,7 @@ class ClientResolver:
         self._peers: LRU[str, Client] = LRU(65536)
         self._forwarded: LRU[str, Client | bool] = LRU(65536)
 
-    def resolve(self, scope: dict) -> Client:
+    def resolve(self, scope: Mapping[str, Any]) -> Client:
         """The client of ``scope`` (an ASGI HTTP scope)."""
         peer = scope.get("client")
         host = peer[0] if peer else None
@@ -159,7 +160,7 @@ class ClientResolver:
             parsed = self._walk(header)
             found = self.client(parsed, "") if parsed is not None else False
             self._forwarded.put(header, found)
-        return found if found is not False else client
+        return found if isinstance(found, Client) else client
 
     def client(self, parsed: tuple[int, int] | None, fallback: str) -> Client:
         """A :class:`Client` for a parsed address; a non-IP peer is counted under its own name."""
@@ -192,9 +193,10 @@ class ClientResolver:
         parsed: tuple[int, int] | None = None
         for entry in reversed(entries):
             if kind == "F:":
-                entry = _forwarded_for(entry)
-                if entry is None:
+                named = _forwarded_for(entry)
+                if named is None:
                     return None
+                entry = named
             parsed = parse_ip(entry)
             if parsed is None:
                 return None

@@ -81,7 +81,7 @@ class Catalogue:
     _halves: frozenset[bytes] = field(default_factory=frozenset, repr=False)
 
     def __post_init__(self) -> None:
-        halves = set()
+        halves: set[bytes] = set()
         for agent in self.agents:
             named = agent.category not in GENERIC_CATEGORIES
             for token in agent.ua_tokens:

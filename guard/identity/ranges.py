@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from guard.identity.address import Client, IPNetwork
 from guard.identity.catalogue import Agent
@@ -27,7 +28,7 @@ class RangeSet:
         self._starts: dict[int, list[int]] = {4: [], 6: []}
         self._ends: dict[int, list[int]] = {4: [], 6: []}
         for version in (4, 6):
-            same_family = [n for n in networks if n.version == version]
+            same_family: list[Any] = [n for n in networks if n.version == version]  # one family: collapsible
             for net in ipaddress.collapse_addresses(same_family):  # sorted, merged
                 self._starts[version].append(int(net.network_address))
                 self._ends[version].append(int(net.broadcast_address))

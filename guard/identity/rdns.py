@@ -54,7 +54,7 @@ class SystemResolver:
             infos = await loop.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
         except OSError:
             return []
-        return [info[4][0] for info in infos]
+        return [str(info[4][0]) for info in infos]
 
 
 class ReverseDNSVerifier:

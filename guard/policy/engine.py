@@ -200,16 +200,13 @@ class Guard:
         track = facts.where.track
         if track is not None and (len(track) > 64 or not track.isprintable()):
             track = track[:64].encode("unicode_escape").decode("ascii")[:64]  # bounded, one line
-        return [
-            Check(
-                f"{prefix}{rule.id}:{who[rule.key]}",
-                rule.limit,
-                track if rule.counts_tracks else None,
-                None if rule.shadow else rule.ban,  # a shadow rule never escalates
-                rule.shadow,
-            )
-            for rule in limits
-        ]
+        checks = []
+        for rule in limits:
+            assert rule.limit is not None and rule.key is not None  # the parser gives every limit rule both
+            ban = None if rule.shadow else rule.ban  # a shadow rule never escalates
+            track_id = track if rule.counts_tracks else None
+            checks.append(Check(f"{prefix}{rule.id}:{who[rule.key]}", rule.limit, track_id, ban, rule.shadow))
+        return checks
 
     def _denied(self, rule: Rule, verdict: Verdict, shadowed: tuple = ()) -> Decision:
         if verdict.banned_until is not None:

@@ -529,8 +529,8 @@ def _names(doc: Located, parent: dict, key: str, allowed: set[str] | None, what:
         for j, name in enumerate(value):
             if name not in allowed:
                 known = ", ".join(sorted(allowed))
-                where = (value, j) if doc.line(value) is not None else (parent, key)
-                raise doc.error(*where, f"unknown {what} {name!r} (known: {known})")
+                container, index = (value, j) if doc.line(value) is not None else (parent, key)
+                raise doc.error(container, index, f"unknown {what} {name!r} (known: {known})")
     return value
 
 

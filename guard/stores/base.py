@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from guard.policy.limits import Check, Verdict
 
@@ -22,6 +22,10 @@ class Store(Protocol):
 
     async def apply(self, now: float, checks: Sequence[Check]) -> Verdict:
         """Apply ``checks`` at time ``now`` (seconds) and return the verdict."""
+        ...
+
+    async def peek(self, now: float, checks: Sequence[Check]) -> list[dict[str, Any]]:
+        """The state of each check's counters at ``now``, without counting anything (for ``guard explain``)."""
         ...
 
     async def close(self) -> None:

@@ -33,10 +33,13 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.cluster import key_slot
-from redis.exceptions import NoScriptError
+try:
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+    from redis.cluster import key_slot
+    from redis.exceptions import NoScriptError
+except ImportError as exc:  # an optional extra: the memory store needs none of it
+    raise ImportError("the Redis store needs redis-py: pip install 'guard-asgi[redis]'") from exc
 
 from guard.policy.limits import ALLOWED, Check, DistinctLimit, Verdict, to_us
 from guard.stores.memory import MemoryStore, peek_entry
