@@ -27,6 +27,7 @@ from guard.ops.observe import Observer
 from guard.ops.top import TopCounter
 from guard.policy.engine import Clock, Decision, Guard
 from guard.policy.rules import Policy, RedisSettings, load_rules
+from guard.policy.tracks import TrackType, register_track_type
 from guard.signals.directives import ROBOTS_LIMIT, ai_txt, content_headers, merge_robots, robots_txt, tdmrep_json
 from guard.signals.robots_matcher import RobotsTxt
 from guard.stores.base import Store
@@ -80,6 +81,8 @@ class GuardMiddleware:
         served on the rules file's ``metrics.path`` if set).
     :param reload_interval: seconds between checks of the rules files for changes (0: only
         on SIGHUP or :meth:`reload`).
+    :param track_types: named track-id normalisers the rules may use as ``{track:<name>}``
+        (see :func:`guard.register_track_type`), registered before the rules are loaded.
 
     Redis key prefix, call timeout and fail mode come from the rules file's ``redis:`` section.
     """
@@ -97,8 +100,11 @@ class GuardMiddleware:
         reverse_dns: ReverseDNSVerifier | None = None,
         registry: CollectorRegistry | None = None,
         reload_interval: float = 5.0,
+        track_types: dict[str, TrackType] | None = None,
     ) -> None:
         self.app = app
+        for name, normaliser in (track_types or {}).items():
+            register_track_type(name, normaliser)
         policy = rules if isinstance(rules, Policy) else load_rules(rules or default_rules_path())
         self.rules_path = None if isinstance(rules, Policy) else Path(rules or default_rules_path())
         settings = policy.redis or RedisSettings()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-from guard.testing import free_port, wait_for_http  # noqa: F401 (used by tests through support)
+from guard.testing import free_port, wait_for_http
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules" / "default.yaml"
@@ -79,3 +81,26 @@ class FakeResolver:
     async def forward(self, host: str) -> list[str]:
         self.questions.append(f"A {host}")
         return self.a.get(host, [])
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """``app`` under uvicorn on a free loopback port, in a thread of this process (so the test
+    keeps its clock and store); yields the base URL. Uvicorn's own proxy-header handling is
+    off: the guard alone decides what a forwarded header means."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False, lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(base + "/healthz")
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -115,7 +115,7 @@ def test_forwarded_headers_only_count_from_a_trusted_proxy(policy) -> None:
     assert run(walk(Visitor(direct, "198.51.100.9"), lambda t: f"203.0.113.{t}")) == 40
     # Through a trusted proxy, the right-most untrusted address is the client: 60 different people.
     assert run(walk(Visitor(proxied, "10.1.2.3"), lambda t: f"1.2.3.4, 203.0.113.{t}, 10.9.9.9")) == 60
-    # A malformed chain from a trusted proxy falls back to the peer (one client again).
+    # A chain whose client entry is malformed goes to one shared bucket (one client again).
     assert run(walk(Visitor(proxied, "10.1.2.4"), lambda t: f"203.0.113.{t}, not-an-ip")) == 40
 
 

@@ -66,7 +66,9 @@ def test_forged_forwarded_headers_from_an_untrusted_peer_change_nothing(policy) 
     async def main() -> None:
         for header in ({"x-forwarded-for": "66.249.66.1"}, {"forwarded": "for=66.249.66.1"}):
             assert (await untrusted.get("/tracks/1", headers=header)).status_code == 403
-            assert (await trusted_proxy.get("/tracks/1", headers=header)).status_code == 200
+        assert (await trusted_proxy.get("/tracks/1", headers={"x-forwarded-for": "66.249.66.1"})).status_code == 200
+        # Only the header the proxies are configured to write counts (x-forwarded-for by default).
+        assert (await trusted_proxy.get("/tracks/1", headers={"forwarded": "for=66.249.66.1"})).status_code == 403
         # A forged hop to the left of the real client does not help either.
         forged = {"x-forwarded-for": f"66.249.66.1, {ELSEWHERE}"}
         assert (await trusted_proxy.get("/tracks/1", headers=forged)).status_code == 403
@@ -110,25 +112,36 @@ def test_address_parsing(text: str, expected: str | None) -> None:
     assert (resolver.client(parsed, "").ip if parsed else None) == expected
 
 
+UNIDENTIFIED = "unidentified-via-10.0.0.1"
+
+
 @pytest.mark.parametrize(
-    ("headers", "client"),
+    ("setting", "headers", "client"),
     [
         (
+            "forwarded",
             [(b"forwarded", b'for=192.0.2.60;proto=http;by=203.0.113.43, for="[2001:db8:cafe::17]:4711"')],
             "2001:db8:cafe::/64",
         ),
-        ([(b"forwarded", b"for=192.0.2.60, for=10.0.0.9")], "192.0.2.60"),  # the trusted hop is skipped
-        ([(b"forwarded", b"for=unknown")], "10.0.0.1"),  # not an address: the peer
-        ([(b"forwarded", b"proto=https")], "10.0.0.1"),
-        ([(b"x-forwarded-for", b"198.51.100.1, 192.0.2.7")], "192.0.2.7"),
-        ([(b"x-forwarded-for", b"198.51.100.1"), (b"x-forwarded-for", b"192.0.2.8")], "192.0.2.8"),
-        ([(b"x-forwarded-for", b"192.0.2.7, junk")], "10.0.0.1"),
-        ([(b"x-forwarded-for", b"10.0.0.3, 10.0.0.2")], "10.0.0.3"),  # all trusted: the left-most
-        ([(b"x-forwarded-for", b"1.1.1.1," * 100)], "10.0.0.1"),  # absurdly long chain: the peer
+        ("forwarded", [(b"forwarded", b"for=192.0.2.60, for=10.0.0.9")], "192.0.2.60"),  # the trusted hop is skipped
+        ("forwarded", [(b"forwarded", b"for=unknown")], UNIDENTIFIED),  # not an address: the shared bucket
+        ("forwarded", [(b"forwarded", b"proto=https")], UNIDENTIFIED),
+        ("forwarded", [(b"forwarded", b"for=_x, for=192.0.2.61")], "192.0.2.61"),  # left of the client: unread
+        ("forwarded", [(b"x-forwarded-for", b"192.0.2.62")], "10.0.0.1"),  # not the configured header
+        ("x-forwarded-for", [(b"x-forwarded-for", b"198.51.100.1, 192.0.2.7")], "192.0.2.7"),
+        ("x-forwarded-for", [(b"x-forwarded-for", b"198.51.100.1"), (b"x-forwarded-for", b"192.0.2.8")], "192.0.2.8"),
+        ("x-forwarded-for", [(b"x-forwarded-for", b"192.0.2.7, junk")], UNIDENTIFIED),
+        ("x-forwarded-for", [(b"x-forwarded-for", b"junk, unknown, , 192.0.2.7")], "192.0.2.7"),
+        ("x-forwarded-for", [(b"x-forwarded-for", b"10.0.0.3, 10.0.0.2")], "10.0.0.3"),  # all trusted: the left-most
+        ("x-forwarded-for", [(b"x-forwarded-for", b"1.1.1.1," * 100)], "1.1.1.1"),  # only the right end is read
+        ("x-forwarded-for", [(b"x-forwarded-for", b"10.0.0.2," * 40)], UNIDENTIFIED),  # too many trusted hops
+        ("x-forwarded-for", [(b"x-forwarded-for", b"fe80::1%eth0")], "fe80::/64"),  # a zone id is dropped
+        ("x-forwarded-for", [(b"forwarded", b"for=192.0.2.9")], "10.0.0.1"),  # Forwarded is ignored
+        ("x-real-ip", [(b"x-real-ip", b"192.0.2.10"), (b"x-forwarded-for", b"192.0.2.11")], "192.0.2.10"),
     ],
 )
-def test_forwarded_headers_from_a_trusted_proxy(headers, client: str) -> None:
-    resolver = ClientResolver(["10.0.0.0/8"])
+def test_forwarded_headers_from_a_trusted_proxy(setting: str, headers, client: str) -> None:
+    resolver = ClientResolver(["10.0.0.0/8"], forwarded_header=setting)
     assert resolver.resolve({"client": ("10.0.0.1", 1), "headers": headers}).key == client
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -64,9 +65,24 @@ def audio_bytes(track_id: int, start: int, end: int) -> Iterable[bytes]:
         pos += n
 
 
+class TrackId(Convertor[int]):
+    """Only the canonical spelling of a track id (``7``, never ``07``, ``+7`` or ``0_7``)."""
+
+    regex = "[1-9][0-9]{0,8}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("track", TrackId())
+
+
 def _track_id(request: Request) -> int | None:
     try:
-        value = int(request.path_params["track_id"])
+        value = int(request.path_params["track_id"])  # a permissive platform reads " +0_7" as 7
     except (KeyError, ValueError):
         return None
     return value if 1 <= value <= TRACKS else None
@@ -140,15 +156,21 @@ async def healthz(request: Request) -> Response:
     return PlainTextResponse("ok\n")
 
 
-def platform() -> Starlette:
-    """The unguarded demo platform."""
+def platform(permissive: bool = False) -> Starlette:
+    """The unguarded demo platform.
+
+    It routes only canonical track ids. ``permissive=True`` builds the platform the guard
+    must also hold in front of: any segment that Python's ``int()`` reads as a track
+    (``0042``, `` +4_2``, ``٤٢``) serves that track.
+    """
+    track = "{track_id}" if permissive else "{track_id:track}"
     return Starlette(
         routes=[
             Route("/", home),
             Route("/healthz", healthz),
-            Route("/tracks/{track_id}", track_page),
-            Route("/tracks/{track_id}/stream", stream, methods=["GET", "HEAD"]),
-            Route("/api/tracks/{track_id}", track_api),
+            Route(f"/tracks/{track}", track_page),
+            Route(f"/tracks/{track}/stream", stream, methods=["GET", "HEAD"]),
+            Route(f"/api/tracks/{track}", track_api),
         ]
     )
 
@@ -159,12 +181,13 @@ def create_app(
     store: Store | None = None,
     trusted_proxies: Iterable[str] = (),
     clock: Clock | None = None,
+    permissive: bool = False,
     **options: Any,
 ) -> GuardMiddleware:
     """The demo platform behind the guard (``options`` go to :class:`GuardMiddleware`)."""
     if clock is not None:
         options["clock"] = clock
-    return GuardMiddleware(platform(), rules, store=store, trusted_proxies=trusted_proxies, **options)
+    return GuardMiddleware(platform(permissive), rules, store=store, trusted_proxies=trusted_proxies, **options)
 
 
 def app_from_env() -> GuardMiddleware:

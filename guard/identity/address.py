@@ -1,11 +1,17 @@
 """Who is the client: the socket peer, or what a trusted proxy says the client is.
 
 Forwarded headers are only believed when the socket peer is one of the configured
-trusted proxies. The RFC 7239 ``Forwarded`` header (its ``for=`` elements) or else
-X-Forwarded-For is then walked from the right, skipping trusted proxies; the first
-address that is not one is the client. Anything malformed on that walk (a name, an
-obfuscated identifier, ``unknown``, junk) means the header cannot be trusted and the
-peer is used instead. Nothing here raises.
+trusted proxies, and only the one header those proxies write (``forwarded_header``:
+``x-forwarded-for`` by default, ``forwarded`` for RFC 7239, or ``x-real-ip``); every other
+forwarding header is ignored, whoever sent it. Several lines of that header are joined in
+order. The chain is walked from the right over trusted proxies only: the first entry that
+is not one is the client, and nothing to its left is read at all (a client may write any
+junk there; its proxy appends the real address after it). If that entry is no usable
+address (``unknown``, ``_obfuscated``, a name, junk, or more than 32 trusted hops), the
+request is not attributed to the proxy: it goes to one strict shared bucket for
+unidentifiable clients behind that proxy (see :attr:`Client.via`), logged once per change
+of state. A trusted peer sending no such header is itself the client (health checks).
+Nothing here raises.
 
 An IPv6 client is keyed by its /64 by default (``clients.ipv6`` in the rules): one
 household or host usually holds a whole /64 and can rotate through it at will.
@@ -14,6 +20,7 @@ household or host usually holds a whole /64 and can rotate through it at will.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -22,24 +29,33 @@ from typing import Any
 
 from guard.lru import LRU
 
+log = logging.getLogger("guard")
+
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
 
-#: A proxy chain longer than this is treated as malformed (and costs nothing to reject).
+#: More trusted hops than this in a row is a malformed chain.
 MAX_FORWARDED_HOPS = 32
+#: The headers a trusted proxy may be configured to write (the rules' ``clients.forwarded``).
+FORWARDED_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
 _FAMILY = {4: (socket.AF_INET, 4, 32), 6: (socket.AF_INET6, 16, 128)}
 
 
 @dataclass(frozen=True, slots=True)
 class Client:
     """A client address (canonical text and number), the key it is counted under
-    (the address, or its /64 for IPv6) and the subnet it is aggregated with."""
+    (the address, or its /64 for IPv6) and the subnet it is aggregated with.
+
+    ``via`` is set for the shared bucket of clients a trusted proxy forwarded without a
+    usable address: all of them count as one client, whatever their User-Agent.
+    """
 
     ip: str
     subnet: str
     version: int = 0  # 4 or 6; 0 when the peer is not an IP address
     number: int = 0
     key: str = ""
+    via: str = ""
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -61,9 +77,9 @@ UNKNOWN_CLIENT = Client("unknown", "unknown")
 def parse_ip(text: str) -> tuple[int, int] | None:
     """``(version, number)`` of an address in ``text``, or None.
 
-    Tolerates surrounding blanks and quotes, ``[v6]``, ``[v6]:port`` and ``v4:port``. Only
-    canonical dotted quads are IPv4 (``127.1``, ``0x7f.0.0.1``, ``010.0.0.1`` are rejected).
-    IPv4-mapped IPv6 (``::ffff:192.0.2.1``) is IPv4.
+    Tolerates surrounding blanks and quotes, ``[v6]``, ``[v6]:port``, ``v4:port`` and an
+    IPv6 zone (``fe80::1%eth0``, dropped). Only canonical dotted quads are IPv4 (``127.1``,
+    ``0x7f.0.0.1``, ``010.0.0.1`` are rejected). IPv4-mapped IPv6 (``::ffff:192.0.2.1``) is IPv4.
     """
     text = text.strip().strip('"')
     if not text or len(text) > 64:
@@ -75,6 +91,8 @@ def parse_ip(text: str) -> tuple[int, int] | None:
         text = text[1:end]
     elif text.count(":") == 1:
         text = text.split(":", 1)[0]
+    if "%" in text:
+        text = text.split("%", 1)[0]
     try:
         return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
     except (OSError, ValueError):
@@ -124,12 +142,20 @@ class ClientResolver:
         ipv4_prefix: int = 24,
         ipv6_prefix: int = 64,
         client_prefix: tuple[int, int] = (32, 64),
+        forwarded_header: str = "x-forwarded-for",
     ) -> None:
+        if forwarded_header not in FORWARDED_HEADERS:
+            raise ValueError(f"forwarded_header is one of {', '.join(FORWARDED_HEADERS)}, not {forwarded_header!r}")
         self.trusted = Networks(trusted_proxies)
         self.prefix = {4: ipv4_prefix, 6: ipv6_prefix}
         self.client_prefix = {4: client_prefix[0], 6: client_prefix[1]}
+        self.forwarded_header = forwarded_header
+        self._header = forwarded_header.encode("latin-1")
         self._peers: LRU[str, Client] = LRU(65536)
-        self._forwarded: LRU[str, Client | bool] = LRU(65536)
+        self._forwarded: LRU[str, Client | bool] = LRU(65536)  # False: no usable client
+        self._garbling: set[str] = set()  # proxies whose last forwarded header named no usable client
+        #: Times a trusted proxy started (or stopped) sending chains without a usable client.
+        self.unidentified_changes = 0
 
     def resolve(self, scope: Mapping[str, Any]) -> Client:
         """The client of ``scope`` (an ASGI HTTP scope)."""
@@ -143,24 +169,25 @@ class ClientResolver:
             self._peers.put(host, client)
         if not self.trusted or not self.trusted.contains(client.version, client.number):
             return client
-        forwarded, legacy = [], []
-        for key, value in scope.get("headers", ()):
-            if key == b"forwarded":
-                forwarded.append(value.decode("latin-1"))
-            elif key == b"x-forwarded-for":
-                legacy.append(value.decode("latin-1"))
-        if forwarded:
-            header = "F:" + ",".join(forwarded)
-        elif legacy:
-            header = "X:" + ",".join(legacy)
-        else:
-            return client
-        found = self._forwarded.get(header)
+        wanted = self._header
+        lines = [value for key, value in scope.get("headers", ()) if key == wanted]
+        if not lines:
+            return client  # the proxy's own request
+        text = lines[0].decode("latin-1") if len(lines) == 1 else b",".join(lines).decode("latin-1")
+        cacheable = len(text) <= 512  # a long chain is walked each time instead of filling the cache
+        found = self._forwarded.get(text) if cacheable else None
         if found is None:
-            parsed = self._walk(header)
+            parsed = self._walk(text)
             found = self.client(parsed, "") if parsed is not None else False
-            self._forwarded.put(header, found)
-        return found if isinstance(found, Client) else client
+            if cacheable:
+                self._forwarded.put(text, found)
+        if not isinstance(found, Client):
+            return self._unidentified(client)
+        if self._garbling and client.ip in self._garbling:
+            self._garbling.discard(client.ip)
+            self.unidentified_changes += 1
+            log.warning("guard: trusted proxy %s sends usable client addresses again", client.ip)
+        return found
 
     def client(self, parsed: tuple[int, int] | None, fallback: str) -> Client:
         """A :class:`Client` for a parsed address; a non-IP peer is counted under its own name."""
@@ -177,6 +204,20 @@ class ClientResolver:
             self._network(version, number, self.client_prefix[version], ip),
         )
 
+    def _unidentified(self, proxy: Client) -> Client:
+        """The shared bucket of requests whose forwarded chain from ``proxy`` names no usable client."""
+        if proxy.ip not in self._garbling and len(self._garbling) < 1024:
+            self._garbling.add(proxy.ip)
+            self.unidentified_changes += 1
+            log.warning(
+                "guard: trusted proxy %s sent a %s header without a usable client address; such requests "
+                "share one strict bucket until it sends usable ones",
+                proxy.ip,
+                self.forwarded_header,
+            )
+        name = f"unidentified-via-{proxy.ip}"
+        return Client("unidentified", name, key=name, via=proxy.ip)
+
     @staticmethod
     def _network(version: int, number: int, prefix: int, whole: str | None = None) -> str:
         bits = _FAMILY[version][2]
@@ -185,23 +226,31 @@ class ClientResolver:
         network = number >> (bits - prefix) << (bits - prefix)
         return f"{format_ip(version, network)}/{prefix}"
 
-    def _walk(self, header: str) -> tuple[int, int] | None:
-        kind, text = header[:2], header[2:]
-        entries = text.split(",", MAX_FORWARDED_HOPS + 1)
-        if len(entries) > MAX_FORWARDED_HOPS:
-            return None
+    def _walk(self, text: str) -> tuple[int, int] | None:
+        """The client in a forwarded chain: walked from the right over trusted proxies only.
+
+        None when the first entry that is not a trusted proxy is no usable address, or
+        after more than :data:`MAX_FORWARDED_HOPS` trusted hops. Entries left of the
+        client are never looked at.
+        """
+        rfc7239 = self.forwarded_header == "forwarded"
+        end, hops = len(text), 0
         parsed: tuple[int, int] | None = None
-        for entry in reversed(entries):
-            if kind == "F:":
-                named = _forwarded_for(entry)
-                if named is None:
-                    return None
-                entry = named
-            parsed = parse_ip(entry)
+        while end >= 0:
+            start = text.rfind(",", 0, end)
+            entry = text[start + 1 : end]
+            end = start if start >= 0 else -1
+            if not entry.strip():
+                continue  # an empty element (a stray comma): nothing to read
+            value = _forwarded_for(entry) if rfc7239 else entry
+            parsed = parse_ip(value) if value is not None else None
             if parsed is None:
                 return None
             if not self.trusted.contains(*parsed):
                 return parsed
+            hops += 1
+            if hops > MAX_FORWARDED_HOPS:
+                return None
         return parsed  # every hop is a trusted proxy: the left-most is the client
 
 

@@ -114,6 +114,7 @@ class Guard:
             policy.ipv4_prefix,
             policy.ipv6_prefix,
             (policy.client_ipv4_prefix, policy.client_ipv6_prefix),
+            policy.forwarded_header,
         )
         identifier = Identifier(
             policy.catalogue,
@@ -196,10 +197,10 @@ class Guard:
         """The store checks for ``limits``; all of a request's keys share its subnet's hash tag."""
         client = facts.client
         prefix = f"{self.namespace}:{{{client.subnet}}}:"
-        who = {"ip": client.key, "ip_ua": f"{client.key}#{facts.identity.ua_hash}", "subnet": client.subnet}
-        track = facts.where.track
-        if track is not None and (len(track) > 64 or not track.isprintable()):
-            track = track[:64].encode("unicode_escape").decode("ascii")[:64]  # bounded, one line
+        # Clients a proxy forwarded without a usable address share one strict bucket: no key per UA.
+        ip_ua = client.key if client.via else f"{client.key}#{facts.identity.ua_hash}"
+        who = {"ip": client.key, "ip_ua": ip_ua, "subnet": client.subnet}
+        track = facts.where.track  # canonical and bounded (guard.policy.tracks)
         checks = []
         for rule in limits:
             assert rule.limit is not None and rule.key is not None  # the parser gives every limit rule both

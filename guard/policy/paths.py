@@ -2,7 +2,9 @@
 
 Patterns use robots.txt syntax (RFC 9309 section 2.2.3): a pattern matches a path that
 starts with it, ``*`` matches any run of characters and a trailing ``$`` anchors the end.
-``{name}`` matches one path segment and captures it (``/tracks/{track}/stream``).
+``{track}`` matches one path segment and captures it (``/tracks/{track}/stream``); a type
+after a colon says how its spellings are canonicalised before counting (``{track:int}``,
+the default; ``{track:str}``; or a name the application registered, see guard.policy.tracks).
 
 A path belongs to the first group, in file order, with a matching pattern, and to the
 implicit group ``other`` when none does.
@@ -16,10 +18,14 @@ cost seconds, as a backtracking regex would. A pattern uses ``*`` or ``{track}``
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from guard.policy.tracks import canonicaliser, track_types
+
 OTHER = "other"
-_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")  # for validation messages and robots.txt
+# {name} or {name:type}; for validation messages and robots.txt
+_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)(?::([a-z_][a-z0-9_]*))?\}")
 
 
 class Glob:
@@ -52,17 +58,22 @@ class Glob:
 
 
 class TrackPattern:
-    """A pattern with ``{track}`` placeholders: literal runs and single path segments."""
+    """A pattern with ``{track}`` placeholders: literal runs and single path segments.
 
-    __slots__ = ("anchored", "pieces")
+    The captured segment is handed back canonicalised by the placeholder's type.
+    """
+
+    __slots__ = ("anchored", "canonical", "pieces")
 
     def __init__(self, pattern: str) -> None:
         self.anchored = pattern.endswith("$")
         body = pattern[:-1] if self.anchored else pattern
-        self.pieces = body.split("{track}")  # literal, segment, literal, segment, ..., literal
+        kinds = [kind or "int" for _, kind in _PLACEHOLDER.findall(body)]
+        self.canonical: Callable[[str], str] = canonicaliser(kinds[-1] if kinds else "int")
+        self.pieces = _PLACEHOLDER.split(body)[::3]  # literal, segment, literal, segment, ..., literal
 
     def match(self, text: str) -> tuple[bool, str | None]:
-        """Whether ``text`` matches, and the (last) segment that stood for ``{track}``."""
+        """Whether ``text`` matches, and the (last) segment that stood for ``{track}`` (raw)."""
         pos, track = 0, None
         pieces = self.pieces
         for n, literal in enumerate(pieces):
@@ -84,16 +95,42 @@ def robots_pattern(pattern: str) -> str:
 
 
 def placeholders(pattern: str) -> list[str]:
-    """Names of the ``{name}`` placeholders in ``pattern``."""
-    return _PLACEHOLDER.findall(pattern)
+    """Names of the ``{name}`` / ``{name:type}`` placeholders in ``pattern``."""
+    return [name for name, _ in _PLACEHOLDER.findall(pattern)]
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why ``pattern`` is not a valid path pattern, or None (shared by the rules loaders)."""
+    if not pattern.startswith("/"):
+        return f"path pattern {pattern!r} must start with '/'"
+    if "$" in pattern[:-1]:
+        return f"path pattern {pattern!r}: '$' may only end a pattern"
+    found = _PLACEHOLDER.findall(pattern)
+    if any(name != "track" for name, _ in found) or pattern.count("{") != len(found):
+        return f"path pattern {pattern!r}: the only placeholder is {{track}} (or {{track:TYPE}})"
+    unknown = [kind for _, kind in found if kind and kind not in track_types()]
+    if unknown:
+        known = ", ".join(track_types())
+        return (
+            f"path pattern {pattern!r}: unknown track type {unknown[0]!r} (known: {known}; an application "
+            "adds its own with guard.register_track_type)"
+        )
+    if found and "*" in pattern:
+        return f"path pattern {pattern!r}: use '*' or '{{track}}', not both"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
 class PathMatch:
-    """Which group a path belongs to, and the track id it names, if any."""
+    """Which group a path belongs to, and the track id it names, if any.
+
+    ``track`` is the canonical id that distinct-track limits count; ``raw`` the path
+    segment it was read from.
+    """
 
     group: str
     track: str | None
+    raw: str | None = None
 
 
 class PathGroups:
@@ -102,7 +139,7 @@ class PathGroups:
     def __init__(self, groups: dict[str, list[str]]) -> None:
         self.groups = {name: list(patterns) for name, patterns in groups.items()}
         self._matchers: list[tuple[str, Glob | TrackPattern]] = [
-            (name, TrackPattern(p) if "{track}" in p else Glob(p))
+            (name, TrackPattern(p) if _PLACEHOLDER.search(p) else Glob(p))
             for name, patterns in self.groups.items()
             for p in patterns
         ]
@@ -114,9 +151,9 @@ class PathGroups:
                 if matcher.match(path):
                     return PathMatch(name, None)
             else:
-                matched, track = matcher.match(path)
+                matched, raw = matcher.match(path)
                 if matched:
-                    return PathMatch(name, track)
+                    return PathMatch(name, matcher.canonical(raw) if raw is not None else None, raw)
         return PathMatch(OTHER, None)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from guard.errors import ConfigError
 from guard.identity.catalogue import Catalogue, load_catalogue
 from guard.policy.limits import KEY_KINDS, Ban, DistinctLimit, RateLimit
-from guard.policy.paths import OTHER, PathGroups, placeholders
+from guard.policy.paths import OTHER, PathGroups, pattern_problem
 from guard.yamlfile import Located, load_yaml
 
 ACTIONS = ("allow", "block", "throttle")
@@ -101,6 +101,7 @@ class Policy:
     ipv6_prefix: int = 64
     client_ipv4_prefix: int = 32
     client_ipv6_prefix: int = 64
+    forwarded_header: str = "x-forwarded-for"  # the one header trusted proxies write
     memory_max_entries: int = 200_000
     reverse_dns: bool = True
     pending: str = "unknown"
@@ -388,15 +389,13 @@ def _parse_paths(doc: Located, root: dict) -> PathGroups:
         if not isinstance(patterns, list) or not patterns:
             raise doc.error(raw, name, f"path group {name!r} needs a list of patterns")
         for j, pattern in enumerate(patterns):
-            if not isinstance(pattern, str) or not pattern.startswith("/"):
-                raise doc.error(patterns, j, f"path pattern {pattern!r} must start with '/'")
-            if "$" in pattern[:-1]:
-                raise doc.error(patterns, j, f"path pattern {pattern!r}: '$' may only end a pattern")
-            bad = [p for p in placeholders(pattern) if p != "track"]
-            if bad or pattern.count("{") != pattern.count("{track}"):
-                raise doc.error(patterns, j, f"path pattern {pattern!r}: the only placeholder is {{track}}")
-            if "{track}" in pattern and "*" in pattern:
-                raise doc.error(patterns, j, f"path pattern {pattern!r}: use '*' or '{{track}}', not both")
+            problem = (
+                pattern_problem(pattern)
+                if isinstance(pattern, str)
+                else f"path pattern {pattern!r} must start with '/'"
+            )
+            if problem is not None:
+                raise doc.error(patterns, j, problem)
         groups[name] = patterns
     return PathGroups(groups)
 
