@@ -20,7 +20,7 @@ from guard.identity.ranges import RangeVerifier
 from guard.identity.rdns import ReverseDNSVerifier
 from guard.identity.signatures import SignatureCheck, SignatureVerifier
 from guard.lru import LRU
-from guard.policy.limits import Check, DistinctLimit, RateLimit, Verdict
+from guard.policy.limits import Budget, Check, DistinctLimit, RateLimit, Verdict
 from guard.policy.paths import PathMatch, normalise_path
 from guard.policy.rules import Match, Policy, Rule
 from guard.signals.robots_matcher import RobotsTxt
@@ -226,7 +226,7 @@ def limit_text(rule: Rule) -> str:
     limit = rule.limit
     if isinstance(limit, RateLimit):
         return f"{limit.requests} requests per {_duration(limit.per)} per {rule.key}"
-    assert isinstance(limit, DistinctLimit)
+    assert isinstance(limit, DistinctLimit | Budget)
     return f"{limit.max} distinct tracks per {_duration(limit.per)} per {rule.key}"
 
 

@@ -10,6 +10,10 @@ in whole microseconds (``*_us``): exact in Python ints and in Lua's doubles alik
 * ``DistinctLimit``: at most ``max`` distinct values (track ids) in any sliding window
   of ``per`` seconds. Each value is kept with the time it was last seen; a value
   already in the window is always allowed (a listener replaying a track).
+* ``Budget``: at most ``max`` distinct values over an hour or a day (or longer): a
+  sliding window of 24 slices, each a HyperLogLog (Redis PFADD/PFCOUNT; the memory store
+  computes the same registers and estimate). A few kilobytes per key whatever the count,
+  where a sorted set would hold every track. See :func:`distinct_limit`.
 * ``Ban``: ``after`` denials within ``within`` seconds of the first one bans the key for
   ``duration`` seconds.
 """
@@ -19,7 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-KEY_KINDS = ("ip", "ip_ua", "subnet")
+from guard.stores.hll import SLICES
+
+KEY_KINDS = ("ip", "ip_ua", "subnet", "session", "provider")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,36 @@ class DistinctLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """At most ``max`` distinct values of ``counts`` per ``per`` seconds (an hour or more), estimated.
+
+    The window slides in ``SLICES`` steps: the distinct values of the current slice and the
+    23 before it are counted (HyperLogLog, about 0.8% standard error), and a value that
+    would take the estimate past ``max`` is refused. A value already counted changes no
+    register and is always allowed (a listener replaying a track, the next Range request).
+    """
+
+    counts: str
+    max: int
+    per: float
+    slice_us: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "slice_us", round(self.per * 1e6) // SLICES)
+
+
+#: Distinct-value limits over this many seconds or more are budgets (estimated, see Budget).
+BUDGET_FROM = 3600.0
+
+
+def distinct_limit(counts: str, max: int, per: float) -> DistinctLimit | Budget:
+    """The limit for ``distinct: counts, max, per``: an exact window below an hour, a budget from one."""
+    if per >= BUDGET_FROM:
+        return Budget(counts, max, per)
+    return DistinctLimit(counts, max, per)
+
+
+@dataclass(frozen=True, slots=True)
 class Ban:
     """Escalation: ``after`` denials within ``within`` seconds bans for ``duration``."""
 
@@ -76,7 +112,7 @@ class Check(NamedTuple):
     """
 
     key: str
-    limit: RateLimit | DistinctLimit
+    limit: RateLimit | DistinctLimit | Budget
     item: str | None = None
     ban: Ban | None = None
     shadow: bool = False  # exceeding it is reported in Verdict.shadowed, never denies

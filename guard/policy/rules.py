@@ -13,7 +13,7 @@ from typing import Any
 
 from guard.errors import ConfigError
 from guard.identity.catalogue import Catalogue, load_catalogue
-from guard.policy.limits import KEY_KINDS, Ban, DistinctLimit, RateLimit
+from guard.policy.limits import KEY_KINDS, Ban, Budget, DistinctLimit, RateLimit, distinct_limit
 from guard.policy.paths import OTHER, PathGroups, pattern_problem
 from guard.yamlfile import Located, load_yaml
 
@@ -55,7 +55,7 @@ class Rule:
     id: str
     match: Match
     action: str
-    limit: RateLimit | DistinctLimit | None = None
+    limit: RateLimit | DistinctLimit | Budget | None = None
     key: str | None = None
     ban: Ban | None = None
     reason: str | None = None
@@ -65,7 +65,7 @@ class Rule:
 
     @property
     def counts_tracks(self) -> bool:
-        return isinstance(self.limit, DistinctLimit)
+        return isinstance(self.limit, DistinctLimit | Budget)
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,7 +469,7 @@ def _parse_rule(
     )
 
 
-def _parse_limit(doc: Located, raw: dict, where: str) -> tuple[RateLimit | DistinctLimit, str]:
+def _parse_limit(doc: Located, raw: dict, where: str) -> tuple[RateLimit | DistinctLimit | Budget, str]:
     spec = raw["limit"]
     _mapping(doc, raw, "limit", spec, {"key", "requests", "per", "burst", "distinct", "max"})
     key = spec.get("key")
@@ -484,7 +484,7 @@ def _parse_limit(doc: Located, raw: dict, where: str) -> tuple[RateLimit | Disti
         if "requests" in spec or "burst" in spec:
             reason = f"{where}: a limit counts either 'distinct' values or 'requests', not both"
             raise doc.error(spec, "distinct", reason)
-        return DistinctLimit("track", _int(doc, spec, "max", None, 1, 10**6), per), key
+        return distinct_limit("track", _int(doc, spec, "max", None, 1, 10**6), per), key
     if "max" in spec:
         raise doc.error(spec, "max", f"{where}: 'max' goes with 'distinct'; request limits use 'requests' and 'burst'")
     requests = _int(doc, spec, "requests", None, 1, 10**9)

@@ -4,7 +4,9 @@ Every key (GCRA timestamp, distinct-value window, strike counter, ban) is one en
 single LRU table of at most ``max_entries``. A scraper rotating through a million
 addresses evicts its own oldest entries instead of growing memory; the subnet-level
 limits still see it. The arithmetic is the Redis store's Lua script (lua/apply.lua)
-step for step, in whole microseconds, so both give the same verdicts.
+step for step, in whole microseconds, so both give the same verdicts. An hour or day
+budget is one entry too: a :class:`~guard.stores.hll.SlicedSketch` (sparse HyperLogLog
+slices computing Redis's own registers and estimate).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from guard.lru import LRU
-from guard.policy.limits import ALLOWED, Check, DistinctLimit, Verdict, to_us
+from guard.policy.limits import ALLOWED, Budget, Check, DistinctLimit, Verdict, to_us
+from guard.stores.hll import SLICES, SlicedSketch
 
 
 class MemoryStore:
@@ -49,7 +52,17 @@ class MemoryStore:
         shadowed: list[int] = []
         for i, check in enumerate(checks):
             limit = check.limit
-            if isinstance(limit, DistinctLimit):
+            if isinstance(limit, Budget):
+                if check.item is None:
+                    continue
+                sketch, retry_us = self._budget(check.key, limit, now_us, check.item)
+                if retry_us is not None:
+                    if check.shadow:
+                        shadowed.append(i)
+                        continue
+                    return self._deny(now_us, i, check, retry_us, shadowed)
+                updates.append((check.key, sketch, check.item))
+            elif isinstance(limit, DistinctLimit):
                 if check.item is None:
                     continue
                 window = self._window(check.key, now_us - limit.per_us)
@@ -72,7 +85,9 @@ class MemoryStore:
                 updates.append((check.key, new_tat, None))
 
         for key, value, item in updates:
-            if item is not None:
+            if isinstance(value, SlicedSketch):
+                value.add(item)
+            elif item is not None:
                 value.pop(item, None)  # re-insert: the window stays ordered by last sight
                 value[item] = now_us
             self._entries.put(key, value)
@@ -81,15 +96,18 @@ class MemoryStore:
     async def peek(self, now: float, checks: Sequence[Check]) -> list[dict[str, Any]]:
         """Each check's counters as they stand, changing nothing (for ``guard explain``)."""
         get = self._entries.peek
+        now_us = to_us(now)
         return [
-            peek_entry(
+            budget_state(get(c.key), now_us, c, get(c.ban_key))
+            if isinstance(c.limit, Budget)
+            else peek_entry(
                 {
                     "window": get(c.key) if isinstance(c.limit, DistinctLimit) else None,
                     "tat": None if isinstance(c.limit, DistinctLimit) else get(c.key),
                     "strikes": get(c.strike_key),
                     "ban": get(c.ban_key),
                 },
-                to_us(now),
+                now_us,
                 c,
             )
             for c in checks
@@ -117,6 +135,16 @@ class MemoryStore:
             return Verdict.from_us(index, ban.duration_us, until, tuple(shadowed))
         self._entries.put(check.strike_key, strikes)
         return Verdict.from_us(index, retry_us, None, tuple(shadowed))
+
+    def _budget(self, key: str, limit: Budget, now_us: int, item: str) -> tuple[SlicedSketch, int | None]:
+        """The budget's sketch at ``key`` moved to now, and the wait (None: ``item`` fits)."""
+        sketch = self._entries.peek(key)
+        if sketch is None:
+            sketch = SlicedSketch()
+        sketch.advance(now_us // limit.slice_us)
+        if sketch.count_with(item) <= limit.max:
+            return sketch, None
+        return sketch, budget_retry_us(sketch.oldest(), limit, now_us)
 
     def _window(self, key: str, horizon_us: int) -> dict[str, int]:
         """The distinct-value window at ``key``, values last seen at or before ``horizon_us`` dropped.
@@ -167,5 +195,37 @@ def peek_entry(entries: Any, now_us: int, check: Check) -> dict[str, Any]:
     until = entries.get("ban")
     if until and until > now_us:
         state["banned_for"] = round((until - now_us) / 1e6, 3)
+        state["would_deny"] = True
+    return state
+
+
+def budget_retry_us(oldest: int | None, limit: Budget, now_us: int) -> int:
+    """How long until a full budget has room: when its oldest non-empty slice leaves the window."""
+    if oldest is None:
+        return limit.slice_us
+    return (oldest + SLICES) * limit.slice_us - now_us
+
+
+def budget_state(sketch: SlicedSketch | None, now_us: int, check: Check, ban: int | None = None) -> dict[str, Any]:
+    """The state of one budget in the memory store, read only (for ``guard explain``)."""
+    limit = check.limit
+    assert isinstance(limit, Budget)
+    count = with_item = 0
+    if sketch is not None:
+        sketch = sketch.copy()
+        sketch.advance(now_us // limit.slice_us)
+        count = sketch.total()
+        with_item = sketch.count_with(check.item) if check.item is not None else count
+    state: dict[str, Any] = {
+        "key": check.key,
+        "kind": "budget",
+        "count": count,
+        "max": limit.max,
+        "per": limit.per,
+        "item": check.item,
+        "would_deny": check.item is not None and with_item > limit.max,
+    }
+    if ban and ban > now_us:
+        state["banned_for"] = round((ban - now_us) / 1e6, 3)
         state["would_deny"] = True
     return state

@@ -41,7 +41,8 @@ try:
 except ImportError as exc:  # an optional extra: the memory store needs none of it
     raise ImportError("the Redis store needs redis-py: pip install 'guard-asgi[redis]'") from exc
 
-from guard.policy.limits import ALLOWED, Check, DistinctLimit, Verdict, to_us
+from guard.policy.limits import ALLOWED, Budget, Check, DistinctLimit, Verdict, to_us
+from guard.stores.hll import SLICES
 from guard.stores.memory import MemoryStore, peek_entry
 
 log = logging.getLogger("guard.redis")
@@ -148,7 +149,9 @@ class RedisStore:
         now_us = to_us(now)
         async with self.client.pipeline(transaction=False) as pipe:
             for c in checks:
-                if isinstance(c.limit, DistinctLimit):
+                if isinstance(c.limit, Budget):
+                    pipe.pfcount(*budget_slice_keys(c.key, c.limit, now_us))
+                elif isinstance(c.limit, DistinctLimit):
                     pipe.zrangebyscore(c.key, f"({now_us - c.limit.per_us}", "+inf", withscores=True)
                 else:
                     pipe.get(c.key)
@@ -158,6 +161,9 @@ class RedisStore:
         states = []
         for n, c in enumerate(checks):
             counter, strikes, ban = replies[3 * n : 3 * n + 3]
+            if isinstance(c.limit, Budget):
+                states.append(budget_peek(c, int(counter), ban, now_us))
+                continue
             entries: dict[str, Any] = {"ban": int(ban) if ban else None}
             if strikes:
                 entries["strikes"] = [int(strikes[b"c"]), int(strikes[b"e"])]
@@ -238,7 +244,9 @@ class RedisStore:
         lines = [str(to_us(now))]
         for check in checks:
             limit, ban = check.limit, check.ban
-            if isinstance(limit, DistinctLimit):
+            if isinstance(limit, Budget):
+                head = f"h|{limit.max}|{limit.slice_us}"
+            elif isinstance(limit, DistinctLimit):
                 head = f"d|{limit.max}|{limit.per_us}"
             else:
                 head = f"r|{limit.interval_us}|{limit.tolerance_us}"
@@ -279,3 +287,27 @@ class RedisStore:
         self.stats.down_seconds += lasted
         self._down_since = None
         log.warning("guard: Redis is back after %.1f s; shared counting resumed", lasted)
+
+
+def budget_slice_keys(key: str, limit: Budget, now_us: int) -> list[str]:
+    """The Redis keys of a budget's slices in the window ending now (as apply.lua names them)."""
+    current = now_us // limit.slice_us
+    return [f"{key}:{s}" for s in range(current - SLICES + 1, current + 1)]
+
+
+def budget_peek(check: Check, count: int, ban: bytes | None, now_us: int) -> dict[str, Any]:
+    """A budget's state read from Redis (the count without the request's own track)."""
+    assert isinstance(check.limit, Budget)
+    state: dict[str, Any] = {
+        "key": check.key,
+        "kind": "budget",
+        "count": count,
+        "max": check.limit.max,
+        "per": check.limit.per,
+        "item": check.item,
+        "would_deny": check.item is not None and count >= check.limit.max,
+    }
+    if ban and int(ban) > now_us:
+        state["banned_for"] = round((int(ban) - now_us) / 1e6, 3)
+        state["would_deny"] = True
+    return state

@@ -13,6 +13,7 @@
 --          kind|a|b|after|within_us|duration_us|shadow|key|item
 --            kind "r" (GCRA: a = interval_us, b = tolerance_us)
 --                 "d" (distinct values: a = max, b = per_us; item "" = none counted)
+--                 "h" (budget: a = max, b = slice_us; HyperLogLog slices, see below)
 --            after = 0: no escalation to a ban. Ban key: key..":b", strikes: key..":s".
 --            shadow = 1: exceeding it is reported, never denies (and is not recorded).
 -- Returns four integers per request: denied check (1-based, 0 = allowed), retry_us,
@@ -43,6 +44,52 @@ local function parse(request)
     end
   end
   return now, checks
+end
+
+-- Budgets (kind "h"): distinct values over SLICES slices of b microseconds, one
+-- HyperLogLog per slice at key..':'..<slice number>, expiring when it leaves the window.
+-- The item is added to a one-element probe (key..':p', same slot, deleted at once) and
+-- PFCOUNT over the window's slices and the probe is the count with the item: above max,
+-- the item is refused. (guard/stores/hll.py computes the same in the memory store.)
+local SLICES = 24
+
+local function budget_slice(c, now)
+  local current = math.floor(now / c.b)
+  if (current + 1) * c.b <= now then
+    current = current + 1
+  elseif current * c.b > now then
+    current = current - 1
+  end
+  return current
+end
+
+local function budget_check(c, now)
+  local current = budget_slice(c, now)
+  local keys = {}
+  for s = current - SLICES + 1, current do
+    keys[#keys + 1] = c.key .. ':' .. fmt(s)
+  end
+  local probe = c.key .. ':p'
+  redis.call('PFADD', probe, c.item)
+  keys[#keys + 1] = probe
+  local count = redis.call('PFCOUNT', unpack(keys))
+  redis.call('DEL', probe)
+  if count <= c.a then
+    return nil
+  end
+  for n = 1, SLICES do  -- full: room comes when the oldest slice holding anything leaves
+    if redis.call('EXISTS', keys[n]) == 1 then
+      return (current + n) * c.b - now
+    end
+  end
+  return c.b
+end
+
+local function budget_record(c, now)
+  local current = budget_slice(c, now)
+  local key = c.key .. ':' .. fmt(current)
+  redis.call('PFADD', key, c.item)
+  redis.call('PEXPIRE', key, ms((current + SLICES) * c.b - now))
 end
 
 local function deny(now, i, c, retry, mask)
@@ -86,7 +133,11 @@ local function apply(now, checks)
   for i, c in ipairs(checks) do
     local retry = nil
     local new_tat = 0
-    if c.kind == 'd' then
+    if c.kind == 'h' then
+      if c.item ~= '' then
+        retry = budget_check(c, now)
+      end
+    elseif c.kind == 'd' then
       if c.item ~= '' then
         redis.call('ZREMRANGEBYSCORE', c.key, '-inf', fmt(now - c.b))
         if not redis.call('ZSCORE', c.key, c.item) and redis.call('ZCARD', c.key) >= c.a then
@@ -105,7 +156,7 @@ local function apply(now, checks)
       mask = mask + bit
     elseif retry then
       return deny(now, i, c, retry, mask)
-    elseif c.kind ~= 'd' or c.item ~= '' then
+    elseif c.kind == 'r' or c.item ~= '' then
       pending[#pending + 1] = {c, new_tat}
     end
     bit = bit * 2
@@ -113,7 +164,9 @@ local function apply(now, checks)
   -- 3. Allowed: record the request in every counter; each key expires by itself.
   for _, p in ipairs(pending) do
     local c = p[1]
-    if c.kind == 'd' then
+    if c.kind == 'h' then
+      budget_record(c, now)
+    elseif c.kind == 'd' then
       redis.call('ZADD', c.key, fmt(now), c.item)
       redis.call('PEXPIRE', c.key, ms(c.b))
     else

@@ -1,0 +1,199 @@
+"""Redis-compatible HyperLogLog for the memory store's hour and day budgets.
+
+The memory store must reach the same verdicts as Redis's PFADD/PFCOUNT, so this is
+Redis's own algorithm step for step (src/hyperloglog.c): MurmurHash64A with Redis's seed,
+16384 registers (P = 14), each holding the length of the run of zero bits that ends in
+the first one bit, and Otmar Ertl's estimator over the register histogram ("New
+cardinality estimation algorithms for HyperLogLog sketches", arXiv:1702.01284), with the
+same floating-point operations in the same order. Same registers, same histogram, same
+estimate: the parity tests compare both stores request by request.
+
+A :class:`SlicedSketch` is one budget's sliding window: ``SLICES`` slices (one register
+set each, sparse: only registers that are not zero), and their union kept up to date with
+its histogram, so a count costs a few dozen float operations, not a pass over registers.
+"""
+
+from __future__ import annotations
+
+import math
+
+from guard.lru import LRU
+
+P = 14  # register index bits (Redis HLL_P)
+REGISTERS = 1 << P  # Redis HLL_REGISTERS
+Q = 64 - P  # Redis HLL_Q: bits left for the run length
+ALPHA_INF = 0.721347520444481703680  # Redis HLL_ALPHA_INF, 1 / (2 ln 2)
+SEED = 0xADC83B19
+_M64 = (1 << 64) - 1
+_MURMUR_M = 0xC6A4A7935BD1E995
+
+#: A budget's window is this many slices: a day in hours, an hour in 2.5-minute steps.
+SLICES = 24
+
+
+def murmurhash64a(data: bytes, seed: int = SEED) -> int:
+    """MurmurHash64A (Austin Appleby) as Redis computes it, little-endian."""
+    m, r = _MURMUR_M, 47
+    length = len(data)
+    h = (seed ^ (length * m)) & _M64
+    end = length - (length & 7)
+    for i in range(0, end, 8):
+        k = int.from_bytes(data[i : i + 8], "little")
+        k = (k * m) & _M64
+        k ^= k >> r
+        k = (k * m) & _M64
+        h ^= k
+        h = (h * m) & _M64
+    tail = length & 7
+    if tail:
+        for j in range(tail - 1, -1, -1):
+            h ^= data[end + j] << (8 * j)
+        h = (h * m) & _M64
+    h ^= h >> r
+    h = (h * m) & _M64
+    h ^= h >> r
+    return h
+
+
+_registers: LRU[str, tuple[int, int]] = LRU(65536)
+
+
+def register_of(item: str) -> tuple[int, int]:
+    """``(register index, run length)`` that adding ``item`` sets (Redis hllPatLen), cached."""
+    found = _registers.peek(item)
+    if found is None:
+        h = murmurhash64a(item.encode("utf-8"))
+        index = h & (REGISTERS - 1)
+        h = (h >> P) | (1 << Q)  # the run ends at bit Q at the latest
+        found = (index, (h & -h).bit_length())
+        _registers.put(item, found)
+    return found
+
+
+def _sigma(x: float) -> float:
+    if x == 1.0:
+        return math.inf
+    y = 1.0
+    z = x
+    while True:
+        x *= x
+        previous = z
+        z += x * y
+        y += y
+        if previous == z:
+            return z
+
+
+def _tau(x: float) -> float:
+    if x == 0.0 or x == 1.0:
+        return 0.0
+    y = 1.0
+    z = 1 - x
+    while True:
+        x = math.sqrt(x)
+        previous = z
+        y *= 0.5
+        z -= (1 - x) ** 2 * y
+        if previous == z:
+            return z / 3
+
+
+def estimate(histogram: list[int]) -> int:
+    """Cardinality from the register histogram (``histogram[v]``: registers holding ``v``), as Redis hllCount."""
+    m = float(REGISTERS)
+    z = m * _tau((m - histogram[Q + 1]) / m)
+    top = Q
+    if z == 0.0:  # leading empty buckets leave z at exactly 0.0: skip them, the result is the same
+        while top > 0 and histogram[top] == 0:
+            top -= 1
+    for j in range(top, 0, -1):
+        z += histogram[j]
+        z *= 0.5
+    z += m * _sigma(histogram[0] / m)
+    e = ALPHA_INF * m * m / z
+    return math.floor(e + 0.5)  # llroundl: half away from zero (e >= 0)
+
+
+class SlicedSketch:
+    """Distinct values over a sliding window of ``SLICES`` slices (one budget's counter).
+
+    ``slices`` maps a slice number to its sparse registers; ``union`` and ``histogram``
+    describe the union of the slices in the window as of slice ``current``.
+    """
+
+    __slots__ = ("count", "current", "histogram", "slices", "union")
+
+    def __init__(self) -> None:
+        self.slices: dict[int, dict[int, int]] = {}
+        self.union: dict[int, int] = {}
+        self.histogram: list[int] = [REGISTERS] + [0] * (Q + 1)
+        self.current = -1
+        self.count: int | None = 0  # estimate of the union (None: not computed since it changed)
+
+    def advance(self, current: int) -> None:
+        """Move the window to end at slice ``current`` (slices that left it are dropped)."""
+        if current == self.current:
+            return
+        oldest = current - SLICES + 1
+        stale = [s for s in self.slices if s < oldest]
+        self.current = current
+        if not stale:
+            return
+        for s in stale:
+            del self.slices[s]
+        union: dict[int, int] = {}
+        for registers in self.slices.values():
+            for index, value in registers.items():
+                if value > union.get(index, 0):
+                    union[index] = value
+        histogram = [REGISTERS - len(union)] + [0] * (Q + 1)
+        for value in union.values():
+            histogram[value] += 1
+        self.union, self.histogram, self.count = union, histogram, None
+
+    def copy(self) -> SlicedSketch:
+        """An independent copy (to look ahead without changing this one)."""
+        other = SlicedSketch()
+        other.slices = {s: dict(registers) for s, registers in self.slices.items()}
+        other.union = dict(self.union)
+        other.histogram = list(self.histogram)
+        other.current, other.count = self.current, self.count
+        return other
+
+    def total(self) -> int:
+        """The estimate of the window's distinct values."""
+        if self.count is None:
+            self.count = estimate(self.histogram)
+        return self.count
+
+    def count_with(self, item: str) -> int:
+        """The estimate of the window's distinct values if ``item`` were added (nothing changes)."""
+        index, value = register_of(item)
+        old = self.union.get(index, 0)
+        if value <= old:
+            return self.total()
+        histogram = self.histogram
+        histogram[old] -= 1
+        histogram[value] += 1
+        try:
+            return estimate(histogram)
+        finally:
+            histogram[value] -= 1
+            histogram[old] += 1
+
+    def add(self, item: str) -> None:
+        """Record ``item`` in the current slice."""
+        index, value = register_of(item)
+        registers = self.slices.setdefault(self.current, {})
+        if value > registers.get(index, 0):
+            registers[index] = value
+        old = self.union.get(index, 0)
+        if value > old:
+            self.union[index] = value
+            self.histogram[old] -= 1
+            self.histogram[value] += 1
+            self.count = None
+
+    def oldest(self) -> int | None:
+        """The oldest slice in the window that holds anything."""
+        return min(self.slices) if self.slices else None
