@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from guard.identity.address import Networks
-from guard.identity.ranges import RangeVerifier
+from guard.identity.ranges import HostingRanges, RangeVerifier
 from guard.identity.rdns import ReverseDNSVerifier
 from guard.identity.signatures import SignatureCheck
 from guard.ops.observe import Observer
@@ -123,6 +123,7 @@ class GuardMiddleware:
             verifier=RangeVerifier.from_directory(self._ranges_for(policy)),
             namespace=settings.namespace,
             rdns=reverse_dns,
+            hosting=HostingRanges.from_directory(self._ranges_for(policy) / "hosting"),
         )
         self.observer = Observer(registry, policy.sample_allows)
         self.observer.watch_store(self.guard.store)
@@ -266,12 +267,13 @@ class GuardMiddleware:
             try:
                 policy = await asyncio.to_thread(load_rules, self.rules_path)
                 verifier = await asyncio.to_thread(RangeVerifier.from_directory, self._ranges_for(policy))
+                hosting = await asyncio.to_thread(HostingRanges.from_directory, self._ranges_for(policy) / "hosting")
             except Exception as exc:  # ConfigError above all: say where, keep enforcing the old rules
                 log.error("guard: rules not reloaded (%s), keeping the last good rules: %s", why, exc)
                 self._stamps = self._file_stamps(self.guard.policy)
                 return False
             previous = self.guard.policy
-            self.guard.use_policy(policy, verifier)
+            self.guard.use_policy(policy, verifier, hosting)
             try:
                 self._published = self._publish(policy)
             except Exception as exc:

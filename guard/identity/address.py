@@ -25,7 +25,7 @@ import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Any
+from typing import Any, Protocol
 
 from guard.lru import LRU
 
@@ -48,6 +48,11 @@ class Client:
 
     ``via`` is set for the shared bucket of clients a trusted proxy forwarded without a
     usable address: all of them count as one client, whatever their User-Agent.
+
+    ``networks`` are its wider networks as ``(prefix length, network)`` for the levels
+    the rules count (e.g. its /16, or its /48 and /32); ``tag`` is the widest of them, the
+    hash tag all of the request's Redis keys share; ``provider`` is the hosting provider
+    whose published ranges hold the address (None: not a known data centre).
     """
 
     ip: str
@@ -56,10 +61,22 @@ class Client:
     number: int = 0
     key: str = ""
     via: str = ""
+    networks: tuple[tuple[int, str], ...] = ()
+    tag: str = ""
+    provider: str | None = None
 
     def __post_init__(self) -> None:
         if not self.key:
             object.__setattr__(self, "key", self.ip)
+        if not self.tag:
+            object.__setattr__(self, "tag", self.subnet)
+
+    def network(self, prefix: int) -> str | None:
+        """The client's network at ``prefix`` bits, if that level is counted."""
+        for length, network in self.networks:
+            if length == prefix:
+                return network
+        return None
 
     @property
     def address(self) -> IPAddress | None:
@@ -72,6 +89,12 @@ class Client:
 
 
 UNKNOWN_CLIENT = Client("unknown", "unknown")
+
+
+class HostingLookup(Protocol):
+    """Which hosting provider's published ranges hold an address (see guard.identity.ranges)."""
+
+    def provider(self, version: int, number: int) -> str | None: ...
 
 
 def parse_ip(text: str) -> tuple[int, int] | None:
@@ -143,11 +166,19 @@ class ClientResolver:
         ipv6_prefix: int = 64,
         client_prefix: tuple[int, int] = (32, 64),
         forwarded_header: str = "x-forwarded-for",
+        levels: dict[int, tuple[int, ...]] | None = None,
+        hosting: HostingLookup | None = None,
+        provider_tag: bool = False,
     ) -> None:
         if forwarded_header not in FORWARDED_HEADERS:
             raise ValueError(f"forwarded_header is one of {', '.join(FORWARDED_HEADERS)}, not {forwarded_header!r}")
         self.trusted = Networks(trusted_proxies)
         self.prefix = {4: ipv4_prefix, 6: ipv6_prefix}
+        # Wider networks counted per family, narrowest first (the subnet is the first level).
+        self.levels = {v: tuple(sorted({self.prefix[v], *(levels or {}).get(v, ())}, reverse=True)) for v in (4, 6)}
+        self.hosting = hosting
+        # Counting per provider puts each provider's whole range under one tag (one slot).
+        self.provider_tag = provider_tag
         self.client_prefix = {4: client_prefix[0], 6: client_prefix[1]}
         self.forwarded_header = forwarded_header
         self._header = forwarded_header.encode("latin-1")
@@ -196,12 +227,18 @@ class ClientResolver:
             return Client(name, name)
         version, number = parsed
         ip = format_ip(version, number)
+        networks = tuple((p, self._network(version, number, p)) for p in self.levels[version])
+        provider = self.hosting.provider(version, number) if self.hosting is not None else None
         return Client(
             ip,
             self._network(version, number, self.prefix[version]),
             version,
             number,
             self._network(version, number, self.client_prefix[version], ip),
+            networks=networks,
+            # The widest level counted: all of a request's Redis keys share this hash tag (one slot).
+            tag=f"hosting:{provider}" if provider and self.provider_tag else networks[-1][1],
+            provider=provider,
         )
 
     def _unidentified(self, proxy: Client) -> Client:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from guard.identity.address import Client, IPNetwork
+from guard.identity.address import Client, IPNetwork, parse_ip
 from guard.identity.catalogue import Agent
 
 
@@ -43,6 +43,10 @@ class RangeSet:
 
     def __len__(self) -> int:
         return len(self._starts[4]) + len(self._starts[6])
+
+    def intervals(self) -> list[tuple[int, int, int]]:
+        """``(version, first, last)`` of every merged interval."""
+        return [(v, a, b) for v in (4, 6) for a, b in zip(self._starts[v], self._ends[v], strict=True)]
 
 
 def parse_ranges_json(text: str) -> list[IPNetwork]:
@@ -86,6 +90,137 @@ class RangeVerifier:
         if ranges is None:
             return None
         return ranges.contains(client.version, client.number)
+
+
+class HostingRanges:
+    """Published address ranges of cloud and hosting providers: which provider holds an address.
+
+    Loaded from ``<directory>/<provider>.json`` (``rules/ranges/hosting/``): snapshots of the
+    providers' own machine-readable lists, each file naming its ``source`` URL and date.
+    All providers' networks are merged into one sorted interval list (a network inside
+    another provider's is dropped: the outer one answers), so a lookup is one binary
+    search however many providers are loaded.
+    """
+
+    def __init__(self, providers: dict[str, Iterable[str]] | None = None) -> None:
+        self.providers = sorted(providers or {})
+        spans: dict[int, list[tuple[int, int, str]]] = {4: [], 6: []}
+        for name, prefixes in (providers or {}).items():
+            for prefix in prefixes:
+                span = _span(prefix)
+                if span is not None:
+                    spans[span[0]].append((span[1], span[2], name))
+        self._starts: dict[int, list[int]] = {}
+        self._spans: dict[int, list[tuple[int, int, str]]] = {}
+        for version, items in spans.items():
+            items.sort()
+            kept: list[tuple[int, int, str]] = []
+            for item in items:
+                last = kept[-1] if kept else None
+                if last and (item[0] <= last[1] or (item[0] == last[1] + 1 and item[2] == last[2])):
+                    # Overlaps the previous span (whose provider answers), or continues it: merged.
+                    if item[1] > last[1]:
+                        kept[-1] = (last[0], item[1], last[2])
+                    continue
+                kept.append(item)
+            self._spans[version] = kept
+            self._starts[version] = [start for start, _, _ in kept]
+
+    @classmethod
+    def from_directory(cls, directory: str | Path) -> HostingRanges:
+        """Load every ``*.json`` snapshot in ``directory`` (none when it is missing).
+
+        Loaded once per set of files and modification times: every app and reload in a
+        process that names the same snapshots shares them.
+        """
+        folder = Path(directory)
+        files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        stamp = (str(folder), tuple((f.name, f.stat().st_mtime_ns) for f in files))
+        loaded = _hosting_cache.get(stamp)
+        if loaded is None:
+            loaded = cls({f.stem: json.loads(f.read_text(encoding="utf-8")).get("prefixes", []) for f in files})
+            _hosting_cache.clear()  # only the newest set is worth keeping
+            _hosting_cache[stamp] = loaded
+        return loaded
+
+    def provider(self, version: int, number: int) -> str | None:
+        """The provider whose ranges hold the address, or None."""
+        starts = self._starts.get(version)
+        if not starts:
+            return None
+        i = bisect.bisect_right(starts, number) - 1
+        if i < 0:
+            return None
+        _, end, name = self._spans[version][i]
+        return name if number <= end else None
+
+    def __len__(self) -> int:
+        return sum(len(spans) for spans in self._spans.values())
+
+
+_hosting_cache: dict[tuple, HostingRanges] = {}
+
+
+def _span(prefix: object) -> tuple[int, int, int] | None:
+    """``(version, first, last)`` address of a CIDR string (None if it is not one)."""
+    if not isinstance(prefix, str):
+        return None
+    address, _, bits = prefix.partition("/")
+    parsed = parse_ip(address)
+    size = 32 if parsed is not None and parsed[0] == 4 else 128
+    if parsed is None or not bits.isdigit() or not 0 <= int(bits) <= size:
+        return None
+    host = (1 << (size - int(bits))) - 1
+    return parsed[0], parsed[1] & ~host, parsed[1] | host
+
+
+def update_hosting_ranges(
+    directory: str | Path, *, timeout: float = 10.0, log: Callable[[str], None] = print
+) -> RangesReport:
+    """Refresh each hosting snapshot in ``directory`` from the ``source`` URL it names.
+
+    Providers publish JSON (AWS, Google Cloud, Oracle, Vultr) or CSV geofeeds
+    (DigitalOcean, Linode): every CIDR in the document is taken, validated and collapsed.
+    A download that fails, holds no prefixes or anything broader than /8 or /19 keeps the
+    file already there. Returns ``{provider file: outcome}`` (see :class:`RangesReport`).
+    """
+    import re
+    import urllib.request
+
+    cidr = re.compile(r"(?<![\w.:])([0-9a-fA-F:.]+/\d{1,3})(?![\w.:])")
+    report = RangesReport()
+    for file in sorted(Path(directory).glob("*.json")):
+        doc = json.loads(file.read_text(encoding="utf-8"))
+        url = doc.get("source")
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                body = response.read(64 * 1024 * 1024).decode("utf-8", "replace")
+            networks = []
+            for text in cidr.findall(body):
+                try:
+                    networks.append(ipaddress.ip_network(text, strict=False))
+                except ValueError:
+                    continue
+            if not networks:
+                raise ValueError("no prefixes in the document")
+            broad = [n for n in networks if n.prefixlen < MIN_PREFIX[n.version]]
+            if broad:
+                raise ValueError(f"implausibly broad prefix {broad[0]}")
+        except Exception as exc:  # network, HTTP, parsing, validation: keep the last good file
+            report[file.stem] = f"kept: {type(exc).__name__}: {exc}"
+            log(f"{file.stem}: {url} failed ({type(exc).__name__}: {exc}); kept the last good {file}")
+            continue
+        v4 = ipaddress.collapse_addresses(n for n in networks if isinstance(n, ipaddress.IPv4Network))
+        v6 = ipaddress.collapse_addresses(n for n in networks if isinstance(n, ipaddress.IPv6Network))
+        prefixes = [*map(str, v4), *map(str, v6)]
+        snapshot = {**doc, "snapshot": time.strftime("%Y-%m-%d", time.gmtime()), "prefixes": prefixes}
+        snapshot.pop("compiled_by", None)  # now straight from the source
+        temporary = file.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(snapshot, indent=1) + "\n", encoding="utf-8")
+        temporary.replace(file)
+        report[file.stem] = f"updated: {len(prefixes)} prefixes"
+        log(f"{file.stem}: {url}: {report[file.stem]} -> {file}")
+    return report
 
 
 #: A published "crawler range" broader than this is refused as implausible (or hostile).

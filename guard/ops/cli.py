@@ -281,7 +281,9 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 
 def add_update_ranges(sub: SubParsers) -> None:
-    parser = sub.add_parser("update-ranges", help="refresh crawler IP ranges from their operators' published files")
+    parser = sub.add_parser(
+        "update-ranges", help="refresh crawler and hosting-provider IP ranges from their operators' published files"
+    )
     options = Options(parser)
     _rules_option(options, "rules file (its catalogue names the URLs)")
     options.add("--dir", shown="the ranges folder beside the rules file", help="where to write them")
@@ -292,14 +294,16 @@ def add_update_ranges(sub: SubParsers) -> None:
 def cmd_update_ranges(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from guard.identity.ranges import update_ranges
+    from guard.identity.ranges import update_hosting_ranges, update_ranges
     from guard.policy.rules import load_rules
 
     policy = load_rules(_rules_path(args))
     target = args.dir or str(Path(policy.source).parent / "ranges")
     report = update_ranges(policy.catalogue.agents, target, timeout=args.timeout)
+    hosting = update_hosting_ranges(Path(target) / "hosting", timeout=args.timeout)
     print(report.summary(target))
-    return 0 if not report.failed else FAILED
+    print(hosting.summary(Path(target) / "hosting"))
+    return 0 if not report.failed and not hosting.failed else FAILED
 
 
 # -- guard robots --------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ async def explain(
 
     rules: list[dict[str, Any]] = []
     decided_by: Rule | None = None
-    limits = list(plan.limits)
+    limits = list(guard.limits_for(plan.limits, facts.client))
     states = await guard.store.peek(guard.clock(), guard.checks(facts, tuple(limits))) if limits else []
     state_of = {rule.id: state for rule, state in zip(limits, states, strict=True)}
     for rule in policy.rules:
@@ -67,6 +67,8 @@ async def explain(
             )
             if reason is not None:
                 entry["result"] = f"no match: {reason}"
+            elif rule.limit is not None and rule.id not in state_of:
+                entry["result"] = f"not counted: this client has no {rule.key} key"
             elif rule.limit is not None:
                 state = state_of.get(rule.id, {})
                 entry["result"] = f"counts: {limit_text(rule)}"
@@ -114,7 +116,14 @@ async def explain(
             "query": query or None,
             "user_agent": user_agent,
         },
-        "client": {"ip": client.ip, "key": client.key, "subnet": client.subnet},
+        "client": {
+            "ip": client.ip,
+            "key": client.key,
+            "subnet": client.subnet,
+            "networks": {f"/{prefix}": network for prefix, network in client.networks},
+            "hash_tag": client.tag,
+            "hosting": client.provider,
+        },
         "identity": {
             "category": identity.category,
             "agent": identity.agent.name if identity.agent else None,
@@ -141,6 +150,8 @@ def format_text(report: dict[str, Any]) -> str:
         f"decision: {d['action'].upper()}" + (f" by rule {d['rule']}" if d["rule"] else "") + f" ({d['reason']})",
         f"client:   {report['client']['ip']} (counted as {report['client']['key']}, "
         f"subnet {report['client']['subnet']})",
+        f"networks: {', '.join(report['client']['networks'].values()) or '-'} (hash tag {report['client']['hash_tag']})"
+        + (f"; hosting provider {report['client']['hosting']}" if report["client"]["hosting"] else ""),
         f"identity: category {i['category']}"
         + (f", agent {i['agent']} ({i['operator']}), token {i['token']!r}, {verified}" if i["agent"] else "")
         + (f" by {i['evidence']}" if i["evidence"] else ""),

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 from guard.identity.address import Client, ClientResolver
 from guard.identity.identify import Identifier, Identity
-from guard.identity.ranges import RangeVerifier
+from guard.identity.ranges import HostingRanges, RangeVerifier
 from guard.identity.rdns import ReverseDNSVerifier
 from guard.identity.signatures import SignatureCheck, SignatureVerifier
 from guard.lru import LRU
-from guard.policy.limits import Budget, Check, DistinctLimit, RateLimit, Verdict
+from guard.policy.limits import Budget, Check, DistinctLimit, RateLimit, Verdict, network_levels, prefix_key
 from guard.policy.paths import PathMatch, normalise_path
 from guard.policy.rules import Match, Policy, Rule
 from guard.signals.robots_matcher import RobotsTxt
@@ -92,6 +92,7 @@ class Guard:
         namespace: str = "guard",
         rdns: ReverseDNSVerifier | None = None,
         signatures: SignatureVerifier | None = None,
+        hosting: HostingRanges | None = None,
     ) -> None:
         self.store: Store = store if store is not None else MemoryStore(policy.memory_max_entries)
         self.clock = clock
@@ -103,19 +104,31 @@ class Guard:
         self._signatures = signatures
         self.robots: RobotsTxt | None = None  # set by whoever serves robots.txt (the middleware)
         self._bans: LRU[str, float] = LRU(65536)  # survives policy changes, like the store
+        self.hosting = hosting
         self.use_policy(policy)
 
-    def use_policy(self, policy: Policy, verifier: RangeVerifier | None = None) -> None:
+    def use_policy(
+        self, policy: Policy, verifier: RangeVerifier | None = None, hosting: HostingRanges | None = None
+    ) -> None:
         """Switch to ``policy`` (a reload): counters, bans and caches of the store carry over."""
         if verifier is not None:
             self.verifier = verifier
+        if hosting is not None:
+            self.hosting = hosting
+        keys = [rule.key for rule in policy.rules if rule.limit is not None]
         resolver = ClientResolver(
             self.trusted_proxies,
             policy.ipv4_prefix,
             policy.ipv6_prefix,
             (policy.client_ipv4_prefix, policy.client_ipv6_prefix),
             policy.forwarded_header,
+            levels=network_levels(keys),
+            hosting=self.hosting,
+            provider_tag="provider" in keys,
         )
+        # Limits that only some clients have a key for (a network level of one IP family, a provider).
+        self._conditional = any(key == "provider" or prefix_key(key) for key in keys if key)
+        self._applicable: dict[int, tuple[tuple[Rule, ...], dict[tuple[int, bool], tuple[Rule, ...]]]] = {}
         identifier = Identifier(
             policy.catalogue,
             policy.verify_categories,
@@ -170,9 +183,10 @@ class Guard:
             if not allowed and rule is not None:
                 reason = f"robots.txt disallows this for {agent.name} ({rule.line})"
                 return Decision("block", ROBOTS_RULE, reason, shadowed=shadowed)
-        if not plan.limits:
+        limits = self.limits_for(plan.limits, facts.client)
+        if not limits:
             return Decision("allow", shadowed=shadowed) if shadowed else ALLOW
-        checks = self.checks(facts, plan.limits)
+        checks = self.checks(facts, limits)
         now = self.clock()
         if len(self._bans):  # a ban this process already knows of costs no store call
             for i, check in enumerate(checks):
@@ -180,30 +194,47 @@ class Guard:
                     until = self._bans.get(check.ban_key)
                     if until is not None:
                         if until > now:
-                            return self._denied(plan.limits[i], Verdict(i, until - now, until), shadowed)
+                            return self._denied(limits[i], Verdict(i, until - now, until), shadowed)
                         self._bans.pop(check.ban_key)
         verdict = await self.store.apply(now, checks)
         if verdict.shadowed:
-            shadowed += tuple(
-                (plan.limits[i], f"limit exceeded: {limit_text(plan.limits[i])}") for i in verdict.shadowed
-            )
+            shadowed += tuple((limits[i], f"limit exceeded: {limit_text(limits[i])}") for i in verdict.shadowed)
         if verdict.denied is None:
             return Decision("allow", shadowed=shadowed) if shadowed else ALLOW
         if verdict.banned_until is not None:
             self._bans.put(checks[verdict.denied].ban_key, verdict.banned_until)
-        return self._denied(plan.limits[verdict.denied], verdict, shadowed)
+        return self._denied(limits[verdict.denied], verdict, shadowed)
+
+    def limits_for(self, limits: tuple[Rule, ...], client: Client) -> tuple[Rule, ...]:
+        """``limits`` without those the client has no key for (``v6/48`` for an IPv4 client, ...)."""
+        if not self._conditional or not limits:
+            return limits
+        cached = self._applicable.get(id(limits))
+        if cached is None or cached[0] is not limits:
+            cached = (limits, {})
+            if len(self._applicable) < 4096:
+                self._applicable[id(limits)] = cached
+        fact = (client.version, client.provider is not None)
+        kept = cached[1].get(fact)
+        if kept is None:
+            kept = cached[1][fact] = tuple(rule for rule in limits if _who(rule.key or "", client))
+        return kept
 
     def checks(self, facts: Facts, limits: tuple[Rule, ...]) -> list[Check]:
-        """The store checks for ``limits``; all of a request's keys share its subnet's hash tag."""
+        """The store checks for ``limits``; all of a request's keys share one hash tag, its widest network."""
         client = facts.client
-        prefix = f"{self.namespace}:{{{client.subnet}}}:"
+        prefix = f"{self.namespace}:{{{client.tag}}}:"
         # Clients a proxy forwarded without a usable address share one strict bucket: no key per UA.
         ip_ua = client.key if client.via else f"{client.key}#{facts.identity.ua_hash}"
         who = {"ip": client.key, "ip_ua": ip_ua, "subnet": client.subnet}
+        session = getattr(facts, "session", None)  # a signed session, when the request carries one
+        who["session"] = f"s:{session.id}" if session is not None else ip_ua
         track = facts.where.track  # canonical and bounded (guard.policy.tracks)
         checks = []
         for rule in limits:
             assert rule.limit is not None and rule.key is not None  # the parser gives every limit rule both
+            if rule.key not in who:  # limits_for kept only rules the client has a key for
+                who[rule.key] = _who(rule.key, client) or rule.key
             ban = None if rule.shadow else rule.ban  # a shadow rule never escalates
             track_id = track if rule.counts_tracks else None
             checks.append(Check(f"{prefix}{rule.id}:{who[rule.key]}", rule.limit, track_id, ban, rule.shadow))
@@ -214,6 +245,16 @@ class Guard:
             reason = f"banned after repeatedly exceeding: {limit_text(rule)}"
             return Decision("block", rule, reason, verdict.retry_after, shadowed)
         return Decision(rule.action, rule, f"limit exceeded: {limit_text(rule)}", verdict.retry_after, shadowed)
+
+
+def _who(key: str, client: Client) -> str | None:
+    """The counter key for a provider or network-level key (None: the client has none); others as is."""
+    if key == "provider":
+        return f"hosting:{client.provider}" if client.provider else None
+    level = prefix_key(key)
+    if level is not None:
+        return client.network(level[1]) if client.version == level[0] else None
+    return key  # ip, ip_ua, subnet: every client has them
 
 
 def block_reason(rule: Rule) -> str:

@@ -20,12 +20,44 @@ in whole microseconds (``*_us``): exact in Python ints and in Lua's doubles alik
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from guard.stores.hll import SLICES
 
+#: What a limit counts by: ``ip`` (the client), ``ip_ua`` (the client with one User-Agent),
+#: ``subnet`` (the client's first network level), ``session`` (the signed session, else as
+#: ``ip_ua``), ``provider`` (everyone in one hosting provider's ranges) and network levels
+#: written ``v4/16``, ``v6/48`` (see :func:`prefix_key`).
 KEY_KINDS = ("ip", "ip_ua", "subnet", "session", "provider")
+
+
+@functools.cache
+def prefix_key(key: str) -> tuple[int, int] | None:
+    """``(IP version, prefix length)`` of a network-level key such as ``v4/16`` or ``v6/48``, else None."""
+    family, _, bits = key.partition("/")
+    version = {"v4": 4, "v6": 6}.get(family)
+    if version is None or not bits.isdigit() or bits != str(int(bits)):
+        return None
+    prefix = int(bits)
+    return (version, prefix) if 1 <= prefix <= (32 if version == 4 else 128) else None
+
+
+def is_key_kind(key: object) -> bool:
+    """Whether ``key`` is something a limit can count by."""
+    return isinstance(key, str) and (key in KEY_KINDS or prefix_key(key) is not None)
+
+
+def network_levels(keys: Iterable[str | None]) -> dict[int, tuple[int, ...]]:
+    """The prefix lengths per IP version that ``keys`` count by (narrowest first)."""
+    levels: dict[int, set[int]] = {4: set(), 6: set()}
+    for key in keys:
+        parsed = prefix_key(key) if key else None
+        if parsed is not None:
+            levels[parsed[0]].add(parsed[1])
+    return {version: tuple(sorted(prefixes, reverse=True)) for version, prefixes in levels.items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from guard.errors import ConfigError
 from guard.identity.catalogue import Catalogue, load_catalogue
-from guard.policy.limits import KEY_KINDS, Ban, Budget, DistinctLimit, RateLimit, distinct_limit
+from guard.policy.limits import KEY_KINDS, Ban, Budget, DistinctLimit, RateLimit, distinct_limit, is_key_kind
 from guard.policy.paths import OTHER, PathGroups, pattern_problem
 from guard.yamlfile import Located, load_yaml
 
@@ -473,8 +473,10 @@ def _parse_limit(doc: Located, raw: dict, where: str) -> tuple[RateLimit | Disti
     spec = raw["limit"]
     _mapping(doc, raw, "limit", spec, {"key", "requests", "per", "burst", "distinct", "max"})
     key = spec.get("key")
-    if key not in KEY_KINDS:
-        raise doc.error(spec, "key", f"{where}: limit 'key' must be one of {', '.join(KEY_KINDS)}")
+    if not is_key_kind(key):
+        kinds = ", ".join(KEY_KINDS)
+        reason = f"{where}: limit 'key' must be one of {kinds}, or a network level like v4/16, v6/48"
+        raise doc.error(spec, "key", reason)
     per = parse_duration(spec.get("per"))
     if per is None:
         raise doc.error(spec, "per", f"{where}: limit 'per' is a positive duration such as 30s, 10m, 1h")

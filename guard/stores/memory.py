@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from guard.lru import LRU
-from guard.policy.limits import ALLOWED, Budget, Check, DistinctLimit, Verdict, to_us
+from guard.policy.limits import ALLOWED, Budget, Check, DistinctLimit, RateLimit, Verdict, to_us
 from guard.stores.hll import SLICES, SlicedSketch
 
 
@@ -86,7 +86,7 @@ class MemoryStore:
 
         for key, value, item in updates:
             if isinstance(value, SlicedSketch):
-                value.add(item)
+                value.add(item or "")
             elif item is not None:
                 value.pop(item, None)  # re-insert: the window stays ordered by last sight
                 value[item] = now_us
@@ -179,6 +179,7 @@ def peek_entry(entries: Any, now_us: int, check: Check) -> dict[str, Any]:
         )
         state["would_deny"] = check.item is not None and check.item not in live and len(live) >= limit.max
     else:
+        assert isinstance(limit, RateLimit)  # budgets have their own state: budget_state
         tat = max(entries.get("tat") or now_us, now_us)
         used = (tat - now_us) / limit.interval_us  # requests "in flight" in the bucket
         state.update(

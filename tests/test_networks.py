@@ -1,0 +1,200 @@
+"""Wider networks (/16, /48, /32), hosting providers' ranges and session keys."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support import CHROME, RULES, run
+from test_verification import range_server  # noqa: F401 (fixture)
+
+from guard.identity.address import parse_ip
+from guard.identity.ranges import HostingRanges, update_hosting_ranges
+from guard.policy.engine import Facts, Guard
+from guard.policy.rules import load_rules
+from guard.stores.memory import MemoryStore
+
+HOSTING = RULES.parent / "ranges" / "hosting"
+T0 = 1_800_000_000.0
+
+
+def policy_with(tmp_path: Path, rules: str):
+    """The shipped file with its rules replaced by ``rules`` (YAML list items)."""
+    text = RULES.read_text()
+    head = text[: text.index("\nrules:")]
+    path = tmp_path / "rules.yaml"
+    head = head.replace("catalogue: agents.yaml", f"catalogue: {RULES.parent / 'agents.yaml'}")
+    path.write_text(head + "\nrules:\n" + rules)
+    return load_rules(path)
+
+
+BUDGETS = """
+  - id: v4-16-day
+    match: {path: audio}
+    limit: {key: v4/16, distinct: track, max: 20, per: 1d}
+    action: throttle
+  - id: v6-48-day
+    match: {path: audio}
+    limit: {key: v6/48, distinct: track, max: 20, per: 1d}
+    action: throttle
+  - id: v6-32-day
+    match: {path: audio}
+    limit: {key: v6/32, distinct: track, max: 30, per: 1d}
+    action: throttle
+  - id: hosting-day
+    match: {path: audio}
+    limit: {key: provider, distinct: track, max: 10, per: 1d}
+    action: throttle
+  - id: session-day
+    match: {path: audio}
+    limit: {key: session, distinct: track, max: 5, per: 1d}
+    action: throttle
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StandInSession:
+    id: str
+    issued_at: float = T0
+
+
+@dataclass(frozen=True, slots=True)
+class FactsWithSession(Facts):
+    session: StandInSession | None = None
+
+
+def guard_for(policy) -> Guard:
+    return Guard(policy, MemoryStore(), clock=lambda: T0, hosting=HostingRanges.from_directory(HOSTING))
+
+
+def get(guard: Guard, ip: str, track: int, ua: str = CHROME, session: str | None = None):
+    client = guard.resolver.resolve({"client": (ip, 1), "headers": []})
+    facts = guard.facts(client, ua, f"/tracks/{track}/stream")
+    if session is not None:
+        facts = FactsWithSession(**{f: getattr(facts, f) for f in Facts.__slots__}, session=StandInSession(session))
+    return run(guard.decide(facts))
+
+
+def served(guard: Guard, requests) -> int:
+    return sum(get(guard, *request).allowed for request in requests)
+
+
+def test_rotating_over_many_24s_of_one_16_meets_the_16_budget(tmp_path) -> None:
+    guard = guard_for(policy_with(tmp_path, BUDGETS))
+    # Every track from a different /24 of 100.64.0.0/16 and a different browser session.
+    got = served(guard, [(f"100.64.{n}.9", n, CHROME, f"s{n}") for n in range(200)])
+    assert got == 20
+    assert get(guard, "100.65.0.9", 1000, CHROME, "other").allowed  # the next /16 is another budget
+
+
+def test_ipv6_rotation_across_a_48_and_across_a_32(tmp_path) -> None:
+    guard = guard_for(policy_with(tmp_path, BUDGETS))
+    # A new /64 (even a new /56) for every track, all inside 2001:db8:aa::/48.
+    got = served(guard, [(f"2001:db8:aa:{n:x}00::1", n, CHROME, f"s{n}") for n in range(100)])
+    assert got == 20
+    # Spread over many /48s of one /32: the /32 budget (30) stops it after 10 more.
+    got = served(guard, [(f"2001:db8:{n + 1:x}::1", 200 + n, CHROME, f"t{n}") for n in range(100)])
+    assert got == 10
+
+
+def test_an_ipv4_client_has_no_ipv6_levels_and_ordinary_networks_no_provider(tmp_path) -> None:
+    guard = guard_for(policy_with(tmp_path, BUDGETS))
+    client = guard.resolver.resolve({"client": ("198.51.100.7", 1), "headers": []})
+    facts = guard.facts(client, CHROME, "/tracks/1/stream")
+    plan = guard.policy.plan(*facts.plan_key)
+    kept = [rule.id for rule in guard.limits_for(plan.limits, client)]
+    assert kept == ["v4-16-day", "session-day"]
+    assert client.networks == ((24, "198.51.100.0/24"), (16, "198.51.0.0/16")) and client.provider is None
+
+
+def test_all_keys_of_a_request_share_the_widest_level_as_hash_tag(tmp_path) -> None:
+    from redis.cluster import key_slot
+
+    guard = guard_for(policy_with(tmp_path, BUDGETS))
+    for ip in ("198.51.100.7", "2001:db8:aa:1::1", "3.5.140.2"):
+        client = guard.resolver.resolve({"client": (ip, 1), "headers": []})
+        facts = guard.facts(client, CHROME, "/tracks/1/stream")
+        plan = guard.policy.plan(*facts.plan_key)
+        checks = guard.checks(facts, guard.limits_for(plan.limits, client))
+        assert len({key_slot(c.key.encode()) for c in checks}) == 1
+        assert checks[0].key.startswith(f"guard:{{{client.tag}}}:")
+    assert guard.resolver.resolve({"client": ("3.5.140.2", 1)}).tag == "hosting:aws"
+    assert guard.resolver.resolve({"client": ("2001:db8:aa:1::1", 1)}).tag == "2001:db8::/32"
+    assert guard.resolver.resolve({"client": ("198.51.100.7", 1)}).tag == "198.51.0.0/16"
+
+
+def test_a_data_centre_pool_shares_its_providers_budget(tmp_path) -> None:
+    guard = guard_for(policy_with(tmp_path, BUDGETS))
+    aws = ["3.5.140.2", "52.95.110.1", "18.180.0.9", "54.239.0.10", "13.248.0.5"]
+    assert all(guard.resolver.resolve({"client": (ip, 1)}).provider == "aws" for ip in aws)
+    got = served(guard, [(aws[n % len(aws)], n, CHROME, f"s{n}") for n in range(50)])
+    assert got == 10
+    assert get(guard, "104.131.0.1", 999, CHROME, "do").allowed  # DigitalOcean: its own budget
+
+
+def test_sessions_behind_one_address_have_their_own_budgets(tmp_path) -> None:
+    guard = guard_for(policy_with(tmp_path, BUDGETS))
+    # A family: the same iPhone User-Agent, one address, four sessions: 5 tracks each.
+    got = [served(guard, [("198.51.100.7", 100 * s + n, CHROME, f"phone{s}") for n in range(8)]) for s in range(4)]
+    assert got == [5, 5, 5, 5]
+    # Without a session the counter is the address and User-Agent (ip_ua): one budget for all of them.
+    other = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+    assert served(guard, [("203.0.113.8", 900 + n, other) for n in range(8)]) == 5
+    assert served(guard, [("203.0.113.8", 950 + n, CHROME) for n in range(8)]) == 5  # another UA: another key
+
+
+def test_shipped_hosting_snapshots_name_source_and_date() -> None:
+    files = sorted(HOSTING.glob("*.json"))
+    assert {f.stem for f in files} >= {"aws", "google-cloud", "microsoft-azure", "oracle-cloud", "digitalocean"}
+    for file in files:
+        doc = json.loads(file.read_text())
+        assert doc["source"].startswith("https://") and len(doc["snapshot"]) == 10 and doc["prefixes"]
+    ranges = HostingRanges.from_directory(HOSTING)
+    for ip, provider in (("3.5.140.2", "aws"), ("129.146.0.1", "oracle-cloud"), ("104.131.0.1", "digitalocean")):
+        assert ranges.provider(*parse_ip(ip)) == provider
+    for ip in ("198.51.100.7", "192.0.2.1", "2001:db8::1", "81.2.69.142"):
+        assert ranges.provider(*parse_ip(ip)) is None
+
+
+def test_adjacent_ranges_of_two_providers_stay_apart() -> None:
+    ranges = HostingRanges({"a": ["10.0.0.0/24", "10.0.1.0/24"], "b": ["10.0.2.0/24", "10.0.0.128/25"]})
+    assert [ranges.provider(4, parse_ip(ip)[1]) for ip in ("10.0.0.200", "10.0.1.255", "10.0.2.0", "10.0.3.0")] == [
+        "a",
+        "a",
+        "b",
+        None,
+    ]
+
+
+def test_update_hosting_ranges_from_json_and_csv_feeds(tmp_path, range_server) -> None:  # noqa: F811
+    served_dir, base = range_server
+    (served_dir / "cloud.json").write_text(
+        json.dumps({"prefixes": [{"ip_prefix": "198.18.0.0/24"}, {"ipv6_prefix": "2001:db8:f::/48"}]})
+    )
+    (served_dir / "geo.csv").write_text("# geofeed\n198.18.8.0/23,NL,,,\n198.18.10.0/23,NL,,,\n")
+    (served_dir / "broad.json").write_text(json.dumps({"prefixes": ["0.0.0.0/2"]}))
+    folder = tmp_path / "hosting"
+    folder.mkdir()
+    for name, url in (("cloud", "cloud.json"), ("feed", "geo.csv"), ("broad", "broad.json"), ("gone", "none.json")):
+        doc = {"provider": name, "source": f"{base}/{url}", "snapshot": "2025-01-01", "prefixes": ["192.0.2.0/24"]}
+        (folder / f"{name}.json").write_text(json.dumps(doc))
+
+    report = update_hosting_ranges(folder, timeout=5, log=lambda line: None)
+
+    assert report["cloud"] == "updated: 2 prefixes"
+    assert report["feed"] == "updated: 1 prefixes"  # the two /23s collapse into one /22
+    assert report["broad"].startswith("kept: ValueError: implausibly broad")
+    assert report["gone"].startswith("kept: HTTPError")
+    assert json.loads((folder / "feed.json").read_text())["prefixes"] == ["198.18.8.0/22"]
+    assert json.loads((folder / "broad.json").read_text())["prefixes"] == ["192.0.2.0/24"]
+
+
+@pytest.mark.parametrize("key", ["v4/33", "v5/16", "v4/016", "v6/0", "network"])
+def test_bad_network_level_keys_are_refused_with_their_line(tmp_path, key) -> None:
+    from guard.errors import ConfigError
+
+    rules = f"  - id: bad\n    limit: {{key: {key}, requests: 1, per: 1m}}\n    action: throttle\n"
+    with pytest.raises(ConfigError, match="network level like v4/16"):
+        policy_with(tmp_path, rules)
