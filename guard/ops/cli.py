@@ -301,8 +301,9 @@ def cmd_update_ranges(args: argparse.Namespace) -> int:
     target = args.dir or str(Path(policy.source).parent / "ranges")
     report = update_ranges(policy.catalogue.agents, target, timeout=args.timeout)
     hosting = update_hosting_ranges(Path(target) / "hosting", timeout=args.timeout)
+    if hosting:
+        print(hosting.summary(Path(target) / "hosting"))
     print(report.summary(target))
-    print(hosting.summary(Path(target) / "hosting"))
     return 0 if not report.failed and not hosting.failed else FAILED
 
 
