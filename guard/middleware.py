@@ -15,10 +15,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from guard.consent.gate import ConsentGate, build_gate
+from guard.consent.settings import ConsentSettings
 from guard.identity.address import Networks
 from guard.identity.ranges import HostingRanges, RangeVerifier
 from guard.identity.rdns import ReverseDNSVerifier
@@ -83,6 +86,9 @@ class GuardMiddleware:
         on SIGHUP or :meth:`reload`).
     :param track_types: named track-id normalisers the rules may use as ``{track:<name>}``
         (see :func:`guard.register_track_type`), registered before the rules are loaded.
+    :param consent: artists' opt-ins to AI use (see docs/consent.md); ``consent_lookup``
+        (async, artist id -> consents) and ``artist_resolver`` (track id -> artist id) are
+        the application's side of it.
 
     Redis key prefix, call timeout and fail mode come from the rules file's ``redis:`` section.
     """
@@ -101,6 +107,9 @@ class GuardMiddleware:
         registry: CollectorRegistry | None = None,
         reload_interval: float = 5.0,
         track_types: dict[str, TrackType] | None = None,
+        consent: ConsentSettings | None = None,
+        consent_lookup: Any = None,
+        artist_resolver: Any = None,
     ) -> None:
         self.app = app
         for name, normaliser in (track_types or {}).items():
@@ -129,6 +138,19 @@ class GuardMiddleware:
         self.observer.watch_store(self.guard.store)
         client = getattr(self.guard.store, "client", None)  # the Redis store's: feeds `guard top`
         self.top = TopCounter(client, settings.namespace) if client is not None else None
+        self.consent: ConsentGate | None = None
+        if consent is not None:
+            self.consent = build_gate(
+                consent,
+                self.guard,
+                base_dir=Path(policy.source).parent,
+                lookup=consent_lookup,
+                resolver=artist_resolver,
+                redis_url=redis_url,
+                redis_client=client,
+                namespace=settings.namespace,
+                registry=self.observer.registry,
+            )
         self.reload_interval = reload_interval
         self._published = self._publish(policy)
         self._lock = asyncio.Lock()
@@ -154,7 +176,9 @@ class GuardMiddleware:
             await self._fetch_upstream_robots()
             published = self._published
         path = scope.get("path", "")
-        directive = published.directives.get(path)
+        consent = self.consent
+        directive = await consent.directive(scope, path, published.directives) if consent is not None else None
+        directive = directive or published.directives.get(path)
         if directive is not None:
             body, content_type = directive
             await _respond(send, 200, body, cache=True, head=scope.get("method") == "HEAD", content_type=content_type)
@@ -166,6 +190,7 @@ class GuardMiddleware:
             return
         guard = self.guard
         started = time.perf_counter()
+        verdict = facts = signed = None
         try:
             client = guard.resolver.resolve(scope)
             signed = self._signature(scope) if guard.signatures is not None else None
@@ -180,6 +205,14 @@ class GuardMiddleware:
         except Exception:  # the guard must never take the site down
             log.exception("guard: error while checking a request; letting it through")
             decision, exempt = None, True
+        if consent is not None and facts is not None and not exempt:
+            try:  # artists' opt-ins: may open content to a licensed AI agent, or refuse it
+                verdict = await consent.check(scope, facts, signed, decision, published.signals)
+            except Exception:
+                log.exception("guard: error in the consent check; the rules decide alone")
+            if verdict is not None and (verdict.serves or not policy.shadow):
+                await consent.send(verdict, self.app, scope, receive, send)
+                return
         if decision is None or decision.allowed or policy.shadow:
             if exempt or not published.signals:
                 await self.app(scope, receive, send)

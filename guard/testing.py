@@ -210,3 +210,45 @@ class RedisCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+@contextmanager
+def served(app, *, port: int | None = None) -> Iterator[tuple[str, object]]:
+    """An ASGI app under uvicorn in a thread on loopback; yields its base URL and event loop.
+
+    For tests that need real HTTP and still hold the app's objects (its clock, its consent
+    registry): the loop lets them run a coroutine there (``run_coroutine_threadsafe``).
+    """
+    import asyncio
+    import threading
+
+    import uvicorn
+
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def serve() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        loops.append(loop)
+        loop.run_until_complete(server.serve())
+        pending = asyncio.all_tasks(loop)  # the app's background tasks end with the server
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+        yield base, loops[0]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)

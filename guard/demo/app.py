@@ -2,6 +2,8 @@
 
 Tracks 1..100000 are generated from their id: a title, an artist, and a few hundred
 kilobytes of deterministic bytes that stand in for the MP3. No files are needed.
+Artists ``a1``..``a500`` each own 200 tracks (artist ``aN`` owns N, N + 500, ...); the
+shipped consent file (rules/consent.yaml) opts a few of them in to AI use.
 """
 
 from __future__ import annotations
@@ -19,25 +21,52 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from guard.consent.settings import DEFAULT_LEDGER, ConsentSettings
 from guard.middleware import GuardMiddleware
 from guard.policy.engine import Clock
 from guard.policy.rules import Policy
 from guard.stores.base import Store
 
 TRACKS = 100_000
+ARTISTS = 500
 CHUNK = 64 * 1024
 _ADJECTIVES = ("Blue", "Silent", "Electric", "Golden", "Midnight", "Paper", "Velvet", "Broken", "Neon", "Wild")
 _NOUNS = ("River", "Echo", "Garden", "Signal", "Harbour", "Comet", "Lantern", "Tide", "Orchard", "Static")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
+def artist_number(track_id: int) -> int:
+    return (track_id - 1) % ARTISTS + 1
+
+
+def artist_of(track: str) -> str | None:
+    """The artist id of a track id (the guard's artist resolver for the demo)."""
+    try:
+        track_id = int(track)
+    except ValueError:
+        return None
+    return f"a{artist_number(track_id)}" if 1 <= track_id <= TRACKS else None
+
+
+def artist(number: int) -> dict:
+    """An artist: id, name and track ids."""
+    seed = hashlib.sha256(f"artist-{number}".encode()).digest()
+    return {
+        "id": f"a{number}",
+        "name": f"The {_ADJECTIVES[seed[0] % 10]} {_NOUNS[seed[1] % 10]}s",
+        "tracks": list(range(number, TRACKS + 1, ARTISTS)),
+    }
+
+
 def track(track_id: int) -> dict:
     """Metadata of a track, derived from its id."""
     seed = hashlib.sha256(str(track_id).encode()).digest()
+    number = artist_number(track_id)
     return {
         "id": track_id,
         "title": f"{_ADJECTIVES[seed[0] % 10]} {_NOUNS[seed[1] % 10]}",
-        "artist": f"Artist {seed[2] * 256 + seed[3]}",
+        "artist": artist(number)["name"],
+        "artist_id": f"a{number}",
         "duration_s": 120 + seed[4] % 180,
         "size": audio_size(track_id),
         "stream": f"/tracks/{track_id}/stream",
@@ -88,6 +117,33 @@ def _track_id(request: Request) -> int | None:
     return value if 1 <= value <= TRACKS else None
 
 
+def _artist_number(request: Request) -> int | None:
+    value = request.path_params.get("artist_id", "")
+    if not value.startswith("a") or not value[1:].isdigit():
+        return None
+    number = int(value[1:])
+    return number if 1 <= number <= ARTISTS and value == f"a{number}" else None
+
+
+async def artist_page(request: Request) -> Response:
+    number = _artist_number(request)
+    if number is None:
+        return PlainTextResponse("no such artist\n", status_code=404)
+    a = artist(number)
+    items = "".join(f'<li><a href="/tracks/{t}">{html.escape(track(t)["title"])}</a></li>' for t in a["tracks"][:20])
+    return HTMLResponse(
+        f"<!doctype html><title>{html.escape(a['name'])}</title><h1>{html.escape(a['name'])}</h1>"
+        f"<p>{len(a['tracks'])} tracks</p><ul>{items}</ul>"
+    )
+
+
+async def artist_api(request: Request) -> Response:
+    number = _artist_number(request)
+    if number is None:
+        return JSONResponse({"error": "no such artist"}, status_code=404)
+    return JSONResponse(artist(number))
+
+
 async def home(request: Request) -> Response:
     items = "".join(f'<li><a href="/tracks/{t}">{html.escape(track(t)["title"])}</a></li>' for t in range(1, 21))
     return HTMLResponse(f"<!doctype html><title>Demo music platform</title><h1>New releases</h1><ul>{items}</ul>")
@@ -102,7 +158,8 @@ async def track_page(request: Request) -> Response:
     links = " ".join(f'<a href="/tracks/{i}">track {i}</a>' for i in near)
     return HTMLResponse(
         f"<!doctype html><title>{html.escape(t['title'])}</title><h1>{html.escape(t['title'])}</h1>"
-        f'<p>{html.escape(t["artist"])}</p><audio controls src="{t["stream"]}"></audio><p>{links}</p>'
+        f'<p><a href="/artists/{t["artist_id"]}">{html.escape(t["artist"])}</a></p>'
+        f'<audio controls src="{t["stream"]}"></audio><p>{links}</p>'
     )
 
 
@@ -171,6 +228,8 @@ def platform(permissive: bool = False) -> Starlette:
             Route(f"/tracks/{track}", track_page),
             Route(f"/tracks/{track}/stream", stream, methods=["GET", "HEAD"]),
             Route(f"/api/tracks/{track}", track_api),
+            Route("/artists/{artist_id}", artist_page),
+            Route("/api/artists/{artist_id}", artist_api),
         ]
     )
 
@@ -184,14 +243,20 @@ def create_app(
     permissive: bool = False,
     **options: Any,
 ) -> GuardMiddleware:
-    """The demo platform behind the guard (``options`` go to :class:`GuardMiddleware`)."""
+    """The demo platform behind the guard (``options`` go to :class:`GuardMiddleware`).
+
+    With ``consent=``, the demo's own resolver says whose track a request is about.
+    """
     if clock is not None:
         options["clock"] = clock
+    if options.get("consent") is not None:
+        options.setdefault("artist_resolver", artist_of)
     return GuardMiddleware(platform(permissive), rules, store=store, trusted_proxies=trusted_proxies, **options)
 
 
 def app_from_env() -> GuardMiddleware:
-    """The guarded demo configured from GUARD_RULES, GUARD_REDIS_URL, GUARD_TRUSTED_PROXIES (uvicorn factory)."""
+    """The guarded demo configured from the environment (uvicorn factory): GUARD_RULES,
+    GUARD_REDIS_URL, GUARD_TRUSTED_PROXIES and GUARD_CONSENT (a consent file, or ``redis``)."""
     import logging
     import os
 
@@ -203,4 +268,21 @@ def app_from_env() -> GuardMiddleware:
         handler.setFormatter(logging.Formatter("%(message)s"))
         guard_log.addHandler(handler)
         guard_log.setLevel(logging.INFO)
-    return create_app(rules, trusted_proxies=proxies, redis_url=os.environ.get("GUARD_REDIS_URL") or None)
+    return create_app(
+        rules,
+        trusted_proxies=proxies,
+        redis_url=os.environ.get("GUARD_REDIS_URL") or None,
+        consent=consent_settings(os.environ.get("GUARD_CONSENT") or None),
+    )
+
+
+def consent_settings(choice: str | None) -> ConsentSettings | None:
+    """The demo's consent settings: ``redis``, a consent file, or None (no consent gate)."""
+    import os
+
+    if not choice:
+        return None
+    ledger = os.environ.get("GUARD_CONSENT_LEDGER") or DEFAULT_LEDGER
+    if choice == "redis":
+        return ConsentSettings(source="redis", ledger=ledger)
+    return ConsentSettings(source="file", file=str(Path(choice).resolve()), ledger=ledger)

@@ -53,6 +53,7 @@ class SignatureCheck:
     agent: str | None
     ok: bool
     reason: str
+    covered: tuple[str, ...] = ()  # the components the signature covers (when it verified)
 
 
 def jwk_thumbprint(jwk: Mapping[str, str]) -> str:
@@ -141,7 +142,7 @@ class SignatureVerifier:
             key.verify(signature, base.encode())
         except InvalidSignature:
             return SignatureCheck(signer.agent, False, "bad signature")
-        return SignatureCheck(signer.agent, True, "verified")
+        return SignatureCheck(signer.agent, True, "verified", tuple(components))
 
 
 def signature_base(

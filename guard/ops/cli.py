@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from guard.consent.commands import add_consent, add_license, consent_choice
 from guard.errors import ConfigError
 from guard.ops.arguments import (
     FAILED,
@@ -35,6 +36,7 @@ from guard.ops.arguments import (
 )
 
 SubParsers = Any  # argparse's _SubParsersAction (private type)
+CONSENT_HELP = "artists' consent file, or 'redis'"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
@@ -82,6 +84,7 @@ def add_demo(sub: SubParsers) -> None:
         help="allow --workers > 1 on the memory store (each worker then counts alone: limits multiply)",
     )
     options.add("--log-level", default="info", choices=LOG_LEVELS, help="uvicorn log level")
+    options.add("--consent", env="GUARD_CONSENT", type=consent_choice, help=CONSENT_HELP, shown="rules/consent.yaml")
     parser.set_defaults(run=cmd_demo)
 
 
@@ -104,7 +107,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.redis_url:
         os.environ["GUARD_REDIS_URL"] = args.redis_url
     store = f"redis at {args.redis_url}" if args.redis_url else "embedded memory store"
-    print(f"guard demo on http://{args.host}:{args.port}/  rules={rules}  store={store}", file=sys.stderr)
+    os.environ["GUARD_CONSENT"] = consent = args.consent or consent_choice("")
+    banner = f"guard demo on http://{args.host}:{args.port}/  rules={rules}  store={store}  consent={consent}"
+    print(banner, file=sys.stderr)
     if args.workers > 1 and not shared:
         print(
             f"guard: warning: {args.workers} workers on the memory store: each counts alone, limits are "
@@ -181,6 +186,7 @@ def add_explain(sub: SubParsers) -> None:
     _redis_option(options, "read counters from this Redis (none: the rules' redis.url, else no counters)")
     _proxy_option(options)
     options.add("--json", action="store_true", help="print the report as JSON")
+    options.add("--consent", env="GUARD_CONSENT", type=consent_choice, help=CONSENT_HELP + " (none: no consent)")
     parser.set_defaults(run=cmd_explain)
 
 
@@ -188,6 +194,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
+    from guard.consent.admin import explain_request
+    from guard.demo.app import artist_of, consent_settings
     from guard.middleware import GuardMiddleware
     from guard.ops.explain import explain, format_text
     from guard.policy.rules import RedisSettings, load_rules
@@ -203,10 +211,19 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if url:
             await _ping_redis(url)
         middleware = GuardMiddleware(
-            app, policy, trusted_proxies=args.trusted_proxy or (), redis_url=url, reload_interval=0
+            app,
+            policy,
+            trusted_proxies=args.trusted_proxy or (),
+            redis_url=url,
+            reload_interval=0,
+            consent=consent_settings(args.consent),
+            artist_resolver=artist_of,
         )
+        request = {"user_agent": args.ua, "ip": args.ip, "path": args.path, "headers": headers}
         try:
-            return await explain(middleware.guard, user_agent=args.ua, ip=args.ip, path=args.path, headers=headers)
+            report = await explain(middleware.guard, **request)
+            report["consent"] = await explain_request(middleware, **request)
+            return report
         finally:
             await middleware.guard.store.close()
 
@@ -337,6 +354,8 @@ COMMANDS: list[Callable[[SubParsers], None]] = [
     add_top,
     add_update_ranges,
     add_robots,
+    add_consent,
+    add_license,
 ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from guard.consent.admin import consent_lines
 from guard.identity.address import format_ip, parse_ip
 from guard.identity.identify import describe_browser
 from guard.policy.engine import Guard, block_reason, limit_text
@@ -165,6 +166,7 @@ def format_text(report: dict[str, Any]) -> str:
         lines.append(
             f"robots:   {'allowed' if r['allowed'] else 'DISALLOWED'}" + (f" by {r['rule']}" if r["rule"] else "")
         )
+    lines += consent_lines(report.get("consent"))
     if report["shadow_policy"]:
         lines.append("policy:   SHADOW MODE (nothing is enforced)")
     lines.append("rules:")
