@@ -161,7 +161,7 @@ async def explain_request(
     all_headers = list(headers or [])
     if user_agent is not None:
         all_headers.append((b"user-agent", user_agent.encode("latin-1", "replace")))
-    scope = {"type": "http", "method": "GET", "scheme": "http", "path": path, "client": (ip, 0)}
+    scope: dict[str, Any] = {"type": "http", "method": "GET", "scheme": "http", "path": path, "client": (ip, 0)}
     scope.update(raw_path=path.encode(), query_string=query.encode(), headers=all_headers)
     guard = middleware.guard
     signed = middleware._signature(scope) if guard.signatures is not None else None

@@ -129,7 +129,7 @@ class ConsentGate:
         key = (path, url)
         cached = self._directives.get(key)
         if cached is not None and cached[0] is listing and cached[1] is robots and cached[2] == minute:
-            return cached[3], (RSL_TYPE if path == LICENSE_PATH else robots[1])  # type: ignore[index]
+            return cached[3], (RSL_TYPE if path == LICENSE_PATH else robots[1])
         now = self.clock()
         patterns = self.settings.artist_paths
         if path == LICENSE_PATH:
@@ -203,7 +203,7 @@ class ConsentGate:
         track = facts.where.track
         record = await self.source.get(artist)
         consent = record.permits(usage, agent.operator, track, now) if record is not None else None
-        base = {"artist": artist, "usage": usage, "consent": consent}
+        base: dict[str, Any] = {"artist": artist, "usage": usage, "consent": consent}
         if consent is None:
             why = f"artist {artist} has not opted in to {usage}" + (f" by {agent.operator}" if record else "")
             return Verdict(403, why, [], outcome="refused", **base)
@@ -216,17 +216,13 @@ class ConsentGate:
         token = token_from(_header(scope, b"authorization"))
         if token is not None:
             licence = self.licences.verify(token)
-            why = (
-                licence
-                if isinstance(licence, str)
-                else licence.current(now) or licence.covers(agent.operator, artist, usage)
-            )
-            if why is None:
-                assert isinstance(licence, Licence)
+            if isinstance(licence, str):
+                return self._payment_required(url, charge, "invalid_token", licence, base)
+            problem = licence.current(now) or licence.covers(agent.operator, artist, usage)
+            if problem is None:
                 return Verdict(200, f"licence {licence.id}", signals, licence=licence, outcome="licensed", **base)
-            return self._payment_required(url, charge, "invalid_token", why, base)
-        offers = [(name, _header(scope, name)) for name in _PRICE_HEADERS]
-        offers = [(name, value) for name, value in offers if value is not None]
+            return self._payment_required(url, charge, "invalid_token", problem, base)
+        offers = [(name, value) for name in _PRICE_HEADERS if (value := _header(scope, name)) is not None]
         if not offers:
             return self._payment_required(url, charge, "invalid_request", "a licence or a payment is required", base)
         return self._pay(facts, signed, offers, charge, signals, url, base)

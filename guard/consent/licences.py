@@ -74,7 +74,7 @@ def load_key(path: str | Path | None = None, *, create: bool = True) -> OKPKey:
     if not path.exists():
         if not create:
             raise FileNotFoundError(f"licence key {path} does not exist")
-        key = OKPKey.generate_key(ALGORITHM)
+        key = OKPKey.generate_key("Ed25519")
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
