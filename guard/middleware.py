@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from guard.consent.gate import ConsentGate, build_gate
 from guard.consent.settings import ConsentSettings
+from guard.errors import ConfigError
 from guard.identity.address import Networks
 from guard.identity.ranges import HostingRanges, RangeVerifier
 from guard.identity.rdns import ReverseDNSVerifier
@@ -33,6 +34,7 @@ from guard.policy.rules import Policy, RedisSettings, load_rules
 from guard.policy.tracks import TrackType, register_track_type
 from guard.signals.directives import ROBOTS_LIMIT, ai_txt, content_headers, merge_robots, robots_txt, tdmrep_json
 from guard.signals.robots_matcher import RobotsTxt
+from guard.startup import inside_a_running_server, refuse, warn_if_counters_split
 from guard.stores.base import Store
 from guard.stores.memory import MemoryStore
 
@@ -70,7 +72,9 @@ class GuardMiddleware:
     FastAPI, or ``GuardMiddleware(app, ...)`` around any ASGI app.
 
     :param rules: rules file path, or an already loaded :class:`Policy`. Defaults to the
-        shipped rules. A bad file raises :class:`guard.errors.ConfigError` here, at start-up.
+        shipped rules. A bad file raises :class:`guard.errors.ConfigError` here; built inside a
+        running server (Starlette's ``add_middleware`` builds it at the first event), it fails
+        the lifespan startup with the same message instead, so the server exits.
     :param store: counter store. Default: Redis when ``redis_url`` (or the rules file's
         ``redis.url``) is set, else the embedded memory store.
     :param redis_url: ``redis://host:port/db`` or ``redis+cluster://host:port``.
@@ -114,7 +118,14 @@ class GuardMiddleware:
         self.app = app
         for name, normaliser in (track_types or {}).items():
             register_track_type(name, normaliser)
-        policy = rules if isinstance(rules, Policy) else load_rules(rules or default_rules_path())
+        self.startup_error: ConfigError | None = None
+        try:
+            policy = rules if isinstance(rules, Policy) else load_rules(rules or default_rules_path())
+        except ConfigError as error:
+            if not inside_a_running_server():
+                raise
+            self.startup_error = error  # built lazily by the server: fail its lifespan startup instead
+            return
         self.rules_path = None if isinstance(rules, Policy) else Path(rules or default_rules_path())
         settings = policy.redis or RedisSettings()
         redis_url = redis_url or settings.url
@@ -158,6 +169,7 @@ class GuardMiddleware:
         self._watcher: asyncio.Task | None = None
         self._flusher: asyncio.Task | None = None
         self._stamps = self._file_stamps(policy)
+        warn_if_counters_split(self.guard.store)
 
     @property
     def policy(self) -> Policy:
@@ -166,6 +178,9 @@ class GuardMiddleware:
     # -- the request path ---------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.startup_error is not None:
+            await refuse(self.startup_error, scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -112,7 +112,7 @@ def log_record(facts: Facts, decision: Decision, shadow: bool = False) -> dict[s
         "enforced": not shadow,
         "rule": decision.rule_id,
         "reason": decision.reason or None,
-        "retry_after": decision.retry_after_header,
+        "retry_after": int(decision.retry_after_header) if decision.retry_after_header else None,
         "shadow_rules": [rule.id for rule, _ in decision.shadowed] or None,
         "client": facts.client.ip,
         "client_key": facts.client.key,
