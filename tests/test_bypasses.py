@@ -222,3 +222,96 @@ def test_typed_placeholders_and_a_registered_normaliser(tmp_path) -> None:
     policy = load_rules(rules)
     assert policy.paths.classify("/ids/007").track == "007"
     assert policy.paths.classify("/slugs/-Blue-River-").track == "blue-river"
+
+
+# -- finding 4: bans that lifted with a new User-Agent or the next address ------------------------
+
+UAS = browser_user_agents()
+
+
+def provoke(client: httpx.Client, clock: FakeClock, rule: str, headers: dict[str, str]) -> httpx.Response:
+    """Misbehave the way ``rule`` notices until it bans; returns the banning response."""
+    if rule == "track-sprint":  # many tracks fast
+        paths, step = (f"/api/tracks/{n}" for n in range(1, 1000)), 0.05
+    elif rule == "track-hoarding":  # just under the per-minute pace, for ten minutes
+        paths, step = (f"/api/tracks/{n}" for n in range(1, 1000)), 1.6
+    else:  # request-rate: one track, over and over
+        paths, step = ("/api/tracks/1" for _ in range(1000)), 0.0
+    for path in paths:
+        clock.advance(step)
+        reply = client.get(path, headers=headers)
+        if reply.status_code == 403:
+            assert rule in reply.text and "banned" in reply.text
+            return reply
+    raise AssertionError("never banned")
+
+
+@pytest.mark.parametrize("rule", ["track-sprint", "track-hoarding", "request-rate"])
+def test_a_banned_client_stays_banned_whatever_it_changes(policy, rule: str) -> None:
+    """Was: bans keyed on address + User-Agent lifted with a new User-Agent (and, through a
+    proxy, with a garbled X-Forwarded-For or an added Forwarded header)."""
+    clock = FakeClock()
+    app = permissive_app(policy, clock, trusted_proxies=[PROXY])
+    home = {"x-forwarded-for": "203.0.113.20"}
+    with serving(app) as base, httpx.Client(base_url=base) as client:
+        # Another household on the same /24 listened before, and listens after.
+        neighbour = {"x-forwarded-for": "203.0.113.21", "user-agent": UAS[0]}
+        assert client.get("/tracks/3/stream", headers=neighbour).status_code == 200
+        banned = provoke(client, clock, rule, {**home, "user-agent": UAS[0]})
+        horizon = banned.headers["retry-after"]
+        tricks = [
+            {**home, "user-agent": UAS[1]},
+            {**home, "user-agent": UAS[2] + " Extra/1.0"},
+            {"x-forwarded-for": "unknown, , _x, fe80::1%eth0, 203.0.113.20", "user-agent": UAS[0]},
+            {"x-forwarded-for": ", ".join(["198.51.100.9"] * 40 + ["203.0.113.20"]), "user-agent": UAS[0]},
+            {**home, "forwarded": "for=198.51.100.77", "user-agent": UAS[0]},
+            {**home, "forwarded": "for=198.51.100.78", "x-real-ip": "198.51.100.79", "user-agent": UAS[3]},
+        ]
+        for headers in tricks:
+            for path in ("/api/tracks/77777", "/tracks/1/stream"):
+                again = client.get(path, headers=headers)
+                assert again.status_code == 403, (headers, path)
+                assert again.headers["retry-after"] == horizon, (headers, path)
+        assert client.get("/tracks/4/stream", headers=neighbour).status_code == 200
+
+
+def test_moving_through_the_subnet_ends_in_a_subnet_ban(policy) -> None:
+    """Was: the address-tracks ban was escaped by moving to the next address of the /24, and
+    subnet-tracks never banned. Two misbehaving User-Agents ban an address; three banned
+    addresses ban the /24 (for a quarter of the time)."""
+    clock = FakeClock()
+    app = permissive_app(policy, clock, trusted_proxies=[PROXY])
+    served = 0
+    with serving(app) as base, httpx.Client(base_url=base) as client:
+        other_subnet = {"x-forwarded-for": "198.51.100.5", "user-agent": UAS[0]}
+        for n in range(1, 6):
+            address = f"203.0.113.{n}"
+            devices = [{"x-forwarded-for": address, "user-agent": ua} for ua in UAS[:2]]
+            first = [client.get("/", headers=d).status_code for d in devices]  # both seen before
+            if first != [200, 200]:
+                break
+            for device in devices:
+                for track in range(1, 200):
+                    reply = client.get(f"/api/tracks/{n * 1000 + track}", headers=device)
+                    clock.advance(0.05)
+                    served += reply.status_code == 200
+                    if reply.status_code == 403:
+                        break
+        assert n == 4  # the fourth address of the /24 is refused at once
+        assert served == 3 * 2 * 40
+        assert client.get("/api/tracks/1", headers=other_subnet).status_code == 200
+
+
+def test_rotating_single_user_agents_through_the_subnet_ends_in_a_subnet_ban(policy) -> None:
+    """One fresh address per 40 tracks: subnet-tracks throttles at 1000 and now bans."""
+    clock = FakeClock()
+    app = permissive_app(policy, clock, trusted_proxies=[PROXY])
+    statuses = []
+    with serving(app) as base, httpx.Client(base_url=base, headers={"user-agent": UAS[0]}) as client:
+        for n in range(1, 1401):
+            address = f"203.0.113.{n // 40 + 1}"
+            statuses.append(client.get(f"/api/tracks/{n}", headers={"x-forwarded-for": address}).status_code)
+            clock.advance(0.05)
+        late = client.get("/api/tracks/1", headers={"x-forwarded-for": "203.0.113.250"})
+    assert statuses.count(200) == 1000
+    assert late.status_code == 403 and "subnet-tracks" in late.text and "banned" in late.text

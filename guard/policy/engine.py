@@ -20,7 +20,18 @@ from guard.identity.ranges import HostingRanges, RangeVerifier
 from guard.identity.rdns import ReverseDNSVerifier
 from guard.identity.signatures import SignatureCheck, SignatureVerifier
 from guard.lru import LRU
-from guard.policy.limits import Budget, Check, DistinctLimit, RateLimit, Verdict, network_levels, prefix_key
+from guard.policy.limits import (
+    DEFAULT_SCOPE,
+    Budget,
+    Check,
+    DistinctLimit,
+    Escalation,
+    RateLimit,
+    Verdict,
+    network_levels,
+    prefix_key,
+    to_us,
+)
 from guard.policy.paths import PathMatch, normalise_path
 from guard.policy.rules import Match, Policy, Rule
 from guard.signals.robots_matcher import RobotsTxt
@@ -193,8 +204,9 @@ class Guard:
                 if check.ban is not None:
                     until = self._bans.get(check.ban_key)
                     if until is not None:
-                        if until > now:
-                            return self._denied(limits[i], Verdict(i, until - now, until), shadowed)
+                        if until > now:  # in whole microseconds, as the stores count: the same Retry-After
+                            left = (to_us(until) - to_us(now)) / 1e6
+                            return self._denied(limits[i], Verdict(i, left, until), shadowed)
                         self._bans.pop(check.ban_key)
         verdict = await self.store.apply(now, checks)
         if verdict.shadowed:
@@ -224,8 +236,9 @@ class Guard:
         """The store checks for ``limits``; all of a request's keys share one hash tag, its widest network."""
         client = facts.client
         prefix = f"{self.namespace}:{{{client.tag}}}:"
+        ua = facts.identity.ua_hash
         # Clients a proxy forwarded without a usable address share one strict bucket: no key per UA.
-        ip_ua = client.key if client.via else f"{client.key}#{facts.identity.ua_hash}"
+        ip_ua = client.key if client.via else f"{client.key}#{ua}"
         who = {"ip": client.key, "ip_ua": ip_ua, "subnet": client.subnet}
         session = getattr(facts, "session", None)  # a signed session, when the request carries one
         who["session"] = f"s:{session.id}" if session is not None else ip_ua
@@ -237,8 +250,21 @@ class Guard:
                 who[rule.key] = _who(rule.key, client) or rule.key
             ban = None if rule.shadow else rule.ban  # a shadow rule never escalates
             track_id = track if rule.counts_tracks else None
-            checks.append(Check(f"{prefix}{rule.id}:{who[rule.key]}", rule.limit, track_id, ban, rule.shadow))
+            escalation = self._escalation(rule, client, prefix, ua) if ban is not None else None
+            checks.append(
+                Check(f"{prefix}{rule.id}:{who[rule.key]}", rule.limit, track_id, ban, rule.shadow, escalation)
+            )
         return checks
+
+    @staticmethod
+    def _escalation(rule: Rule, client: Client, prefix: str, ua: str) -> Escalation | None:
+        """Where the rule's ban reaches beyond its key: the client's address and subnet (docs/bans.md)."""
+        scope = ban_scope(rule)
+        if scope is None or client.via:  # the shared bucket of unidentifiable clients is one key
+            return None
+        seen = f"{prefix}seen:{client.key}" if scope == "client" else ""
+        address, subnet = f"{prefix}{rule.id}:{client.key}", f"{prefix}{rule.id}:{client.subnet}"
+        return Escalation(scope, address, subnet, seen, ua if seen else "")
 
     def _denied(self, rule: Rule, verdict: Verdict, shadowed: tuple = ()) -> Decision:
         if verdict.banned_until is not None:
@@ -255,6 +281,14 @@ def _who(key: str, client: Client) -> str | None:
     if level is not None:
         return client.network(level[1]) if client.version == level[0] else None
     return key  # ip, ip_ua, subnet: every client has them
+
+
+def ban_scope(rule: Rule) -> str | None:
+    """What a rule's ban covers beyond its key: the rules' ``ban.scope``, else the scope of the
+    limit's key (None: a provider or network-level key, whose ban covers that key alone)."""
+    assert rule.ban is not None and rule.key is not None
+    scope = rule.ban.scope or DEFAULT_SCOPE.get(rule.key)
+    return "address" if scope == "client" and rule.key not in ("ip_ua", "session") else scope
 
 
 def block_reason(rule: Rule) -> str:

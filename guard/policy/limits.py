@@ -15,7 +15,16 @@ in whole microseconds (``*_us``): exact in Python ints and in Lua's doubles alik
   computes the same registers and estimate). A few kilobytes per key whatever the count,
   where a sorted set would hold every track. See :func:`distinct_limit`.
 * ``Ban``: ``after`` denials within ``within`` seconds of the first one bans the key for
-  ``duration`` seconds.
+  ``duration`` seconds, in a scope (see :class:`Escalation` and docs/bans.md):
+
+  - ``client`` (an address with one User-Agent): the ban also *holds* the address for
+    the rule's paths: a User-Agent first seen on the address after the ban started
+    inherits it, so a banned scraper gains nothing by switching; devices already seen
+    there keep their own counters (a household or office NAT is not punished for one
+    bad device). Bans under :data:`ESCALATE_UAS` User-Agents on one address ban the address.
+  - ``address``: the whole address. :data:`ESCALATE_ADDRESSES` banned addresses in one
+    subnet ban the subnet for a quarter of the ban's time (:data:`SUBNET_SHARE`).
+  - ``subnet``: the whole subnet.
 """
 
 from __future__ import annotations
@@ -58,6 +67,21 @@ def network_levels(keys: Iterable[str | None]) -> dict[int, tuple[int, ...]]:
         if parsed is not None:
             levels[parsed[0]].add(parsed[1])
     return {version: tuple(sorted(prefixes, reverse=True)) for version, prefixes in levels.items()}
+
+
+BAN_SCOPES = ("client", "address", "subnet")
+#: A ban's scope when the rules name none: the scope of the key the limit counts (a ban on
+#: any other key, a provider or a wider network level, covers that key alone).
+DEFAULT_SCOPE = {"ip_ua": "client", "session": "client", "ip": "address", "subnet": "subnet"}
+#: Client bans under this many User-Agents of one address (within one hold) ban the address.
+ESCALATE_UAS = 2
+#: This many addresses banned at once in one subnet (by one rule) ban the subnet...
+ESCALATE_ADDRESSES = 3
+#: ...for this share of the ban's duration.
+SUBNET_SHARE = 0.25
+#: How long an address remembers the User-Agents it has seen (their first sight), and how many.
+SEEN_FOR_US = 86_400 * 1_000_000
+SEEN_MAX = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,12 +152,30 @@ class Ban:
     after: int
     within: float
     duration: float
+    scope: str | None = None  # client | address | subnet; None: DEFAULT_SCOPE of the limit's key
     within_us: int = field(init=False, repr=False, compare=False)
     duration_us: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "within_us", round(self.within * 1e6))
         object.__setattr__(self, "duration_us", round(self.duration * 1e6))
+
+
+class Escalation(NamedTuple):
+    """Where a check's ban reaches beyond its own key (the same for every store).
+
+    ``address_key`` and ``subnet_key`` are the rule's keys for the client's whole address
+    and subnet (bans at ``+ ":b"``; the address's hold at ``address_key + ":h"``, the
+    subnet's banned addresses at ``subnet_key + ":e"``). For the ``client`` scope,
+    ``seen_key`` is the address's record of the User-Agents it has seen and ``ua`` this
+    request's User-Agent hash.
+    """
+
+    scope: str
+    address_key: str
+    subnet_key: str
+    seen_key: str = ""
+    ua: str = ""
 
 
 class Check(NamedTuple):
@@ -148,6 +190,7 @@ class Check(NamedTuple):
     item: str | None = None
     ban: Ban | None = None
     shadow: bool = False  # exceeding it is reported in Verdict.shadowed, never denies
+    escalation: Escalation | None = None  # with a ban: its scope beyond ``key``
 
     @property
     def ban_key(self) -> str:

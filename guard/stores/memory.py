@@ -15,7 +15,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from guard.lru import LRU
-from guard.policy.limits import ALLOWED, Budget, Check, DistinctLimit, RateLimit, Verdict, to_us
+from guard.policy.limits import (
+    ALLOWED,
+    ESCALATE_ADDRESSES,
+    ESCALATE_UAS,
+    SEEN_FOR_US,
+    SEEN_MAX,
+    SUBNET_SHARE,
+    Budget,
+    Check,
+    DistinctLimit,
+    Escalation,
+    RateLimit,
+    Verdict,
+    to_us,
+)
 from guard.stores.hll import SLICES, SlicedSketch
 
 
@@ -47,6 +61,10 @@ class MemoryStore:
                     until = entries.peek(check.ban_key)
                     if until is not None and until > now_us:
                         return Verdict.from_us(i, until - now_us, until)
+                    if check.escalation is not None:
+                        until = self._scoped_ban(now_us, check, check.escalation)
+                        if until is not None:
+                            return Verdict.from_us(i, until - now_us, until)
 
         updates: list[tuple[str, Any, str | None]] = []
         shadowed: list[int] = []
@@ -91,6 +109,9 @@ class MemoryStore:
                 value.pop(item, None)  # re-insert: the window stays ordered by last sight
                 value[item] = now_us
             self._entries.put(key, value)
+        escalation = next((c.escalation for c in checks if c.escalation and c.escalation.scope == "client"), None)
+        if escalation is not None:
+            self._remember_ua(now_us, escalation)
         return Verdict(shadowed=tuple(shadowed)) if shadowed else ALLOWED
 
     async def peek(self, now: float, checks: Sequence[Check]) -> list[dict[str, Any]]:
@@ -132,6 +153,8 @@ class MemoryStore:
             until = now_us + ban.duration_us
             self._entries.put(check.ban_key, until)
             self._bans += 1
+            if check.escalation is not None:
+                self._escalate(now_us, check, check.escalation, until)
             return Verdict.from_us(index, ban.duration_us, until, tuple(shadowed))
         self._entries.put(check.strike_key, strikes)
         return Verdict.from_us(index, retry_us, None, tuple(shadowed))
@@ -145,6 +168,67 @@ class MemoryStore:
         if sketch.count_with(item) <= limit.max:
             return sketch, None
         return sketch, budget_retry_us(sketch.oldest(), limit, now_us)
+
+    # -- ban scopes (docs/bans.md; the same steps as the ban-scope functions of lua/apply.lua) --
+
+    def _scoped_ban(self, now_us: int, check: Check, e: Escalation) -> int | None:
+        """When the check's address or subnet is banned, or its address is held and this
+        User-Agent is new there (it then inherits the ban): the ban's end; else None."""
+        get = self._entries.peek
+        for key in (e.address_key, e.subnet_key):
+            if key != check.key:
+                until = get(key + ":b")
+                if until is not None and until > now_us:
+                    return until
+        if e.scope == "client":
+            hold = get(e.address_key + ":h")
+            if hold is not None and hold[1] > now_us:
+                first = self._seen(now_us, e).get(e.ua)
+                if first is None or first >= hold[0]:
+                    self._entries.put(check.ban_key, hold[1])
+                    return hold[1]
+        return None
+
+    def _escalate(self, now_us: int, check: Check, e: Escalation, until: int) -> None:
+        """A ban just started on ``check.key``: hold its address, and escalate when it is one too many."""
+        assert check.ban is not None
+        entries = self._entries
+        if e.scope == "subnet":
+            self._ban_until(e.subnet_key, until, check.key)
+            return
+        if e.scope == "client":
+            hold = entries.peek(e.address_key + ":h")
+            if hold is None or hold[1] <= now_us:
+                hold = [now_us, 0, 0]  # start, end, User-Agents banned
+            hold[1] = max(hold[1], until)
+            hold[2] += 1
+            entries.put(e.address_key + ":h", hold)
+            if hold[2] < ESCALATE_UAS:
+                return
+        self._ban_until(e.address_key, until, check.key)
+        banned = entries.peek(e.subnet_key + ":e") or {}
+        banned = {address: end for address, end in banned.items() if end > now_us}
+        banned[e.address_key] = until
+        entries.put(e.subnet_key + ":e", banned)
+        if len(banned) >= ESCALATE_ADDRESSES:
+            self._ban_until(e.subnet_key, now_us + round(check.ban.duration_us * SUBNET_SHARE), check.key)
+
+    def _ban_until(self, key: str, until: int, own: str) -> None:
+        if key != own:
+            current = self._entries.peek(key + ":b")
+            self._entries.put(key + ":b", max(until, current or 0))
+            self._bans += 1
+
+    def _seen(self, now_us: int, e: Escalation) -> dict[str, int]:
+        """The User-Agents seen on the address (hash: first sight), if the record is alive."""
+        record = self._entries.peek(e.seen_key)
+        return record[1] if record is not None and record[0] > now_us else {}
+
+    def _remember_ua(self, now_us: int, e: Escalation) -> None:
+        seen = self._seen(now_us, e)
+        if e.ua not in seen and len(seen) < SEEN_MAX:
+            seen[e.ua] = now_us
+        self._entries.put(e.seen_key, (now_us + SEEN_FOR_US, seen))
 
     def _window(self, key: str, horizon_us: int) -> dict[str, int]:
         """The distinct-value window at ``key``, values last seen at or before ``horizon_us`` dropped.

@@ -41,7 +41,21 @@ try:
 except ImportError as exc:  # an optional extra: the memory store needs none of it
     raise ImportError("the Redis store needs redis-py: pip install 'guard-asgi[redis]'") from exc
 
-from guard.policy.limits import ALLOWED, Budget, Check, DistinctLimit, Verdict, to_us
+from guard.policy.limits import (
+    ALLOWED,
+    ESCALATE_ADDRESSES,
+    ESCALATE_UAS,
+    SEEN_FOR_US,
+    SEEN_MAX,
+    SUBNET_SHARE,
+    Ban,
+    Budget,
+    Check,
+    DistinctLimit,
+    Escalation,
+    Verdict,
+    to_us,
+)
 from guard.stores.hll import SLICES
 from guard.stores.memory import MemoryStore, peek_entry
 
@@ -252,6 +266,8 @@ class RedisStore:
                 head = f"r|{limit.interval_us}|{limit.tolerance_us}"
             tail = f"{ban.after}|{ban.within_us}|{ban.duration_us}" if ban is not None else "0|0|0"
             lines.append(f"{head}|{tail}|{int(check.shadow)}|{check.key}|{check.item or ''}")
+            if ban is not None and check.escalation is not None:
+                lines.append(_escalation_line(ban, check.escalation))
         return "\n".join(lines)
 
     async def _evalsha(self, keys: list[str], args: list[str]) -> list:
@@ -311,3 +327,10 @@ def budget_peek(check: Check, count: int, ban: bytes | None, now_us: int) -> dic
         state["banned_for"] = round((int(ban) - now_us) / 1e6, 3)
         state["would_deny"] = True
     return state
+
+
+def _escalation_line(ban: Ban, e: Escalation) -> str:
+    """A check's ban scope for the script (its ``e|`` line), with the escalation constants."""
+    subnet_us = round(ban.duration_us * SUBNET_SHARE)
+    head = f"e|{e.scope}|{ESCALATE_UAS}|{ESCALATE_ADDRESSES}|{subnet_us}|{SEEN_FOR_US}|{SEEN_MAX}"
+    return f"{head}|{e.address_key}|{e.subnet_key}|{e.seen_key}|{e.ua}"

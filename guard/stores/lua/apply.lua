@@ -16,6 +16,9 @@
 --                 "h" (budget: a = max, b = slice_us; HyperLogLog slices, see below)
 --            after = 0: no escalation to a ban. Ban key: key..":b", strikes: key..":s".
 --            shadow = 1: exceeding it is reported, never denies (and is not recorded).
+--          A check with a ban scope beyond its key is followed by its escalation line:
+--          e|scope|uas|addresses|subnet_us|seen_for_us|seen_max|address_key|subnet_key|seen_key|ua
+--            (see the ban-scope functions below and guard.policy.limits.Escalation).
 -- Returns four integers per request: denied check (1-based, 0 = allowed), retry_us,
 -- banned_until_us (0 = none), and a bit mask of the shadow checks that would have denied
 -- (bit i-1 for check i). Times are whole microseconds held in doubles: exact below 2^53.
@@ -31,11 +34,112 @@ local function fmt(us)
   return string.format('%.0f', us)
 end
 
+-- ---- ban scopes (docs/bans.md; MemoryStore._scoped_ban, _escalate, _remember_ua) ----------
+
+local function parse_escalation(line)
+  local scope, uas, addresses, subnet_us, seen_for, seen_max, akey, skey, seen, ua = string.match(line,
+    '^e|(%a+)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|([^|]+)|([^|]+)|([^|]*)|(.*)$')
+  return {scope = scope, uas = tonumber(uas), addresses = tonumber(addresses), subnet_us = tonumber(subnet_us),
+    seen_for = tonumber(seen_for), seen_max = tonumber(seen_max), akey = akey, skey = skey, seen = seen, ua = ua}
+end
+
+-- The User-Agents seen on an address: a sorted set of first sights, its own end under member "".
+local function first_seen(now, e)
+  local ends = tonumber(redis.call('ZSCORE', e.seen, '') or '0')
+  if ends <= now then
+    return nil
+  end
+  return redis.call('ZSCORE', e.seen, e.ua)
+end
+
+-- The end of a ban reaching this check from its address or subnet, or from the hold on its
+-- address when this User-Agent is new there (it then inherits the ban); else nil.
+local function scoped_ban(now, c)
+  local e = c.esc
+  for _, key in ipairs({e.akey, e.skey}) do
+    if key ~= c.key then
+      local until_us = tonumber(redis.call('GET', key .. ':b') or '0')
+      if until_us > now then
+        return until_us
+      end
+    end
+  end
+  if e.scope == 'client' then
+    local hold = redis.call('HMGET', e.akey .. ':h', 's', 'u')
+    local hold_until = tonumber(hold[2] or '0')
+    if hold_until > now then
+      local first = first_seen(now, e)
+      if not first or tonumber(first) >= tonumber(hold[1]) then
+        redis.call('SET', c.key .. ':b', fmt(hold_until), 'PX', ms(hold_until - now))
+        return hold_until
+      end
+    end
+  end
+  return nil
+end
+
+local function ban_until(key, until_us, own, now)
+  if key ~= own then
+    local current = tonumber(redis.call('GET', key .. ':b') or '0')
+    local value = math.max(until_us, current)
+    redis.call('SET', key .. ':b', fmt(value), 'PX', ms(value - now))
+  end
+end
+
+-- A ban just started on c.key: hold its address, and escalate when it is one too many.
+local function escalate(now, c, until_us)
+  local e = c.esc
+  if e.scope == 'subnet' then
+    ban_until(e.skey, until_us, c.key, now)
+    return
+  end
+  if e.scope == 'client' then
+    local hkey = e.akey .. ':h'
+    local hold = redis.call('HMGET', hkey, 's', 'u', 'n')
+    local start, hold_until, n = tonumber(hold[1] or '0'), tonumber(hold[2] or '0'), tonumber(hold[3] or '0')
+    if hold_until <= now then
+      start, hold_until, n = now, 0, 0
+    end
+    hold_until = math.max(hold_until, until_us)
+    n = n + 1
+    redis.call('HSET', hkey, 's', fmt(start), 'u', fmt(hold_until), 'n', n)
+    redis.call('PEXPIRE', hkey, ms(hold_until - now))
+    if n < e.uas then
+      return
+    end
+  end
+  ban_until(e.akey, until_us, c.key, now)
+  local ekey = e.skey .. ':e'
+  redis.call('ZREMRANGEBYSCORE', ekey, '-inf', fmt(now))
+  redis.call('ZADD', ekey, fmt(until_us), e.akey)
+  local last = redis.call('ZRANGE', ekey, -1, -1, 'WITHSCORES')
+  redis.call('PEXPIRE', ekey, ms(tonumber(last[2]) - now))
+  if redis.call('ZCARD', ekey) >= e.addresses then
+    ban_until(e.skey, now + e.subnet_us, c.key, now)
+  end
+end
+
+local function remember_ua(now, e)
+  local ends = tonumber(redis.call('ZSCORE', e.seen, '') or '0')
+  if ends <= now then
+    redis.call('DEL', e.seen)
+  end
+  if not redis.call('ZSCORE', e.seen, e.ua) and redis.call('ZCARD', e.seen) - (ends > now and 1 or 0) < e.seen_max then
+    redis.call('ZADD', e.seen, fmt(now), e.ua)
+  end
+  redis.call('ZADD', e.seen, fmt(now + e.seen_for), '')
+  redis.call('PEXPIRE', e.seen, ms(e.seen_for))
+end
+
+-- ---- the checks of one request ----------------------------------------------------------------
+
 local function parse(request)
   local now, checks = nil, {}
   for line in string.gmatch(request, '[^\n]+') do
     if now == nil then
       now = tonumber(line)
+    elseif string.sub(line, 1, 2) == 'e|' then
+      checks[#checks].esc = parse_escalation(line)
     else
       local kind, a, b, after, within, duration, shadow, key, item =
         string.match(line, '^(%a)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|([01])|([^|]+)|(.*)$')
@@ -108,6 +212,9 @@ local function deny(now, i, c, retry, mask)
     local until_us = now + c.duration
     redis.call('DEL', skey)
     redis.call('SET', c.key .. ':b', fmt(until_us), 'PX', ms(c.duration))
+    if c.esc then
+      escalate(now, c, until_us)
+    end
     return {i, c.duration, until_us, mask}
   end
   redis.call('HSET', skey, 'c', count, 'e', fmt(expires))
@@ -122,6 +229,12 @@ local function apply(now, checks)
       local until_us = tonumber(redis.call('GET', c.key .. ':b') or '0')
       if until_us > now then
         return {i, until_us - now, until_us, 0}
+      end
+      if c.esc then
+        until_us = scoped_ban(now, c)
+        if until_us then
+          return {i, until_us - now, until_us, 0}
+        end
       end
     end
   end
@@ -171,6 +284,12 @@ local function apply(now, checks)
       redis.call('PEXPIRE', c.key, ms(c.b))
     else
       redis.call('SET', c.key, fmt(p[2]), 'PX', ms(p[2] - now))
+    end
+  end
+  for _, c in ipairs(checks) do
+    if c.esc and c.esc.scope == 'client' then
+      remember_ua(now, c.esc)
+      break
     end
   end
   return {0, 0, 0, mask}
