@@ -268,6 +268,10 @@ class AppSource:
     def listing(self) -> Mapping[str, ArtistConsent]:
         return self._listing
 
+    def forget(self, artist: str) -> None:
+        """Drop the cached answer for ``artist`` (call it when an artist changes their mind)."""
+        self._cache.pop(artist)
+
     async def refresh(self) -> None:
         if self._list is None:
             return
