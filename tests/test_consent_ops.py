@@ -221,3 +221,17 @@ def test_an_app_consent_source_behind_the_middleware(tmp_path: Path) -> None:
         assert r.status_code == 403
 
     run(main())
+
+
+def test_redis_down_reads_as_no_consent() -> None:
+    from guard.consent.sources import RedisSource
+    from guard.stores.redis import redis_client
+    from guard.testing import free_port
+
+    async def main() -> None:
+        client = redis_client(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2, socket_timeout=0.2)
+        source = RedisSource(client, timeout=0.5)
+        assert await source.get("a7") is None  # nobody listens there: fail closed for AI
+        await client.aclose()
+
+    run(main())
