@@ -69,11 +69,10 @@ def _rules_path(args: argparse.Namespace) -> str:
 # -- guard demo --------------------------------------------------------------------------------
 
 
-def add_demo(sub: SubParsers) -> None:
-    parser = sub.add_parser("demo", help="run the demo music platform behind the guard")
-    options = Options(parser)
+def _server_options(options: Options, port_default: int) -> None:
+    """The options of a command that runs a server under uvicorn."""
     options.add("--host", env="GUARD_HOST", default="127.0.0.1", help="address to listen on")
-    options.add("--port", env="GUARD_PORT", default=8000, type=port, help="port to listen on")
+    options.add("--port", env="GUARD_PORT", default=port_default, type=port, help="port to listen on")
     _rules_option(options)
     _redis_option(options, "share counters through Redis (none: the embedded memory store)")
     _proxy_option(options)
@@ -84,11 +83,10 @@ def add_demo(sub: SubParsers) -> None:
         help="allow --workers > 1 on the memory store (each worker then counts alone: limits multiply)",
     )
     options.add("--log-level", default="info", choices=LOG_LEVELS, help="uvicorn log level")
-    options.add("--consent", env="GUARD_CONSENT", type=consent_choice, help=CONSENT_HELP, shown="rules/consent.yaml")
-    parser.set_defaults(run=cmd_demo)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def _run_server(args: argparse.Namespace, factory: str, what: str, extra: str = "") -> int:
+    """Check the rules and the store once, pass the settings to ``factory`` through the environment, run uvicorn."""
     import uvicorn
 
     from guard.policy.rules import RedisSettings, load_rules
@@ -107,9 +105,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.redis_url:
         os.environ["GUARD_REDIS_URL"] = args.redis_url
     store = f"redis at {args.redis_url}" if args.redis_url else "embedded memory store"
-    os.environ["GUARD_CONSENT"] = consent = args.consent or consent_choice("")
-    banner = f"guard demo on http://{args.host}:{args.port}/  rules={rules}  store={store}  consent={consent}"
-    print(banner, file=sys.stderr)
+    print(f"{what} on http://{args.host}:{args.port}/  rules={rules}  store={store}{extra}", file=sys.stderr)
     if args.workers > 1 and not shared:
         print(
             f"guard: warning: {args.workers} workers on the memory store: each counts alone, limits are "
@@ -117,7 +113,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     uvicorn.run(
-        "guard.demo.app:app_from_env",
+        factory,
         factory=True,
         host=args.host,
         port=args.port,
@@ -126,6 +122,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
         proxy_headers=False,
     )
     return 0
+
+
+# -- guard demo --------------------------------------------------------------------------------
+
+
+def add_demo(sub: SubParsers) -> None:
+    parser = sub.add_parser("demo", help="run the demo music platform behind the guard")
+    options = Options(parser)
+    _server_options(options, 8000)
+    options.add("--consent", env="GUARD_CONSENT", type=consent_choice, help=CONSENT_HELP, shown="rules/consent.yaml")
+    parser.set_defaults(run=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    os.environ["GUARD_CONSENT"] = consent = args.consent or consent_choice("")
+    return _run_server(args, "guard.demo.app:app_from_env", "guard demo", f"  consent={consent}")
+
+
+# -- guard serve --------------------------------------------------------------------------------
+
+
+def add_serve(sub: SubParsers) -> None:
+    parser = sub.add_parser(
+        "serve", help="answer the auth subrequests of nginx, Traefik, Caddy or Envoy, and serve the directive files"
+    )
+    options = Options(parser)
+    options.add(
+        "--forward-auth",
+        action="store_true",
+        required=True,
+        help="answer forward-auth subrequests on /_guard/auth and /_guard/nginx (docs/deployment.md)",
+    )
+    _server_options(options, 9000)
+    parser.set_defaults(run=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if not args.trusted_proxy:
+        args.trusted_proxy = ["127.0.0.1/32", "::1/128"]
+        print("guard serve: trusting the proxy on loopback only (give --trusted-proxy for others)", file=sys.stderr)
+    return _run_server(args, "guard.forwardauth:app_from_env", "guard forward-auth")
 
 
 # -- guard check ---------------------------------------------------------------------------------
@@ -349,6 +386,7 @@ def cmd_robots(args: argparse.Namespace) -> int:
 #: The subcommands, in the order ``guard --help`` lists them. Add yours here.
 COMMANDS: list[Callable[[SubParsers], None]] = [
     add_demo,
+    add_serve,
     add_check,
     add_explain,
     add_top,

@@ -1,0 +1,249 @@
+"""Forward-auth: guard as the auth service of a reverse proxy.
+
+In process: the headers each proxy sets (nginx, Traefik/Caddy, Envoy), and who may ask.
+Through a real nginx (Debian package; CI installs it): nginx on a loopback port in front of
+a static audio upstream, with ``guard serve --forward-auth`` as its auth service and the
+shipped snippet ``deploy/nginx/guard.conf`` included as the docs say.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from support import CHROME, GPTBOT, ROOT, RULES, FakeClock, free_port, run, wait_for_http
+
+from guard.forwardauth import AUTH_PATH, NGINX_PATH, ForwardAuth
+
+PROXY = "127.0.0.1"
+
+
+def ask(app: ForwardAuth, headers: dict[str, str], path: str = NGINX_PATH, peer: str = PROXY) -> httpx.Response:
+    async def main() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=(peer, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://guard") as client:
+            return await client.get(path, headers=headers)
+
+    return run(main())
+
+
+@pytest.fixture
+def auth(policy) -> ForwardAuth:
+    return ForwardAuth(policy, trusted_proxies=["127.0.0.1/32"], clock=FakeClock())
+
+
+def nginx_asks(uri: str, user_agent: str, client: str = "198.51.100.20", method: str = "GET") -> dict[str, str]:
+    return {"x-original-uri": uri, "x-original-method": method, "x-forwarded-for": client, "user-agent": user_agent}
+
+
+def test_nginx_subrequests_allow_a_browser_with_the_signals_and_deny_gptbot(auth) -> None:
+    allowed = ask(auth, nginx_asks("/tracks/1/stream", CHROME))
+    assert allowed.status_code == 200
+    assert allowed.headers["content-usage"] == "train-ai=n"
+    denied = ask(auth, nginx_asks("/tracks/1/stream", GPTBOT))
+    assert denied.status_code == 403
+    assert denied.headers["x-guard-status"] == "403"
+    assert "ai-training" in denied.headers["x-guard-reason"] and "ai-training" in denied.text
+
+
+def test_a_throttle_reaches_nginx_as_403_with_the_real_status_and_retry_after(auth) -> None:
+    answers = [ask(auth, nginx_asks(f"/api/tracks/{t}", CHROME)) for t in range(1, 61)]
+    assert {r.status_code for r in answers} == {200, 403}  # nginx would turn a 429 into a 500
+    throttled = [r for r in answers if r.headers.get("x-guard-status") == "429"]
+    assert throttled and all(int(r.headers["retry-after"]) >= 1 for r in throttled)
+
+
+def test_traefik_and_caddy_headers_get_the_real_status(auth) -> None:
+    def forwarded(t: int) -> dict[str, str]:
+        return {
+            "x-forwarded-method": "GET",
+            "x-forwarded-uri": f"/api/tracks/{t}?page=1",
+            "x-forwarded-host": "music.example",
+            "x-forwarded-for": "198.51.100.21",
+            "user-agent": CHROME,
+        }
+
+    statuses = [ask(auth, forwarded(t), path=AUTH_PATH).status_code for t in range(1, 61)]
+    assert statuses[0] == 200 and 429 in statuses
+    assert ask(auth, {**forwarded(1), "user-agent": GPTBOT}, path=AUTH_PATH).status_code == 403
+
+
+def test_envoy_sends_the_original_path_after_the_prefix(auth) -> None:
+    headers = {"x-forwarded-for": "198.51.100.22", "user-agent": GPTBOT}
+    assert ask(auth, headers, path=AUTH_PATH + "/tracks/1/stream").status_code == 403
+    assert ask(auth, {**headers, "user-agent": CHROME}, path=AUTH_PATH + "/tracks/1/stream").status_code == 200
+
+
+def test_only_trusted_proxies_may_ask(auth) -> None:
+    stranger = ask(auth, nginx_asks("/tracks/1/stream", CHROME), peer="203.0.113.5")
+    assert stranger.status_code == 403 and stranger.headers["x-guard-reason"] == "not a trusted proxy"
+
+
+def test_the_client_is_the_proxy_s_forwarded_address_not_one_the_scraper_adds(auth) -> None:
+    # A scraper that adds its own X-Forwarded-For entries cannot spread over addresses:
+    # guard walks from the right and the proxy's own entry (the real peer) comes last.
+    answers = [
+        ask(auth, nginx_asks(f"/api/tracks/{t}", CHROME, client=f"203.0.113.{t}, 198.51.100.23")) for t in range(1, 61)
+    ]
+    assert "429" in {r.headers.get("x-guard-status") for r in answers}
+
+
+def test_the_directive_files_are_served_and_nothing_else(auth) -> None:
+    robots = ask(auth, {}, path="/robots.txt", peer="203.0.113.9")
+    assert robots.status_code == 200 and "User-agent: GPTBot" in robots.text
+    assert ask(auth, {}, path="/tracks/1", peer=PROXY).status_code == 404
+
+
+# -- through a real nginx ---------------------------------------------------------------------------
+
+
+def nginx_binary() -> str:
+    path = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("nginx is not installed; scripts/test installs it (Debian package nginx)")
+        pytest.skip("nginx is not installed (bash scripts/test installs it)")
+    return path
+
+
+NGINX_CONF = """\
+{user}
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    default_type audio/mpeg;
+
+    upstream guard {{ server 127.0.0.1:{guard}; keepalive 4; }}
+
+    server {{  # the static audio upstream
+        listen 127.0.0.1:{upstream};
+        root {dir}/static;
+    }}
+
+    server {{  # the site: nginx in front, guard as its auth service
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream};
+        }}
+        include {snippet};
+    }}
+}}
+"""
+
+
+@contextmanager
+def nginx_in_front_of_guard(folder: Path) -> Iterator[tuple[str, str, bytes]]:
+    """nginx on a free loopback port, guard serve --forward-auth behind it; yields (site URL, guard URL, audio)."""
+    binary = nginx_binary()
+    audio = bytes(range(256)) * 400
+    (folder / "static" / "tracks" / "1").mkdir(parents=True)
+    (folder / "static" / "tracks" / "1" / "stream").write_bytes(audio)
+    guard_port, upstream, port = free_port(), free_port(), free_port()
+    (folder / "nginx.conf").write_text(
+        NGINX_CONF.format(
+            user="user root;" if os.geteuid() == 0 else "",
+            dir=folder,
+            guard=guard_port,
+            upstream=upstream,
+            port=port,
+            snippet=ROOT / "deploy" / "nginx" / "guard.conf",
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    serve = ["serve", "--forward-auth", "--port", str(guard_port), "--rules", str(RULES), "--trusted-proxy", PROXY]
+    guard = subprocess.Popen(
+        [sys.executable, "-m", "guard.ops.cli", *serve, "--log-level", "warning"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    nginx = subprocess.Popen(
+        [binary, "-p", f"{folder}/", "-c", "nginx.conf", "-e", "error.log", "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base, guard_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{guard_port}"
+    try:
+        wait_for_http(guard_base + "/robots.txt", process=guard)
+        try:
+            wait_for_http(base + "/robots.txt", process=nginx)
+        except RuntimeError:
+            pytest.fail(f"nginx did not start: {nginx.communicate()[1]}{(folder / 'error.log').read_text()}")
+        yield base, guard_base, audio
+    finally:
+        for process in (nginx, guard):
+            process.send_signal(signal.SIGQUIT if process is nginx else signal.SIGINT)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Iterator[tuple[str, str, bytes]]:
+    """One nginx and guard for the tests that trip no limit (every request comes from 127.0.0.1)."""
+    with nginx_in_front_of_guard(tmp_path_factory.mktemp("nginx")) as urls:
+        yield urls
+
+
+def test_through_nginx_gptbot_gets_403(site) -> None:
+    base, _, _ = site
+    r = httpx.get(base + "/tracks/1/stream", headers={"user-agent": GPTBOT})
+    assert r.status_code == 403
+    assert "guard rule 'ai-training'" in r.text
+
+
+def test_through_nginx_chrome_gets_the_audio_and_a_range_gets_206(site) -> None:
+    base, _, audio = site
+    whole = httpx.get(base + "/tracks/1/stream", headers={"user-agent": CHROME})
+    assert whole.status_code == 200 and whole.content == audio
+    assert whole.headers["content-usage"] == "train-ai=n"
+    part = httpx.get(base + "/tracks/1/stream", headers={"user-agent": CHROME, "range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == audio[100:200]
+
+
+def test_through_nginx_robots_txt_comes_from_guard(site) -> None:
+    base, guard_base, _ = site
+    through = httpx.get(base + "/robots.txt")
+    assert through.status_code == 200 and "User-agent: GPTBot" in through.text
+    assert through.text == httpx.get(guard_base + "/robots.txt").text
+    assert httpx.get(base + "/ai.txt").text == httpx.get(guard_base + "/ai.txt").text
+
+
+def test_through_nginx_a_header_the_scraper_sends_cannot_change_what_guard_sees(site) -> None:
+    base, _, _ = site
+    tricks = {"user-agent": GPTBOT, "x-original-uri": "/robots.txt", "x-original-method": "OPTIONS"}
+    assert httpx.get(base + "/tracks/1/stream", headers=tricks).status_code == 403
+
+
+def test_through_nginx_a_throttle_is_a_429_with_retry_after(tmp_path: Path) -> None:
+    with nginx_in_front_of_guard(tmp_path) as (base, _, _):
+        _scrape_through(base)
+
+
+def _scrape_through(base: str) -> None:
+    with httpx.Client(base_url=base, headers={"user-agent": CHROME}) as client:
+        spoofed = [{"x-forwarded-for": f"203.0.113.{t}"} for t in range(1, 61)]  # nginx replaces it
+        responses = [client.get(f"/api/tracks/{t}", headers=headers) for t, headers in enumerate(spoofed, 1)]
+    throttled = [r for r in responses if r.status_code == 429]
+    assert throttled, [r.status_code for r in responses]
+    assert responses[0].status_code == 404  # allowed: the static upstream has no API
+    assert int(throttled[0].headers["retry-after"]) >= 1
+    assert "429 Too Many Requests: guard rule" in throttled[0].text
