@@ -207,3 +207,74 @@ def test_both_stores_agree_on_escalation_traffic(policy, redis_url) -> None:
     assert differences[:3] == []
     assert {("block", "track-sprint"), ("allow", None), ("listener", "subnet-held")} <= outcomes
     assert redis_store.stats.errors == 0
+
+
+def test_explain_shows_the_scope_that_holds_a_new_user_agent(make_guard) -> None:
+    from guard.ops.explain import explain, format_text
+
+    guard, clock = make_guard()
+
+    async def main() -> None:
+        await listen(guard, clock, "198.51.100.35", UAS[1], range(1, 2))
+        banned = await scrape_until_banned(guard, clock, "198.51.100.35", UAS[0])
+        new = await explain(guard, user_agent=UAS[2], ip="198.51.100.35", path="/api/tracks/0042")
+        assert new["decision"]["action"] == "block" and new["decision"]["rule"] == banned.rule_id
+        sprint = next(r for r in new["rules"] if r["id"] == "track-sprint")["counter"]
+        assert sprint["ban_scope"]["scope"] == "client" and sprint["ban_scope"]["user_agent_new_here"] is True
+        assert new["path"]["track"] == "42" and new["path"]["track_raw"] == "0042"
+        assert "spelled '0042'" in format_text(new)
+        old = await explain(guard, user_agent=UAS[1], ip="198.51.100.35", path="/api/tracks/42")
+        assert old["decision"]["action"] == "allow"  # a device seen before the ban is not held
+        sprint = next(r for r in old["rules"] if r["id"] == "track-sprint")["counter"]
+        assert sprint["ban_scope"]["user_agent_new_here"] is False
+        # explain counts nothing: the new User-Agent is still new (not recorded as seen).
+        assert (await visit(guard, "198.51.100.35", UAS[2], "/api/tracks/42")).action == "block"
+        await guard.store.close()
+
+    run(main())
+
+
+def test_the_decision_log_names_the_ban_scope_the_header_and_the_spelling(policy, caplog) -> None:
+    import json
+    import logging
+
+    from support import Visitor
+
+    from guard.demo.app import create_app
+
+    caplog.set_level(logging.INFO, logger="guard.decisions")
+    clock = FakeClock()
+    app = create_app(policy, clock=clock, permissive=True, reload_interval=0, trusted_proxies=["10.0.0.0/8"])
+
+    async def main() -> None:
+        proxy = Visitor(app, "10.0.0.1", UAS[0])
+        for n in range(1, 80):
+            await proxy.get(f"/api/tracks/00{n}", headers={"x-forwarded-for": "203.0.113.50"})
+            clock.advance(0.05)
+
+    run(main())
+    records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "guard.decisions"]
+    last = records[-1]
+    assert last["ban_scope"] == "client" and last["client_from"] == "x-forwarded-for"
+    assert last["client"] == "203.0.113.50" and last["track"] == "79" and last["track_raw"] == "0079"
+
+
+def test_a_held_newcomer_costs_one_round_trip_then_none(policy, redis_server, redis_url) -> None:
+    store = RedisStore.from_url(redis_url, timeout=2.0)
+    clock = FakeClock()
+    guard = Guard(policy, store, clock=clock)
+    admin = redis_server.client()
+
+    def calls() -> int:
+        stats = admin.info("commandstats")
+        return sum(v["calls"] for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+    async def main() -> None:
+        await scrape_until_banned(guard, clock, "198.51.100.36", UAS[0])
+        before = calls()
+        for track in range(1, 6):
+            assert (await visit(guard, "198.51.100.36", UAS[1], f"/api/tracks/{track}")).action == "block"
+        assert calls() - before == 1  # the store says "held"; the ban is then known locally
+        await store.close()
+
+    run(main())

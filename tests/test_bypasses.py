@@ -315,3 +315,41 @@ def test_rotating_single_user_agents_through_the_subnet_ends_in_a_subnet_ban(pol
         late = client.get("/api/tracks/1", headers={"x-forwarded-for": "203.0.113.250"})
     assert statuses.count(200) == 1000
     assert late.status_code == 403 and "subnet-tracks" in late.text and "banned" in late.text
+
+
+def test_user_agents_warmed_up_before_scraping_buy_two_bans_then_the_address_is_held(policy) -> None:
+    """Harder: a scraper that shows ten User-Agents on its address first (so none is new when
+    its first ban starts) gets two bans' worth of tracks; then the address is banned."""
+    clock = FakeClock()
+    app = permissive_app(policy, clock, trusted_proxies=[PROXY])
+    served = 0
+    with serving(app) as base, httpx.Client(base_url=base) as client:
+        devices = [{"x-forwarded-for": "203.0.113.60", "user-agent": ua} for ua in UAS[:10]]
+        for device in devices:
+            assert client.get("/", headers=device).status_code == 200
+        clock.advance(3600)
+        for n, device in enumerate(devices):
+            for track in range(1, 100):
+                reply = client.get(f"/api/tracks/{n * 1000 + track}", headers=device)
+                clock.advance(0.05)
+                served += reply.status_code == 200
+                if reply.status_code == 403:
+                    break
+    assert served == 2 * 40
+
+
+def test_round_robin_user_agents_are_stopped_by_the_address_limits_and_bans(policy) -> None:
+    """Harder: ten warmed-up User-Agents taking turns, each under its own per-minute limit."""
+    clock = FakeClock()
+    app = permissive_app(policy, clock, trusted_proxies=[PROXY])
+    statuses = []
+    with serving(app) as base, httpx.Client(base_url=base) as client:
+        devices = [{"x-forwarded-for": "203.0.113.61", "user-agent": ua} for ua in UAS[:10]]
+        for device in devices:
+            client.get("/", headers=device)
+        clock.advance(3600)
+        for n in range(1, 2001):
+            statuses.append(client.get(f"/api/tracks/{n}", headers=devices[n % 10]).status_code)
+            clock.advance(0.1)
+    assert statuses.count(200) <= 400  # ten User-Agents' first minute at most
+    assert statuses[-100:] == [403] * 100

@@ -48,6 +48,7 @@ class Client:
 
     ``via`` is set for the shared bucket of clients a trusted proxy forwarded without a
     usable address: all of them count as one client, whatever their User-Agent.
+    ``source`` is the forwarded header the address was read from ("": the socket peer).
 
     ``networks`` are its wider networks as ``(prefix length, network)`` for the levels
     the rules count (e.g. its /16, or its /48 and /32); ``tag`` is the widest of them, the
@@ -64,6 +65,7 @@ class Client:
     networks: tuple[tuple[int, str], ...] = ()
     tag: str = ""
     provider: str | None = None
+    source: str = ""
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -209,7 +211,7 @@ class ClientResolver:
         found = self._forwarded.get(text) if cacheable else None
         if found is None:
             parsed = self._walk(text)
-            found = self.client(parsed, "") if parsed is not None else False
+            found = self.client(parsed, "", self.forwarded_header) if parsed is not None else False
             if cacheable:
                 self._forwarded.put(text, found)
         if not isinstance(found, Client):
@@ -220,8 +222,10 @@ class ClientResolver:
             log.warning("guard: trusted proxy %s sends usable client addresses again", client.ip)
         return found
 
-    def client(self, parsed: tuple[int, int] | None, fallback: str) -> Client:
-        """A :class:`Client` for a parsed address; a non-IP peer is counted under its own name."""
+    def client(self, parsed: tuple[int, int] | None, fallback: str, source: str = "") -> Client:
+        """A :class:`Client` for a parsed address; a non-IP peer is counted under its own name.
+
+        ``source``: the forwarded header the address came from ("": the socket peer)."""
         if parsed is None:
             name = fallback[:64] or "unknown"
             return Client(name, name)
@@ -239,6 +243,7 @@ class ClientResolver:
             # The widest level counted: all of a request's Redis keys share this hash tag (one slot).
             tag=f"hosting:{provider}" if provider and self.provider_tag else networks[-1][1],
             provider=provider,
+            source=source,
         )
 
     def _unidentified(self, proxy: Client) -> Client:
@@ -253,7 +258,7 @@ class ClientResolver:
                 self.forwarded_header,
             )
         name = f"unidentified-via-{proxy.ip}"
-        return Client("unidentified", name, key=name, via=proxy.ip)
+        return Client("unidentified", name, key=name, via=proxy.ip, source=self.forwarded_header)
 
     @staticmethod
     def _network(version: int, number: int, prefix: int, whole: str | None = None) -> str:

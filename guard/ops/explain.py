@@ -52,7 +52,12 @@ async def explain(
     rules: list[dict[str, Any]] = []
     decided_by: Rule | None = None
     limits = list(guard.limits_for(plan.limits, facts.client))
-    states = await guard.store.peek(guard.clock(), guard.checks(facts, tuple(limits))) if limits else []
+    checks = guard.checks(facts, tuple(limits))
+    states = await guard.store.peek(guard.clock(), checks) if limits else []
+    if limits and hasattr(guard.store, "peek_scopes"):
+        scopes = await guard.store.peek_scopes(guard.clock(), checks)
+        for state, scope in zip(states, scopes, strict=True):
+            _add_scope(state, scope)
     state_of = {rule.id: state for rule, state in zip(limits, states, strict=True)}
     for rule in policy.rules:
         entry: dict[str, Any] = {"id": rule.id, "line": rule.line, "shadow": rule.shadow}
@@ -118,6 +123,8 @@ async def explain(
             "user_agent": user_agent,
         },
         "client": {
+            "from": client.source or "peer",
+            "forwarded_header": guard.resolver.forwarded_header if guard.resolver.trusted else None,
             "ip": client.ip,
             "key": client.key,
             "subnet": client.subnet,
@@ -135,12 +142,29 @@ async def explain(
             "evidence": identity.evidence,
             "browser": describe_browser(user_agent) if user_agent else None,
         },
-        "path": {"group": facts.where.group, "track": facts.where.track, "exempt": exempt},
+        "path": {
+            "group": facts.where.group,
+            "track": facts.where.track,
+            "track_raw": facts.where.raw,
+            "exempt": exempt,
+        },
         "robots": robots,
         "rules": rules,
         "decision": decision,
         "shadow_policy": policy.shadow,
     }
+
+
+def _add_scope(state: dict[str, Any], scope: dict[str, Any] | None) -> None:
+    """Fold a check's ban scope into its counter state: a ban reaching it from its address or
+    subnet, or inherited by a User-Agent new to a held address, denies like its own."""
+    if scope is None:
+        return
+    state["ban_scope"] = scope
+    reaching = [scope.get(k, 0) for k in ("address_banned_for", "subnet_banned_for", "inherits_ban_for")]
+    if max(reaching) > 0:
+        state["banned_for"] = max(state.get("banned_for", 0), *reaching)
+        state["would_deny"] = True
 
 
 def format_text(report: dict[str, Any]) -> str:
@@ -150,7 +174,7 @@ def format_text(report: dict[str, Any]) -> str:
     lines = [
         f"decision: {d['action'].upper()}" + (f" by rule {d['rule']}" if d["rule"] else "") + f" ({d['reason']})",
         f"client:   {report['client']['ip']} (counted as {report['client']['key']}, "
-        f"subnet {report['client']['subnet']})",
+        f"subnet {report['client']['subnet']}; from {report['client']['from']})",
         f"networks: {', '.join(report['client']['networks'].values()) or '-'} (hash tag {report['client']['hash_tag']})"
         + (f"; hosting provider {report['client']['hosting']}" if report["client"]["hosting"] else ""),
         f"identity: category {i['category']}"
@@ -159,6 +183,7 @@ def format_text(report: dict[str, Any]) -> str:
         f"browser:  {i['browser'] or '-'}",
         f"path:     {report['request']['path']} -> group {p['group']}"
         + (f", track {p['track']}" if p["track"] else "")
+        + (f" (spelled {p['track_raw']!r})" if p["track"] and p["track_raw"] != p["track"] else "")
         + (" (exempt)" if p["exempt"] else ""),
     ]
     if report["robots"] is not None:

@@ -114,8 +114,10 @@ def log_record(facts: Facts, decision: Decision, shadow: bool = False) -> dict[s
         "reason": decision.reason or None,
         "retry_after": int(decision.retry_after_header) if decision.retry_after_header else None,
         "shadow_rules": [rule.id for rule, _ in decision.shadowed] or None,
+        "ban_scope": decision.ban_scope,
         "client": facts.client.ip,
         "client_key": facts.client.key,
+        "client_from": facts.client.source or "peer",
         "subnet": facts.client.subnet,
         "category": identity.category,
         "agent": identity.agent.name if identity.agent else None,
@@ -126,4 +128,5 @@ def log_record(facts: Facts, decision: Decision, shadow: bool = False) -> dict[s
         "path": facts.path,
         "group": facts.where.group,
         "track": facts.where.track,
+        "track_raw": facts.where.raw if facts.where.raw != facts.where.track else None,
     }

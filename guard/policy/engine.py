@@ -66,10 +66,18 @@ class Decision:
     reason: str = ""
     retry_after: float | None = None
     shadowed: tuple[tuple[Rule, str], ...] = ()  # (shadow rule, what it would have said)
+    banned: bool = False  # the denial is a ban (its own, or one reaching it from its address or subnet)
 
     @property
     def allowed(self) -> bool:
         return self.action == "allow"
+
+    @property
+    def ban_scope(self) -> str | None:
+        """What the ban that denied the request covers: client, address, subnet (key: that key alone)."""
+        if not self.banned or self.rule is None or self.rule.ban is None:
+            return None
+        return ban_scope(self.rule) or "key"
 
     @property
     def rule_id(self) -> str | None:
@@ -269,7 +277,7 @@ class Guard:
     def _denied(self, rule: Rule, verdict: Verdict, shadowed: tuple = ()) -> Decision:
         if verdict.banned_until is not None:
             reason = f"banned after repeatedly exceeding: {limit_text(rule)}"
-            return Decision("block", rule, reason, verdict.retry_after, shadowed)
+            return Decision("block", rule, reason, verdict.retry_after, shadowed, banned=True)
         return Decision(rule.action, rule, f"limit exceeded: {limit_text(rule)}", verdict.retry_after, shadowed)
 
 

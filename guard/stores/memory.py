@@ -134,6 +134,21 @@ class MemoryStore:
             for c in checks
         ]
 
+    async def peek_scopes(self, now: float, checks: Sequence[Check]) -> list[dict[str, Any] | None]:
+        """Each check's ban scope as it stands (None: no scope beyond its key), for ``guard explain``."""
+        now_us, get = to_us(now), self._entries.peek
+        states: list[dict[str, Any] | None] = []
+        for c in checks:
+            e = c.escalation
+            if e is None:
+                states.append(None)
+                continue
+            hold = get(e.address_key + ":h")
+            first = self._seen(now_us, e).get(e.ua)
+            address_ban, subnet_ban = get(e.address_key + ":b"), get(e.subnet_key + ":b")
+            states.append(scope_state(c, e, now_us, address_ban, subnet_ban, hold[:2] if hold else None, first))
+        return states
+
     async def close(self) -> None:
         self._entries.clear()
 
@@ -281,6 +296,29 @@ def peek_entry(entries: Any, now_us: int, check: Check) -> dict[str, Any]:
     if until and until > now_us:
         state["banned_for"] = round((until - now_us) / 1e6, 3)
         state["would_deny"] = True
+    return state
+
+
+def scope_state(
+    check: Check,
+    e: Escalation,
+    now_us: int,
+    address_ban: int | None,
+    subnet_ban: int | None,
+    hold: Sequence[int] | None,
+    first_seen: int | None,
+) -> dict[str, Any]:
+    """A check's ban scope in words and seconds (shared by the stores' ``peek_scopes``)."""
+    state: dict[str, Any] = {"scope": e.scope}
+    if e.address_key != check.key and address_ban and address_ban > now_us:
+        state["address_banned_for"] = round((address_ban - now_us) / 1e6, 3)
+    if e.subnet_key != check.key and subnet_ban and subnet_ban > now_us:
+        state["subnet_banned_for"] = round((subnet_ban - now_us) / 1e6, 3)
+    if e.scope == "client" and hold and hold[1] > now_us:
+        state["address_held_for"] = round((hold[1] - now_us) / 1e6, 3)
+        state["user_agent_new_here"] = first_seen is None or first_seen >= hold[0]
+        if state["user_agent_new_here"]:
+            state["inherits_ban_for"] = state["address_held_for"]
     return state
 
 

@@ -57,7 +57,7 @@ from guard.policy.limits import (
     to_us,
 )
 from guard.stores.hll import SLICES
-from guard.stores.memory import MemoryStore, peek_entry
+from guard.stores.memory import MemoryStore, peek_entry, scope_state
 
 log = logging.getLogger("guard.redis")
 
@@ -187,6 +187,31 @@ class RedisStore:
                 entries["tat"] = int(counter) if counter else None
             states.append(peek_entry(entries, now_us, c))
         return states
+
+    async def peek_scopes(self, now: float, checks: Sequence[Check]) -> list[dict[str, Any] | None]:
+        """Each check's ban scope as it stands in Redis (None: none beyond its key), read only."""
+        now_us = to_us(now)
+        scoped = [c for c in checks if c.escalation is not None]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for c in scoped:
+                e = c.escalation
+                assert e is not None
+                pipe.get(e.address_key + ":b")
+                pipe.get(e.subnet_key + ":b")
+                pipe.hmget(e.address_key + ":h", "s", "u")
+                pipe.zmscore(e.seen_key or e.address_key + ":seen", ["", e.ua or "-"])
+            replies = await pipe.execute() if scoped else []
+        found: dict[int, dict[str, Any]] = {}
+        for n, c in enumerate(scoped):
+            address_ban, subnet_ban, hold, (seen_end, first) = replies[4 * n : 4 * n + 4]
+            e = c.escalation
+            assert e is not None
+            start_until = [int(v) for v in hold] if hold[0] is not None and hold[1] is not None else None
+            first_seen = int(first) if first is not None and seen_end is not None and seen_end > now_us else None
+            found[id(c)] = scope_state(
+                c, e, now_us, int(address_ban or 0), int(subnet_ban or 0), start_until, first_seen
+            )
+        return [found.get(id(c)) for c in checks]
 
     async def close(self) -> None:
         if self._tasks:
