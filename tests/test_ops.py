@@ -159,7 +159,10 @@ def test_reload_swaps_rules_keeps_counters_and_survives_a_broken_file(tmp_path: 
         assert r.status_code == 403 and "closed-pages" in r.text  # ...and the last good rules still hold
 
     run(main())
-    assert "keeping the last good rules" in caplog.text and "'action' must be one of" in caplog.text
+    assert (
+        "keeping the last good rules" in caplog.text
+        and "'explode' is not one of: allow, block or throttle" in caplog.text
+    )
 
 
 def test_sighup_reloads(tmp_path: Path) -> None:

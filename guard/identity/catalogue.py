@@ -18,6 +18,8 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from guard.config import validate
+from guard.identity.catalogue_model import CatalogueFile, catalogue_context
 from guard.yamlfile import Located, load_yaml
 
 # Bytes translation table: ASCII letters and digits kept (lower-cased), everything else a space.
@@ -131,62 +133,20 @@ def load_catalogue(path: str | Path) -> Catalogue:
 
 
 def parse_catalogue(doc: Located) -> Catalogue:
-    """Build a :class:`Catalogue` from parsed YAML."""
-    root = doc.data
-    if not isinstance(root, dict):
-        raise doc.error(root, None, "a catalogue is a mapping with 'categories' and 'agents'")
-    categories = root.get("categories")
-    if not isinstance(categories, dict) or not categories:
-        raise doc.error(root, "categories", "'categories' must map each category name to a description")
-    raw_agents = root.get("agents")
-    if not isinstance(raw_agents, list) or not raw_agents:
-        raise doc.error(root, "agents", "'agents' must be a non-empty list")
-    agents: list[Agent] = []
-    seen: set[str] = set()
-    for i, raw in enumerate(raw_agents):
-        agent = _parse_agent(doc, raw_agents, i, raw, categories)
-        if agent.name.lower() in seen:
-            raise doc.error(raw_agents, i, f"duplicate agent name {agent.name!r}")
-        seen.add(agent.name.lower())
-        agents.append(agent)
-    return Catalogue({str(k): str(v) for k, v in categories.items()}, agents, doc.file)
-
-
-_AGENT_KEYS = {"name", "operator", "category", "ua", "robots", "example", "verify"}
-
-
-def _parse_agent(doc: Located, parent: list, i: int, raw: object, categories: dict) -> Agent:
-    if not isinstance(raw, dict):
-        raise doc.error(parent, i, "each agent is a mapping with name, operator and category")
-    unknown = set(raw) - _AGENT_KEYS
-    if unknown:
-        raise doc.error(raw, sorted(unknown)[0], f"unknown agent field {sorted(unknown)[0]!r}")
-    for key in ("name", "operator", "category"):
-        if not isinstance(raw.get(key), str) or not raw[key].strip():
-            raise doc.error(raw, key, f"agent field {key!r} must be a non-empty string")
-    name = raw["name"]
-    if raw["category"] not in categories:
-        raise doc.error(raw, "category", f"unknown category {raw['category']!r} for agent {name!r}")
-    ua = _tokens(doc, raw, "ua", name)
-    robots = _tokens(doc, raw, "robots", name)
-    for token in ua:
-        if not words(token):
-            raise doc.error(raw, "ua", f"token {token!r} has no letters or digits to match")
-    verification = None
-    if "verify" in raw:
-        spec = raw["verify"]
-        if not isinstance(spec, dict) or not set(spec) <= {"ranges", "rdns"} or not spec:
-            raise doc.error(raw, "verify", "'verify' takes 'ranges' (a URL) and/or 'rdns' (hostname suffixes)")
-        rdns = spec.get("rdns", [])
-        if not isinstance(rdns, list) or not all(isinstance(s, str) for s in rdns):
-            raise doc.error(spec, "rdns", "'rdns' must be a list of hostname suffixes")
-        verification = Verification(spec.get("ranges"), tuple(s.lower().lstrip(".") for s in rdns))
-    example = raw.get("example")
-    return Agent(name, raw["operator"], raw["category"], ua, robots, example, verification)
-
-
-def _tokens(doc: Located, raw: dict, key: str, name: str) -> tuple[str, ...]:
-    value = raw.get(key, [name])
-    if not isinstance(value, list) or not all(isinstance(t, str) and t.strip() for t in value):
-        raise doc.error(raw, key, f"{key!r} must be a list of non-empty strings")
-    return tuple(value)
+    """Validate parsed YAML (see :mod:`guard.identity.catalogue_model`) into a :class:`Catalogue`."""
+    model = validate(CatalogueFile, doc, catalogue_context(doc.data))
+    agents = [
+        Agent(
+            entry.name,
+            entry.operator,
+            entry.category,
+            tuple(entry.ua if entry.ua is not None else [entry.name]),
+            tuple(entry.robots if entry.robots is not None else [entry.name]),
+            entry.example,
+            Verification(entry.verify.ranges, tuple(s.lower().lstrip(".") for s in entry.verify.rdns))
+            if entry.verify
+            else None,
+        )
+        for entry in model.agents
+    ]
+    return Catalogue(dict(model.categories), agents, doc.file)

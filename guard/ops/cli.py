@@ -169,35 +169,53 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def add_check(sub: SubParsers) -> None:
-    parser = sub.add_parser("check", help="validate a rules file (exit status 1 on error)")
-    parser.add_argument("file", help="the rules file")
+    parser = sub.add_parser("check", help="validate rules files (exit status 1 on error)")
+    parser.add_argument("files", nargs="+", metavar="file", help="the rules file(s)")
     parser.add_argument("--strict", action="store_true", help="warnings fail too (exit status 1)")
     parser.set_defaults(run=cmd_check)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from guard.policy.lint import rule_warnings, schema_errors
+    """Each file's problems, as start-up would report them (see :func:`report`), or ok."""
+    from guard.policy.lint import rule_warnings
     from guard.policy.rules import load_rules
-    from guard.yamlfile import load_yaml
 
-    path = args.file
-    errors = schema_errors(load_yaml(path))
-    if errors:
-        for error in errors:
-            print(f"guard: {error}", file=sys.stderr)
-        return FAILED
-    policy = load_rules(path)
-    warnings = rule_warnings(policy)
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    counts = (
-        f"{len(policy.rules)} rules, {len(policy.paths.groups)} path groups, "
-        f"{len(policy.catalogue.agents)} catalogue agents, {len(warnings)} warnings"
-    )
-    if args.strict and warnings:
-        fail(f"{path}: {len(warnings)} warnings, which --strict makes errors ({counts})")
-        return FAILED
-    print(f"{path}: ok ({counts})")
+    status = 0
+    for path in args.files:
+        try:
+            policy = load_rules(path)
+        except ConfigError as exc:
+            report(exc)
+            status = FAILED
+            continue
+        warnings = rule_warnings(policy)
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        counts = (
+            f"{len(policy.rules)} rules, {len(policy.paths.groups)} path groups, "
+            f"{len(policy.catalogue.agents)} catalogue agents, {len(warnings)} warnings"
+        )
+        if args.strict and warnings:
+            fail(f"{path}: {len(warnings)} warnings, which --strict makes errors ({counts})")
+            status = FAILED
+            continue
+        print(f"{path}: ok ({counts})")
+    return status
+
+
+# -- guard schema --------------------------------------------------------------------------------
+
+
+def add_schema(sub: SubParsers) -> None:
+    parser = sub.add_parser("schema", help="print the JSON Schema of rules files (rules/schema.json)")
+    parser.add_argument("--markdown", action="store_true", help="print the reference of every key instead")
+    parser.set_defaults(run=cmd_schema)
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from guard.policy.reference import json_schema_text, markdown_reference
+
+    sys.stdout.write(markdown_reference() if args.markdown else json_schema_text())
     return 0
 
 
@@ -388,6 +406,7 @@ COMMANDS: list[Callable[[SubParsers], None]] = [
     add_demo,
     add_serve,
     add_check,
+    add_schema,
     add_explain,
     add_top,
     add_update_ranges,
@@ -412,11 +431,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def report(error: ConfigError) -> None:
+    """One error line per problem of a configuration file (``guard check`` and start-up alike)."""
+    for problem in error.problems:
+        fail(str(problem))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(build_parser(), argv)
     try:
         return args.run(args)
-    except (CommandError, ConfigError, OSError) as exc:
+    except ConfigError as exc:
+        report(exc)
+    except (CommandError, OSError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         return 130

@@ -1,7 +1,7 @@
-"""``guard check``: the JSON Schema of rules files, and warnings about rules that never act.
+"""``guard check``: warnings about rules that never act, once the file has validated.
 
-The schema (rules/schema.json) is what editors validate against; guard checks it too, and
-then the meaning (rules/guard.rules). Warnings come from walking every combination of
+Errors come from the model (guard/policy/model.py); these are warnings about a valid
+file's meaning. They come from walking every combination of
 request facts (category, agent, path group, User-Agent present or not) through the
 rules: a rule that no combination reaches is unreachable, and the earlier rules that
 decide all its requests are said to shadow it.
@@ -9,42 +9,8 @@ decide all its requests are said to shadow it.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
-from guard.errors import ConfigError
 from guard.policy.paths import OTHER
 from guard.policy.rules import Policy, Rule
-from guard.yamlfile import Located
-
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "rules" / "schema.json"
-
-
-def schema() -> dict[str, Any]:
-    """The rules file JSON Schema (rules/schema.json, packaged as guard/shipped/schema.json)."""
-    if SCHEMA_PATH.exists():
-        return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    from importlib.resources import files
-
-    return json.loads(files("guard.shipped").joinpath("schema.json").read_text(encoding="utf-8"))
-
-
-def schema_errors(doc: Located) -> list[ConfigError]:
-    """Schema violations of a parsed rules file, each with the line of the offending value."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema())
-    errors = []
-    for error in sorted(validator.iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path))):
-        container, key = doc.data, None
-        for step in list(error.absolute_path)[:-1]:
-            container = container[step]
-        if error.absolute_path:
-            key = error.absolute_path[-1]
-        where = "/".join(map(str, error.absolute_path)) or "(top level)"
-        errors.append(ConfigError(doc.file, doc.line(container, key), f"schema: {where}: {error.message}"))
-    return errors
 
 
 def rule_warnings(policy: Policy) -> list[str]:

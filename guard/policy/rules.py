@@ -1,31 +1,39 @@
-"""The rules file (rules/default.yaml): parsing, validation and the compiled policy.
+"""The rules file (rules/default.yaml) compiled for the request path.
 
-A bad file fails here, at start-up or on ``guard check``, with ``file:line: reason``.
+:func:`load_rules` reads the file, validates it against the typed model
+(guard/policy/model.py, the one definition of the format) and compiles the model into
+:class:`Policy`: frozen rules with precomputed limits and a memoised plan per
+combination of request facts. The request path reads only these structures.
+
+A bad file fails here, at start-up or on ``guard check``, with one
+``file:line:col: reason`` per problem.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from guard import config
 from guard.errors import ConfigError
 from guard.identity.catalogue import Catalogue, load_catalogue
-from guard.policy.limits import KEY_KINDS, Ban, Budget, DistinctLimit, RateLimit, distinct_limit, is_key_kind
-from guard.policy.paths import OTHER, PathGroups, pattern_problem
+from guard.policy import model
+from guard.policy.limits import Ban, Budget, DistinctLimit, RateLimit, distinct_limit
+from guard.policy.model import ACTIONS, BUILTIN_CATEGORIES, parse_duration
+from guard.policy.paths import PathGroups
 from guard.yamlfile import Located, load_yaml
 
-ACTIONS = ("allow", "block", "throttle")
-#: Categories that exist beside the catalogue's own.
-BUILTIN_CATEGORIES = {
-    "unknown": "Not in the catalogue: an ordinary browser, or a tool that hides.",
-    "spoofed": "Claims to be a verifiable crawler but failed verification.",
-}
-_RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+__all__ = [
+    "ACTIONS",
+    "BUILTIN_CATEGORIES",
+    "Match",
+    "Plan",
+    "Policy",
+    "RedisSettings",
+    "Rule",
+    "load_rules",
+    "parse_duration",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,384 +167,115 @@ def load_rules(path: str | Path) -> Policy:
     return parse_rules(doc, Path(path).parent)
 
 
-def parse_duration(value: Any) -> float | None:
-    """Seconds from ``30``, ``"30s"``, ``"10m"``, ``"1h"``, ``"1d"``, ``"250ms"``; None if invalid."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value) if value > 0 else None
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            seconds = float(m.group(1)) * _UNITS[m.group(2)]
-            return seconds if seconds > 0 else None
-    return None
-
-
-_TOP_KEYS = {
-    "version",
-    "catalogue",
-    "paths",
-    "exempt",
-    "reverse_dns",
-    "signatures",
-    "shadow",
-    "metrics",
-    "log",
-    "verify",
-    "clients",
-    "subnets",
-    "memory",
-    "redis",
-    "directives",
-    "rules",
-}
-
-
 def parse_rules(doc: Located, base_dir: Path) -> Policy:
     """Validate parsed YAML into a :class:`Policy`; relative paths resolve from ``base_dir``."""
     root = doc.data
     if not isinstance(root, dict):
-        raise doc.error(root, None, "a rules file is a mapping (version, paths, rules, ...)")
-    _no_unknown_keys(doc, root, _TOP_KEYS, "top-level key")
-    if root.get("version") != 1:
-        raise doc.error(root, "version", "'version: 1' is required (the only version so far)")
-
-    catalogue_ref = root.get("catalogue", "agents.yaml")
-    if not isinstance(catalogue_ref, str):
-        raise doc.error(root, "catalogue", "'catalogue' is the path of the crawler catalogue")
-    try:
-        catalogue = load_catalogue(base_dir / catalogue_ref)
-    except ConfigError as exc:
-        if exc.line is None:
-            raise doc.error(root, "catalogue", f"catalogue {catalogue_ref!r}: {exc.reason}") from None
-        raise
-
-    paths = _parse_paths(doc, root)
-    groups = set(paths.groups) | {OTHER}
-    exempt = frozenset(_names(doc, root, "exempt", groups, "path group"))
-    categories = {**catalogue.categories, **BUILTIN_CATEGORIES}
-    verify = frozenset(_names(doc, root, "verify", set(catalogue.categories), "category"))
-
-    rdns = root.get("reverse_dns", {})
-    _mapping(doc, root, "reverse_dns", rdns, {"enabled", "pending"})
-    if not isinstance(rdns.get("enabled", True), bool):
-        raise doc.error(rdns, "enabled", "'enabled' is true or false")
-    pending = rdns.get("pending", "unknown")
-    if pending not in ("unknown", "spoofed"):
-        raise doc.error(rdns, "pending", "'pending' is unknown (count like any visitor) or spoofed (block)")
-
-    signatures = root.get("signatures", {})
-    _mapping(doc, root, "signatures", signatures, {"directory"})
-    signatures_file = signatures.get("directory")
-    if signatures_file is not None:
-        if not isinstance(signatures_file, str) or not (base_dir / signatures_file).is_file():
-            raise doc.error(signatures, "directory", f"signer directory {signatures_file!r} is not a file")
-        signatures_file = str(base_dir / signatures_file)
-
-    subnets = root.get("subnets", {})
-    _mapping(doc, root, "subnets", subnets, {"ipv4", "ipv6"})
-    ipv4 = _int(doc, subnets, "ipv4", 24, 1, 32)
-    ipv6 = _int(doc, subnets, "ipv6", 64, 1, 128)
-    clients = root.get("clients", {})
-    _mapping(doc, root, "clients", clients, {"ipv4", "ipv6"})
-    client_v4 = _int(doc, clients, "ipv4", 32, ipv4, 32)
-    client_v6 = _int(doc, clients, "ipv6", 64, ipv6, 128)
-    memory = root.get("memory", {})
-    _mapping(doc, root, "memory", memory, {"max_entries"})
-    max_entries = _int(doc, memory, "max_entries", 200_000, 1, 10**9)
-
-    directives = root.get("directives", {})
-    _mapping(
+        line, column = doc.locate([]) or (1, 1)
+        raise ConfigError(doc.file, line, "a rules file is a mapping (version, paths, rules, ...)", column)
+    version = root.get("version")
+    if version != 1 or isinstance(version, bool):  # another version's keys may mean other things: stop here
+        line, column = doc.position(root, "version") or (1, 1)
+        raise ConfigError(doc.file, line, "'version: 1' is required (the only version so far)", column)
+    catalogue = _load_catalogue(doc, root, base_dir)
+    spec = config.validate(
+        model.RulesFile,
         doc,
-        root,
-        "directives",
-        directives,
         {
-            "robots_txt",
-            "ai_txt",
-            "default_disallow",
-            "sitemap",
-            "merge_robots",
-            "enforce_robots",
-            "content_usage",
-            "x_robots_tag",
-            "tdmrep",
+            **model.rules_context(root),
+            "categories": list(catalogue.categories) if catalogue else None,
+            "agents": [a.name for a in catalogue.agents] if catalogue else None,
+            "base_dir": base_dir,
         },
     )
-    for flag in ("robots_txt", "ai_txt", "enforce_robots"):
-        if not isinstance(directives.get(flag, True), bool):
-            raise doc.error(directives, flag, f"'{flag}' is true or false")
-    for text in ("content_usage", "x_robots_tag"):
-        value = directives.get(text)
-        if value is not None and (not isinstance(value, str) or "\n" in value or "\r" in value):
-            raise doc.error(directives, text, f"'{text}' is a one-line header value, or null to switch it off")
-    merge = directives.get("merge_robots")
-    if merge is not None:
-        if not isinstance(merge, str):
-            raise doc.error(directives, "merge_robots", "'merge_robots' is 'upstream' or a robots.txt file path")
-        if merge != "upstream":
-            if not (base_dir / merge).is_file():
-                raise doc.error(directives, "merge_robots", f"robots.txt to merge {merge!r} is not a file")
-            merge = str(base_dir / merge)
-    tdmrep = directives.get("tdmrep", False)
-    if not isinstance(tdmrep, bool) and not (isinstance(tdmrep, dict) and set(tdmrep) <= {"policy"}):
-        raise doc.error(directives, "tdmrep", "'tdmrep' is true, false, or {policy: URL of the TDM policy}")
-    sitemap = directives.get("sitemap")
-    if sitemap is not None and not isinstance(sitemap, str):
-        raise doc.error(directives, "sitemap", "'sitemap' is an absolute URL")
-    default_disallow = tuple(_names(doc, directives, "default_disallow", set(paths.groups), "path group"))
+    assert catalogue is not None  # a catalogue reference that fails to load is a problem validate reports
+    return compile_policy(spec, catalogue, doc, base_dir)
 
-    redis = _parse_redis(doc, root)
-    metrics = root.get("metrics", {})
-    _mapping(doc, root, "metrics", metrics, {"path", "allow"})
-    metrics_path = metrics.get("path")
-    if metrics_path is not None and (not isinstance(metrics_path, str) or not metrics_path.startswith("/")):
-        raise doc.error(metrics, "path", "'path' is where /metrics is served, e.g. /metrics")
-    metrics_allow = metrics.get("allow", ["127.0.0.1/32", "::1/128"])
-    if not isinstance(metrics_allow, list):
-        raise doc.error(metrics, "allow", "'allow' is a list of CIDRs that may read the metrics")
-    for j, cidr in enumerate(metrics_allow):
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except (TypeError, ValueError):
-            raise doc.error(metrics_allow, j, f"{cidr!r} is not an address or CIDR") from None
-    log_section = root.get("log", {})
-    _mapping(doc, root, "log", log_section, {"sample_allows"})
-    sample = log_section.get("sample_allows", 0.0)
-    if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 <= sample <= 1:
-        raise doc.error(log_section, "sample_allows", "'sample_allows' is a share of allowed requests, 0 to 1")
-    if not isinstance(root.get("shadow", False), bool):
-        raise doc.error(root, "shadow", "'shadow' is true or false")
 
-    raw_rules = root.get("rules")
-    if not isinstance(raw_rules, list):
-        raise doc.error(root, "rules", "'rules' must be a list")
-    rules: list[Rule] = []
-    seen: dict[str, int | None] = {}
-    agent_names = {a.name.lower() for a in catalogue.agents}
-    for i, raw in enumerate(raw_rules):
-        rule = _parse_rule(doc, raw_rules, i, raw, categories, groups, agent_names)
-        if rule.id in seen:
-            raise doc.error(raw, "id", f"duplicate rule id {rule.id!r} (first on line {seen[rule.id]})")
-        seen[rule.id] = rule.line
-        rules.append(rule)
+def _load_catalogue(doc: Located, root: dict, base_dir: Path) -> Catalogue | None:
+    """The catalogue the file names; None when the name is not text (the model says so)."""
+    ref = root.get("catalogue", "agents.yaml")
+    if not isinstance(ref, str):
+        return None
+    try:
+        return load_catalogue(base_dir / ref)
+    except ConfigError as exc:
+        if exc.line is not None:
+            raise  # a problem inside the catalogue: its own file and line
+        line, column = doc.position(root, "catalogue") or (1, 1)
+        raise ConfigError(doc.file, line, f"catalogue '{ref}': {exc.reason}", column) from None
 
+
+def compile_policy(spec: model.RulesFile, catalogue: Catalogue, doc: Located, base_dir: Path) -> Policy:
+    """The request path's structures from a validated model."""
+    directives = spec.directives
+    merge = directives.merge_robots
+    if merge is not None and merge != "upstream":
+        merge = str(base_dir / merge)
+    tdmrep = directives.tdmrep
+    raw_rules = doc.data["rules"]
     return Policy(
         source=doc.file,
         catalogue=catalogue,
-        paths=paths,
-        exempt=exempt,
-        verify_categories=verify,
-        rules=rules,
-        ipv4_prefix=ipv4,
-        ipv6_prefix=ipv6,
-        client_ipv4_prefix=client_v4,
-        client_ipv6_prefix=client_v6,
-        memory_max_entries=max_entries,
-        reverse_dns=rdns.get("enabled", True),
-        pending=pending,
-        signatures_file=signatures_file,
-        shadow=root.get("shadow", False),
-        metrics_path=metrics_path,
-        metrics_allow=tuple(metrics_allow),
-        sample_allows=float(sample),
-        robots_txt=directives.get("robots_txt", True),
-        ai_txt=directives.get("ai_txt", True),
-        default_disallow=default_disallow,
-        sitemap=sitemap,
+        paths=PathGroups(dict(spec.paths)),
+        exempt=frozenset(spec.exempt),
+        verify_categories=frozenset(spec.verify),
+        rules=[_compile_rule(rule, doc.line(raw_rules, i)) for i, rule in enumerate(spec.rules)],
+        ipv4_prefix=spec.subnets.ipv4,
+        ipv6_prefix=spec.subnets.ipv6,
+        client_ipv4_prefix=spec.clients.ipv4,
+        client_ipv6_prefix=spec.clients.ipv6,
+        memory_max_entries=spec.memory.max_entries,
+        reverse_dns=spec.reverse_dns.enabled,
+        pending=spec.reverse_dns.pending,
+        signatures_file=str(base_dir / spec.signatures.directory) if spec.signatures.directory else None,
+        shadow=spec.shadow,
+        metrics_path=spec.metrics.path,
+        metrics_allow=tuple(spec.metrics.allow),
+        sample_allows=float(spec.log.sample_allows),
+        robots_txt=directives.robots_txt,
+        ai_txt=directives.ai_txt,
+        default_disallow=tuple(directives.default_disallow),
+        sitemap=directives.sitemap,
         merge_robots=merge,
-        enforce_robots=directives.get("enforce_robots", True),
-        content_usage=directives.get("content_usage"),
-        x_robots_tag=directives.get("x_robots_tag"),
+        enforce_robots=directives.enforce_robots,
+        content_usage=directives.content_usage,
+        x_robots_tag=directives.x_robots_tag,
         tdmrep=tdmrep is not False,
-        tdm_policy=tdmrep.get("policy") if isinstance(tdmrep, dict) else None,
-        redis=redis,
+        tdm_policy=tdmrep.policy if isinstance(tdmrep, model.TdmPolicy) else None,
+        redis=RedisSettings(spec.redis.url, spec.redis.namespace, spec.redis.timeout, spec.redis.fail),
     )
 
 
-# -- pieces -------------------------------------------------------------------------------
-
-
-def _parse_redis(doc: Located, root: dict) -> RedisSettings:
-    spec = root.get("redis", {})
-    _mapping(doc, root, "redis", spec, {"url", "namespace", "timeout", "fail"})
-    url = spec.get("url")
-    if url is not None and (not isinstance(url, str) or "://" not in url):
-        raise doc.error(spec, "url", "'url' is redis://host:port/db or redis+cluster://host:port")
-    namespace = spec.get("namespace", "guard")
-    if not isinstance(namespace, str) or not _RULE_ID.match(namespace):
-        raise doc.error(spec, "namespace", "'namespace' is a key prefix: lower-case letters, digits, - _ .")
-    timeout = parse_duration(spec.get("timeout", "50ms"))
-    if timeout is None:
-        raise doc.error(spec, "timeout", "'timeout' is a positive duration such as 50ms")
-    fail = spec.get("fail", "open")
-    if fail not in ("open", "closed"):
-        raise doc.error(spec, "fail", "'fail' is open (count locally while Redis is down) or closed (throttle)")
-    return RedisSettings(url, namespace, timeout, fail)
-
-
-def _parse_paths(doc: Located, root: dict) -> PathGroups:
-    raw = root.get("paths")
-    if not isinstance(raw, dict) or not raw:
-        raise doc.error(root, "paths", "'paths' must map group names to lists of path patterns")
-    groups: dict[str, list[str]] = {}
-    for name, patterns in raw.items():
-        if not isinstance(name, str) or not _RULE_ID.match(name) or name == OTHER:
-            raise doc.error(raw, name, f"bad path group name {name!r} (lower-case letters, digits, - _ .; not 'other')")
-        if isinstance(patterns, str):
-            patterns = [patterns]
-        if not isinstance(patterns, list) or not patterns:
-            raise doc.error(raw, name, f"path group {name!r} needs a list of patterns")
-        for j, pattern in enumerate(patterns):
-            problem = (
-                pattern_problem(pattern)
-                if isinstance(pattern, str)
-                else f"path pattern {pattern!r} must start with '/'"
-            )
-            if problem is not None:
-                raise doc.error(patterns, j, problem)
-        groups[name] = patterns
-    return PathGroups(groups)
-
-
-_RULE_KEYS = {"id", "description", "match", "action", "limit", "ban", "reason", "shadow"}
-_MATCH_KEYS = {"category", "agent", "path", "user_agent"}
-
-
-def _parse_rule(
-    doc: Located,
-    parent: list,
-    i: int,
-    raw: Any,
-    categories: dict[str, str],
-    groups: set[str],
-    agent_names: set[str],
-) -> Rule:
-    if not isinstance(raw, dict):
-        raise doc.error(parent, i, "each rule is a mapping with at least 'id' and 'action'")
-    _no_unknown_keys(doc, raw, _RULE_KEYS, "rule field")
-    rule_id = raw.get("id")
-    if not isinstance(rule_id, str) or not _RULE_ID.match(rule_id):
-        raise doc.error(raw, "id", "rule 'id' is required: lower-case letters, digits, - _ .")
-    where = f"rule {rule_id!r}"
-
-    raw_match = raw.get("match", {})
-    _mapping(doc, raw, "match", raw_match, _MATCH_KEYS)
-    cats = _names(doc, raw_match, "category", set(categories), "category")
-    paths = _names(doc, raw_match, "path", groups, "path group")
-    agents = [a.lower() for a in _names(doc, raw_match, "agent", None, "agent")]
-    for agent in agents:
-        if agent not in agent_names:
-            raise doc.error(raw_match, "agent", f"{where}: unknown agent {agent!r} (not in the catalogue)")
-    user_agent = raw_match.get("user_agent")
-    if user_agent not in (None, "missing", "present"):
-        raise doc.error(raw_match, "user_agent", f"{where}: 'user_agent' is 'missing' or 'present'")
-    match = Match(frozenset(cats), frozenset(agents), frozenset(paths), user_agent)
-
-    action = raw.get("action")
-    if action not in ACTIONS:
-        raise doc.error(raw, "action", f"{where}: 'action' must be one of {', '.join(ACTIONS)}")
-    for text_key in ("reason", "description"):
-        if text_key in raw and not isinstance(raw[text_key], str):
-            raise doc.error(raw, text_key, f"{where}: '{text_key}' is text")
-    if not isinstance(raw.get("shadow", False), bool):
-        raise doc.error(raw, "shadow", f"{where}: 'shadow' is true or false")
-
-    limit = key = ban = None
-    if "limit" in raw:
-        limit, key = _parse_limit(doc, raw, where)
-        if action == "allow":
-            reason = f"{where}: a limit's action is what happens when it is exceeded: throttle or block"
-            raise doc.error(raw, "action", reason)
-    elif action == "throttle":
-        raise doc.error(raw, "action", f"{where}: 'throttle' needs a 'limit' (it answers 429 with the time to wait)")
-    if "ban" in raw:
-        if limit is None:
-            raise doc.error(raw, "ban", f"{where}: 'ban' escalates a limit; this rule has no 'limit'")
-        ban = _parse_ban(doc, raw, where)
+def _compile_rule(spec: model.Rule, line: int | None) -> Rule:
+    match = Match(
+        frozenset(spec.match.category),
+        frozenset(a.lower() for a in spec.match.agent),
+        frozenset(spec.match.path),
+        spec.match.user_agent,
+    )
+    limit: RateLimit | DistinctLimit | Budget | None = None
+    key = ban = None
+    if spec.limit is not None:
+        spec_limit, key = spec.limit, spec.limit.key
+        if spec_limit.distinct is not None:
+            assert spec_limit.max is not None  # the model requires it
+            limit = distinct_limit(spec_limit.distinct, spec_limit.max, spec_limit.per)
+        else:
+            assert spec_limit.requests is not None  # the model requires it
+            burst = spec_limit.burst if spec_limit.burst is not None else spec_limit.requests
+            limit = RateLimit(spec_limit.requests, spec_limit.per, burst)
+    if spec.ban is not None:
+        ban = Ban(spec.ban.after, spec.ban.within, spec.ban.for_)
     return Rule(
-        id=rule_id,
+        id=spec.id,
         match=match,
-        action=action,
+        action=spec.action,
         limit=limit,
         key=key,
         ban=ban,
-        reason=raw.get("reason"),
-        description=raw.get("description"),
-        line=doc.line(parent, i),
-        shadow=raw.get("shadow", False),
+        reason=spec.reason,
+        description=spec.description,
+        line=line,
+        shadow=spec.shadow,
     )
-
-
-def _parse_limit(doc: Located, raw: dict, where: str) -> tuple[RateLimit | DistinctLimit | Budget, str]:
-    spec = raw["limit"]
-    _mapping(doc, raw, "limit", spec, {"key", "requests", "per", "burst", "distinct", "max"})
-    key = spec.get("key")
-    if not is_key_kind(key):
-        kinds = ", ".join(KEY_KINDS)
-        reason = f"{where}: limit 'key' must be one of {kinds}, or a network level like v4/16, v6/48"
-        raise doc.error(spec, "key", reason)
-    per = parse_duration(spec.get("per"))
-    if per is None:
-        raise doc.error(spec, "per", f"{where}: limit 'per' is a positive duration such as 30s, 10m, 1h")
-    if "distinct" in spec:
-        if spec["distinct"] != "track":
-            raise doc.error(spec, "distinct", f"{where}: 'distinct' counts 'track' (the {{track}} of the path)")
-        if "requests" in spec or "burst" in spec:
-            reason = f"{where}: a limit counts either 'distinct' values or 'requests', not both"
-            raise doc.error(spec, "distinct", reason)
-        return distinct_limit("track", _int(doc, spec, "max", None, 1, 10**6), per), key
-    if "max" in spec:
-        raise doc.error(spec, "max", f"{where}: 'max' goes with 'distinct'; request limits use 'requests' and 'burst'")
-    requests = _int(doc, spec, "requests", None, 1, 10**9)
-    burst = _int(doc, spec, "burst", requests, 1, 10**9)
-    return RateLimit(requests, per, burst), key
-
-
-def _parse_ban(doc: Located, raw: dict, where: str) -> Ban:
-    spec = raw["ban"]
-    _mapping(doc, raw, "ban", spec, {"after", "within", "for"})
-    after = _int(doc, spec, "after", None, 1, 10**6)
-    within = parse_duration(spec.get("within"))
-    duration = parse_duration(spec.get("for"))
-    if within is None:
-        raise doc.error(spec, "within", f"{where}: ban 'within' is a positive duration")
-    if duration is None:
-        raise doc.error(spec, "for", f"{where}: ban 'for' is a positive duration")
-    return Ban(after, within, duration)
-
-
-def _no_unknown_keys(doc: Located, mapping: dict, allowed: set[str], what: str) -> None:
-    for key in mapping:
-        if key not in allowed:
-            raise doc.error(mapping, key, f"unknown {what} {key!r} (expected one of: {', '.join(sorted(allowed))})")
-
-
-def _mapping(doc: Located, parent: dict, key: str, value: Any, allowed: set[str]) -> None:
-    if not isinstance(value, dict):
-        raise doc.error(parent, key, f"'{key}' must be a mapping")
-    _no_unknown_keys(doc, value, allowed, f"'{key}' field")
-
-
-def _names(doc: Located, parent: dict, key: str, allowed: set[str] | None, what: str) -> list[str]:
-    """A name or list of names under ``parent[key]``, each checked against ``allowed``."""
-    value = parent.get(key, [])
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise doc.error(parent, key, f"'{key}' is a {what} name or a list of them")
-    if allowed is not None:
-        for j, name in enumerate(value):
-            if name not in allowed:
-                known = ", ".join(sorted(allowed))
-                container, index = (value, j) if doc.line(value) is not None else (parent, key)
-                raise doc.error(container, index, f"unknown {what} {name!r} (known: {known})")
-    return value
-
-
-def _int(doc: Located, parent: dict, key: str, default: int | None, low: int, high: int) -> int:
-    value = parent.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise doc.error(parent, key, f"'{key}' must be a whole number from {low} to {high}")
-    return value

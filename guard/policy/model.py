@@ -1,0 +1,525 @@
+"""The rules file as a typed model: one class per section, one field per key.
+
+This is the single definition of the rules file format. Loading (guard/policy/rules.py),
+``guard check``, the JSON Schema (``guard schema``, rules/schema.json) and the reference
+documentation (``guard schema --markdown``, docs/rules-reference.md) all come from here,
+so they cannot disagree. Every field's ``description=`` IS the reference documentation:
+write it for the operator who edits the file.
+
+How to add a key
+----------------
+1. Add a field to the section class it belongs to (or a new :class:`Section` subclass,
+   referenced by a field of its parent), with a default when the key is optional and a
+   ``description=``. Use the validated types below where they fit: ``Duration``
+   (``30s``, ``10m``, ...), ``Cidr``, ``OneOrMany[...]`` (a name or a list of names),
+   ``GroupName``, ``GroupRef``/``CategoryRef``/``AgentRef`` (checked against the file's
+   path groups and the catalogue), ``Literal[...]`` for a fixed set of words.
+2. Checks that involve several keys go in a ``@model_validator(mode="after")`` of the
+   section; report each problem at its own key with :func:`guard.config.fail`.
+3. Compile the field into :class:`guard.policy.rules.Policy` (or :class:`Rule`) in
+   :func:`guard.policy.rules.compile_policy`: the request path reads only the compiled
+   structures, never the model.
+4. Regenerate the schema and the reference: ``guard schema > rules/schema.json`` and
+   ``guard schema --markdown > docs/rules-reference.md`` (tests compare both).
+5. Add a bad-file case to tests/test_rules_errors.py: the message and the line it names.
+
+Errors come out as ``file:line:col: reason``, one per problem (guard/config.py maps each
+pydantic error to the YAML position of the key or value).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from guard.config import UNION_TAG, Section, context, fail, json_schema_of, problem, show
+from guard.policy.limits import KEY_KINDS, is_key_kind
+from guard.policy.paths import OTHER, pattern_problem
+
+#: Categories that exist beside the catalogue's own.
+BUILTIN_CATEGORIES = {
+    "unknown": "Not in the catalogue: an ordinary browser, or a tool that hides.",
+    "spoofed": "Claims to be a verifiable crawler but failed verification.",
+}
+ACTIONS = ("allow", "block", "throttle")
+
+# -- validated types ------------------------------------------------------------------------
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_NAME_FORM = "lower-case letters, digits, - _ ."
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+DURATION_FORMS = "a positive duration such as 250ms, 30s, 10m, 1h, 1d (a bare number is seconds)"
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from ``30``, ``"30s"``, ``"10m"``, ``"1h"``, ``"1d"``, ``"250ms"``; None if invalid."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if value > 0 else None
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            seconds = float(m.group(1)) * _UNITS[m.group(2)]
+            return seconds if seconds > 0 else None
+    return None
+
+
+def _duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds is None:
+        raise problem(f"{show(value)} is not {DURATION_FORMS}")
+    return seconds
+
+
+#: Seconds, written ``30``, ``30s``, ``10m``, ``1h``, ``1d`` or ``250ms``.
+Duration: TypeAlias = Annotated[
+    float,
+    BeforeValidator(_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"},
+            ]
+        }
+    ),
+]
+
+
+def _cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise problem(f"'{value}' is not an address or CIDR (such as 10.0.0.0/8 or 2001:db8::/32)") from None
+    return value
+
+
+#: An IPv4 or IPv6 address or network (host bits may be set).
+Cidr: TypeAlias = Annotated[str, AfterValidator(_cidr)]
+
+
+def _name(value: str) -> str:
+    if not _NAME.match(value):
+        raise problem(f"'{value}' is not a valid name ({_NAME_FORM})")
+    return value
+
+
+#: A rule id or key prefix: lower-case letters, digits, ``-``, ``_``, ``.``.
+Name: TypeAlias = Annotated[str, AfterValidator(_name), WithJsonSchema({"type": "string", "pattern": _NAME.pattern})]
+
+
+def _group_name(value: str) -> str:
+    _name(value)
+    if value == OTHER:
+        raise problem(f"'{OTHER}' is the implicit group of paths no group matches; choose another name")
+    return value
+
+
+#: A path group's name (not ``other``, which holds the paths no group matches).
+GroupName: TypeAlias = Annotated[
+    str,
+    AfterValidator(_group_name),
+    WithJsonSchema({"type": "string", "pattern": _NAME.pattern, "not": {"const": OTHER}}),
+]
+
+
+def _path_pattern(pattern: str) -> str:
+    reason = pattern_problem(pattern)
+    if reason is not None:
+        raise problem(reason)
+    return pattern
+
+
+#: A robots.txt-style pattern: a prefix, ``*``, a final ``$``, or ``{track}`` / ``{track:TYPE}`` segments.
+PathPattern: TypeAlias = Annotated[
+    str, AfterValidator(_path_pattern), WithJsonSchema({"type": "string", "pattern": "^/"})
+]
+
+
+def _listify(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class _OneOrMany:
+    """``OneOrMany[T]``: a single ``T`` or a list of them, always a list once validated."""
+
+    def __class_getitem__(cls, item: Any) -> Any:
+        one = json_schema_of(item)
+        return Annotated[
+            list[item],  # type: ignore[valid-type]
+            BeforeValidator(_listify),
+            WithJsonSchema({"anyOf": [one, {"type": "array", "items": one}]}),
+        ]
+
+
+OneOrMany = _OneOrMany
+
+
+def _known(kind: str, key: str, *, lower: bool = False, extra: tuple[str, ...] = ()) -> AfterValidator:
+    """A validator checking a name against the names the loader put in the context under ``key``."""
+
+    def check(value: str, info: ValidationInfo) -> str:
+        known = context(info, key)
+        if known is None:
+            return value  # validated without a file around it (e.g. for the schema)
+        names = {*known, *extra}
+        candidates = {n.lower() for n in names} if lower else names
+        if (value.lower() if lower else value) not in candidates:
+            raise problem(f"unknown {kind} '{value}' ({_suggest(value, sorted(names, key=str.lower))})")
+        return value
+
+    return AfterValidator(check)
+
+
+def _suggest(value: str, names: list[str]) -> str:
+    """The valid names, or the closest few when there are many (the catalogue has hundreds of agents)."""
+    if len(names) <= 20:
+        return "known: " + ", ".join(names)
+    close = difflib.get_close_matches(value.lower(), [n.lower() for n in names], n=3, cutoff=0.8)
+    spelled = [next(n for n in names if n.lower() == c) for c in close]
+    return f"did you mean {' or '.join(spelled)}?" if spelled else f"not one of the {len(names)} known"
+
+
+#: A path group of this file, or ``other``.
+GroupRef: TypeAlias = Annotated[str, _known("path group", "groups", extra=(OTHER,))]
+#: A path group of this file (not ``other``).
+OwnGroupRef: TypeAlias = Annotated[str, _known("path group", "groups")]
+#: A category of the catalogue, or ``unknown`` / ``spoofed``.
+CategoryRef: TypeAlias = Annotated[str, _known("category", "categories", extra=tuple(BUILTIN_CATEGORIES))]
+#: A category of the catalogue.
+CatalogueCategoryRef: TypeAlias = Annotated[str, _known("category", "categories")]
+#: An agent of the catalogue, by name (any case).
+AgentRef: TypeAlias = Annotated[str, _known("agent", "agents", lower=True)]
+
+
+def _header_value(value: str | None) -> str | None:
+    if value is not None and ("\n" in value or "\r" in value):
+        raise problem("a header value is one line")
+    return value
+
+
+#: One line of text, sent as an HTTP header value.
+HeaderValue: TypeAlias = Annotated[str | None, AfterValidator(_header_value)]
+
+
+def _existing_file(value: str | None, info: ValidationInfo) -> str | None:
+    base = context(info, "base_dir")
+    if value is None or base is None or value == "upstream":
+        return value
+    if not (Path(base) / value).is_file():
+        raise problem(f"'{value}' is not a file (relative paths start from the rules file's folder)")
+    return value
+
+
+#: A file path, relative to the rules file, that must exist.
+ExistingFile: TypeAlias = Annotated[str | None, AfterValidator(_existing_file)]
+
+
+def _absolute_path(value: str | None) -> str | None:
+    if value is not None and not value.startswith("/"):
+        raise problem(f"'{value}' is not a path: it starts with '/', e.g. /metrics")
+    return value
+
+
+def _redis_url(value: str | None) -> str | None:
+    if value is not None and "://" not in value:
+        raise problem(f"'{value}' is not a Redis URL: redis://host:port/db or redis+cluster://host:port")
+    return value
+
+
+def _limit_key(value: str) -> str:
+    if not is_key_kind(value):
+        raise problem(f"'{value}' is not one of: {', '.join(KEY_KINDS)}, or a network level like v4/16, v6/48")
+    return value
+
+
+#: What a limit counts by (see guard.policy.limits.KEY_KINDS).
+LimitKey: TypeAlias = Annotated[
+    str,
+    AfterValidator(_limit_key),
+    WithJsonSchema({"anyOf": [{"enum": list(KEY_KINDS)}, {"type": "string", "pattern": r"^v(4|6)/[1-9][0-9]*$"}]}),
+]
+
+
+# -- sections -------------------------------------------------------------------------------
+
+
+class ReverseDns(Section):
+    """Forward-confirmed reverse DNS for crawlers whose operators publish only hostnames."""
+
+    enabled: bool = Field(
+        True, description="Check claims of crawlers that publish only hostnames (Yandex, Baidu, ...) in the background."
+    )
+    pending: Literal["unknown", "spoofed"] = Field(
+        "unknown",
+        description="How a request is judged while its lookup runs: `unknown` (counted like any visitor) "
+        "or `spoofed` (blocked).",
+    )
+
+
+class Signatures(Section):
+    """Web Bot Auth: crawlers that sign their requests (HTTP Message Signatures)."""
+
+    directory: ExistingFile = Field(
+        None, description="JSON file of signer keys (relative to the rules file). Absent: signatures are not checked."
+    )
+
+
+class Clients(Section):
+    """What one client is, for limits keyed `ip` and `ip_ua`."""
+
+    ipv4: int = Field(32, ge=1, le=32, description="IPv4 prefix length of one client (32: one address).")
+    ipv6: int = Field(64, ge=1, le=128, description="IPv6 prefix length of one client (64: a host can rotate its /64).")
+
+
+class Subnets(Section):
+    """Neighbouring addresses counted together, for limits keyed `subnet`."""
+
+    ipv4: int = Field(24, ge=1, le=32, description="IPv4 prefix length of a subnet.")
+    ipv6: int = Field(64, ge=1, le=128, description="IPv6 prefix length of a subnet.")
+
+
+class Memory(Section):
+    """The embedded memory store (also Redis's fallback while Redis is down)."""
+
+    max_entries: int = Field(
+        200_000, ge=1, le=10**9, description="Bound on counters, sets and bans kept in memory together."
+    )
+
+
+class Metrics(Section):
+    """The Prometheus endpoint."""
+
+    path: Annotated[str | None, AfterValidator(_absolute_path)] = Field(
+        None, description="Where the metrics are served, e.g. `/metrics`. Absent: not served."
+    )
+    allow: list[Cidr] = Field(
+        ["127.0.0.1/32", "::1/128"], description="Addresses or CIDRs that may read the metrics; others get 404."
+    )
+
+
+class Log(Section):
+    """The decision log."""
+
+    sample_allows: float = Field(
+        0.0, ge=0, le=1, description="Share of allowed requests written to the decision log (0 to 1)."
+    )
+
+
+class Redis(Section):
+    """Shared counters in Redis (`--redis-url` / `GUARD_REDIS_URL` override the url)."""
+
+    url: Annotated[str | None, AfterValidator(_redis_url)] = Field(
+        None,
+        description="`redis://host:port/db`, `rediss://...` or `redis+cluster://host:port`. Absent: memory store.",
+    )
+    namespace: Name = Field("guard", description="Prefix of every key guard writes.")
+    timeout: Duration = Field(0.05, description="Per call; a slower answer counts as Redis down.")
+    fail: Literal["open", "closed"] = Field(
+        "open",
+        description="While Redis is down: `open` counts in memory on each instance; `closed` throttles "
+        "every counted request.",
+    )
+
+
+class TdmPolicy(Section):
+    """TDMRep with a policy document."""
+
+    policy: str | None = Field(None, description="URL of the TDM policy, published as `tdm-policy`.")
+
+
+def _tdmrep_form(value: Any) -> str:
+    return f"{UNION_TAG}policy" if isinstance(value, dict) else f"{UNION_TAG}flag"
+
+
+class Directives(Section):
+    """What guard publishes for crawlers, generated from the catalogue and the rules."""
+
+    robots_txt: bool = Field(True, description="Serve `/robots.txt` generated from these rules.")
+    ai_txt: bool = Field(True, description="Serve `/ai.txt` (Spawning's format).")
+    default_disallow: OneOrMany[OwnGroupRef] = Field(
+        [], description="Path groups that robots.txt asks every other crawler (`User-agent: *`) to stay out of."
+    )
+    sitemap: str | None = Field(None, description="Absolute URL of the sitemap, listed in robots.txt.")
+    merge_robots: ExistingFile = Field(
+        None,
+        description="Add the application's own robots.txt: `upstream` (ask the app for `/robots.txt`) "
+        "or a file path relative to the rules file.",
+    )
+    enforce_robots: bool = Field(
+        True, description="Block an identified crawler on any path its own robots.txt group disallows."
+    )
+    content_usage: HeaderValue = Field(
+        None,
+        description="IETF AI preferences, e.g. `train-ai=n`: a Content-Usage line in robots.txt and a header "
+        "on content responses. Absent or null: off.",
+    )
+    x_robots_tag: HeaderValue = Field(
+        None, description="`X-Robots-Tag` on content responses, e.g. `noai, noimageai`. Absent or null: off."
+    )
+    tdmrep: Annotated[
+        Annotated[bool, Tag(f"{UNION_TAG}flag")] | Annotated[TdmPolicy, Tag(f"{UNION_TAG}policy")],
+        Discriminator(_tdmrep_form),
+    ] = Field(
+        False,
+        description="TDMRep (W3C): `/.well-known/tdmrep.json` and the `tdm-reservation` header. "
+        "`true`, `false`, or `{policy: URL}`.",
+    )
+
+
+class Match(Section):
+    """A rule's conditions: all must hold. Empty or absent: every request."""
+
+    category: OneOrMany[CategoryRef] = Field(
+        [], description="One or a list of categories: the catalogue's, `unknown` or `spoofed`."
+    )
+    agent: OneOrMany[AgentRef] = Field([], description="One or a list of catalogue agent names (any case).")
+    path: OneOrMany[GroupRef] = Field([], description="One or a list of path groups (or `other`).")
+    user_agent: Literal["missing", "present"] | None = Field(
+        None, description="`missing` (absent or blank) or `present`."
+    )
+
+
+class Limit(Section):
+    """What a rule counts: `requests` per `per` (GCRA), or at most `max` `distinct` tracks per `per`."""
+
+    key: LimitKey = Field(
+        description="Who is counted: `ip` (one client, every User-Agent behind it), `ip_ua` (one client with "
+        "one User-Agent: one browser), `subnet` (the client's subnet), `session` (the signed session, else as "
+        "`ip_ua`), `provider` (everyone in one hosting provider's ranges), or a network level `v4/16`, `v6/48`."
+    )
+    per: Duration = Field(description="The window: requests per this long, or distinct tracks in any window this long.")
+    requests: int | None = Field(None, ge=1, le=10**9, description="Requests per `per`, sustained.")
+    burst: int | None = Field(None, ge=1, le=10**9, description="Requests allowed back to back (default: `requests`).")
+    distinct: Literal["track"] | None = Field(
+        None, description="Count distinct values instead of requests: `track` (the `{track}` of the path)."
+    )
+    max: int | None = Field(None, ge=1, le=10**6, description="With `distinct`: most distinct tracks per `per`.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Limit:
+        if self.distinct is not None:
+            if self.requests is not None or self.burst is not None:
+                fail((["distinct"], "a limit counts either 'distinct' values or 'requests', not both"))
+            if self.max is None:
+                fail((["max"], "'max' is required with 'distinct' (the most distinct tracks per 'per')"))
+        elif self.max is not None:
+            fail((["max"], "'max' goes with 'distinct'; request limits use 'requests' and 'burst'"))
+        elif self.requests is None:
+            fail((["requests"], "'requests' is required (or 'distinct: track' with 'max')"))
+        return self
+
+
+class Ban(Section):
+    """Escalation: repeated denials of a limit ban its key."""
+
+    after: int = Field(ge=1, le=10**6, description="Denials that trigger the ban.")
+    within: Duration = Field(description="...counted within this long of the first one.")
+    for_: Duration = Field(alias="for", description="How long the ban lasts (403 with Retry-After).")
+
+
+class Rule(Section):
+    """One entry of `rules:`, read top to bottom."""
+
+    id: Name = Field(description="Unique; appears in logs and in the 403/429 body.")
+    description: str | None = Field(None, description="For people.")
+    match: Match = Field(Match(), description="The conditions; absent: every request.")
+    action: Literal["allow", "block", "throttle"] = Field(
+        description="`allow`, `block` (403), or `throttle` (429 with Retry-After; only with a `limit`). "
+        "With a `limit`, what happens when it is exceeded."
+    )
+    limit: Limit | None = Field(None, description="Makes the rule a counter.")
+    ban: Ban | None = Field(None, description="Escalates a `limit`.")
+    reason: str | None = Field(None, description="Text of the 403 body (default: the description).")
+    shadow: bool = Field(False, description="`true`: log and count what the rule would do, never enforce it.")
+
+    @model_validator(mode="after")
+    def _action_fits(self) -> Rule:
+        problems: list[tuple[list[str], str]] = []
+        if self.limit is not None and self.action == "allow":
+            problems.append((["action"], "a limit's action is what happens when it is exceeded: throttle or block"))
+        if self.limit is None and self.action == "throttle":
+            problems.append((["action"], "'throttle' needs a 'limit' (it answers 429 with the time to wait)"))
+        if self.ban is not None and self.limit is None:
+            problems.append((["ban"], "'ban' escalates a limit; this rule has no 'limit'"))
+        if problems:
+            fail(*problems)
+        return self
+
+
+class RulesFile(Section):
+    """A guard rules file."""
+
+    version: Literal[1] = Field(description="The format version: 1, the only one so far.")
+    catalogue: str = Field("agents.yaml", description="The crawler catalogue, relative to this file.")
+    paths: dict[GroupName, OneOrMany[PathPattern]] = Field(
+        min_length=1,
+        description="Named path groups, each one or a list of patterns. A path belongs to the FIRST group "
+        "with a matching pattern, or to `other`.",
+    )
+    exempt: OneOrMany[GroupRef] = Field([], description="Path groups never checked or counted.")
+    verify: OneOrMany[CatalogueCategoryRef] = Field(
+        [],
+        description="Categories whose claims are checked against the operator's IP ranges or reverse DNS; "
+        "a claim that fails becomes `spoofed`.",
+    )
+    reverse_dns: ReverseDns = Field(ReverseDns(), description=ReverseDns.__doc__)
+    signatures: Signatures = Field(Signatures(), description=Signatures.__doc__)
+    shadow: bool = Field(False, description="`true`: decide, log and count, enforce nothing.")
+    metrics: Metrics = Field(Metrics(), description=Metrics.__doc__)
+    log: Log = Field(Log(), description=Log.__doc__)
+    clients: Clients = Field(Clients(), description=Clients.__doc__)
+    subnets: Subnets = Field(Subnets(), description=Subnets.__doc__)
+    memory: Memory = Field(Memory(), description=Memory.__doc__)
+    redis: Redis = Field(Redis(), description=Redis.__doc__)
+    directives: Directives = Field(Directives(), description=Directives.__doc__)
+    rules: list[Rule] = Field(description="The rules, read top to bottom.")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> Any:
+        if value != 1 or isinstance(value, bool):
+            raise problem("'version: 1' is required (the only version so far)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self, info: ValidationInfo) -> RulesFile:
+        problems: list[tuple[list[str | int], str]] = []
+        if self.clients.ipv4 < self.subnets.ipv4:
+            problems.append((["clients", "ipv4"], f"a client is at most a subnet: at least {self.subnets.ipv4}"))
+        if self.clients.ipv6 < self.subnets.ipv6:
+            problems.append((["clients", "ipv6"], f"a client is at most a subnet: at least {self.subnets.ipv6}"))
+        located = context(info, "located")
+        first: dict[str, int] = {}
+        for i, rule in enumerate(self.rules):
+            if rule.id in first:
+                line = located.line(located.data["rules"], first[rule.id]) if located else None
+                where = f" (first on line {line})" if line else ""
+                problems.append((["rules", i, "id"], f"duplicate rule id '{rule.id}'{where}"))
+            first.setdefault(rule.id, i)
+        if problems:
+            fail(*problems)
+        return self
+
+
+def rules_context(data: Any) -> dict[str, Any]:
+    """What reference checks need from the file itself: its path group names."""
+    paths = data.get("paths") if isinstance(data, dict) else None
+    return {"groups": [name for name in paths if isinstance(name, str)] if isinstance(paths, dict) else []}
