@@ -251,7 +251,7 @@ def test_a_catalogue_error_names_the_catalogue(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError) as err:
         load_rules(path)
-    assert str(err.value) == f"{catalogue}:4:11: agent 'a': name: duplicate agent name 'a'"
+    assert str(err.value) == f"{catalogue}:4:12: agent 'a': name: duplicate agent name 'a'"
 
 
 def test_the_checked_in_schema_is_the_generated_one() -> None:
