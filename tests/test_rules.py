@@ -125,7 +125,8 @@ def test_guard_check_exit_status(tmp_path: Path) -> None:
     bad = write_rules(tmp_path, GOOD_HEAD + "rules:\n  - id: x\n    action: explode\n")
     result = run_cli("check", str(bad))
     assert result.returncode == 1
-    assert result.stderr == f"{bad}:7:13: rule 'x': action: 'explode' is not one of: allow, block or throttle\n"
+    expected = f"{bad}:7:13: rule 'x': action: 'explode' is not one of: allow, block or throttle"
+    assert result.stderr == f"guard: error: {expected}\n"
 
 
 def test_guard_check_missing_file(tmp_path: Path) -> None:

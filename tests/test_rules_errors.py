@@ -205,7 +205,7 @@ def test_check_and_loading_say_the_same_line(checked: tuple[dict[str, Path], lis
     assert str(err.value) == expected
     assert (err.value.line, err.value.column, err.value.reason) == (line, column, reason)
     # `guard check` printed exactly that line for this file, and nothing else about it
-    assert [p for p in printed if p.startswith(f"{path}:")] == [expected]
+    assert [p for p in printed if str(path) in p] == [f"guard: error: {expected}"]
 
 
 def test_no_python_reprs_in_any_message() -> None:
@@ -228,7 +228,7 @@ def test_every_problem_is_reported_in_file_order(tmp_path: Path) -> None:
     assert str(err.value).splitlines() == [str(p) for p in err.value.problems]
     result = guard_check(path)
     assert result.returncode == 1
-    assert result.stderr.splitlines() == str(err.value).splitlines()
+    assert result.stderr.splitlines() == [f"guard: error: {line}" for line in str(err.value).splitlines()]
 
 
 def test_a_catalogue_error_names_the_catalogue(tmp_path: Path) -> None:

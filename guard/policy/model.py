@@ -33,7 +33,7 @@ import difflib
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
     AfterValidator,
@@ -157,19 +157,20 @@ def _listify(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-class _OneOrMany:
-    """``OneOrMany[T]``: a single ``T`` or a list of them, always a list once validated."""
+if TYPE_CHECKING:
+    OneOrMany = list  # to type checkers, what the model holds once validated
+else:
 
-    def __class_getitem__(cls, item: Any) -> Any:
-        one = json_schema_of(item)
-        return Annotated[
-            list[item],  # type: ignore[valid-type]
-            BeforeValidator(_listify),
-            WithJsonSchema({"anyOf": [one, {"type": "array", "items": one}]}),
-        ]
+    class OneOrMany:
+        """``OneOrMany[T]``: a single ``T`` or a list of them, always a list once validated."""
 
-
-OneOrMany = _OneOrMany
+        def __class_getitem__(cls, item: Any) -> Any:
+            one = json_schema_of(item)
+            return Annotated[
+                list[item],
+                BeforeValidator(_listify),
+                WithJsonSchema({"anyOf": [one, {"type": "array", "items": one}]}),
+            ]
 
 
 def _known(kind: str, key: str, *, lower: bool = False, extra: tuple[str, ...] = ()) -> AfterValidator:

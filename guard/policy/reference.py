@@ -89,7 +89,9 @@ def _describe(schema: dict[str, Any]) -> str:
     if kind == "array":
         return f"list of {_describe(schema.get('items', {}))}"
     if kind == "object":
-        values = schema.get("additionalProperties") or next(iter(schema.get("patternProperties", {}).values()), {})
+        values: dict[str, Any] = schema.get("additionalProperties") or next(
+            iter(schema.get("patternProperties", {}).values()), {}
+        )
         return f"mapping of name to {_describe(values)}"
     if kind == "string" and "(ms|s|m|h|d)" in schema.get("pattern", ""):
         return "duration"
