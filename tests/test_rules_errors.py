@@ -128,7 +128,7 @@ CASES = {
     "bad placeholder": (
         HEAD.replace("{track}/stream", "{id}/stream") + "rules: []\n",
         (3, 11),
-        "paths.audio[0]: path pattern '/tracks/{id}/stream': the only placeholder is {track}",
+        "paths.audio[0]: path pattern '/tracks/{id}/stream': the only placeholder is {track} (or {track:TYPE})",
     ),
     "reserved group name": (
         HEAD.replace("pages:", "other:") + "rules: []\n",
