@@ -86,7 +86,9 @@ def test_a_bad_rules_file_stops_uvicorn_under_every_way_of_mounting(tmp_path: Pa
     for name, process in servers.items():
         _, err = finish(process)
         assert process.returncode != 0, f"{name}: exited 0\n{err}"
-        assert "bad.yaml:7" in err and "'action' must be one of" in err, f"{name}:\n{err}"
+        assert "bad.yaml:7:13: rule 'x': action: 'explode' is not one of: allow, block or throttle" in err, (
+            f"{name}:\n{err}"
+        )
         assert "Application startup complete" not in err, name
 
 
@@ -96,7 +98,7 @@ def test_the_lifespan_failure_reads_as_one_message(tmp_path: Path) -> None:
     process = uvicorn(tmp_path, "added")
     _, err = finish(process)
     assert process.returncode == 3  # uvicorn's "startup failed"
-    assert "guard: the rules did not load: bad.yaml:7" in err
+    assert "guard: the rules did not load: bad.yaml:7:13: rule 'x'" in err
     assert "Traceback" not in err
     assert "appears unsupported" not in err
 
