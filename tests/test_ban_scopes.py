@@ -278,3 +278,25 @@ def test_a_held_newcomer_costs_one_round_trip_then_none(policy, redis_server, re
         await store.close()
 
     run(main())
+
+
+def test_an_address_remembers_its_user_agents_for_a_day_of_quiet(make_guard) -> None:
+    guard, clock = make_guard()
+    ip = "198.51.100.37"
+
+    async def main() -> None:
+        await listen(guard, clock, ip, UAS[1], range(1, 2))  # seen, then back within the day
+        await listen(guard, clock, ip, UAS[2], range(1, 2))  # seen once, then a day of quiet
+        clock.advance(23.5 * 3600)
+        await listen(guard, clock, ip, UAS[1], range(2, 3))
+        clock.advance(3600)  # the address was active 1 h ago, UAS[2] 24.5 h ago: still within a day
+        await scrape_until_banned(guard, clock, ip, UAS[0])
+        assert (await visit(guard, ip, UAS[1], "/api/tracks/5")).allowed
+        assert (await visit(guard, ip, UAS[2], "/api/tracks/5")).allowed
+        clock.advance(3600)  # the ban ends; later, a quiet day passes for the whole address
+        clock.advance(25 * 3600)
+        await scrape_until_banned(guard, clock, ip, UAS[0], first=500)
+        assert (await visit(guard, ip, UAS[1], "/api/tracks/6")).action == "block"  # forgotten: new again
+        await guard.store.close()
+
+    run(main())

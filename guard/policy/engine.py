@@ -272,7 +272,7 @@ class Guard:
             return None
         seen = f"{prefix}seen:{client.key}" if scope == "client" else ""
         address, subnet = f"{prefix}{rule.id}:{client.key}", f"{prefix}{rule.id}:{client.subnet}"
-        return Escalation(scope, address, subnet, seen, ua if seen else "")
+        return Escalation(scope, address, subnet, seen, ua if seen else "", f"{prefix}scoped")
 
     def _denied(self, rule: Rule, verdict: Verdict, shadowed: tuple = ()) -> Decision:
         if verdict.banned_until is not None:

@@ -82,6 +82,8 @@ SUBNET_SHARE = 0.25
 #: How long an address remembers the User-Agents it has seen (their first sight), and how many.
 SEEN_FOR_US = 86_400 * 1_000_000
 SEEN_MAX = 256
+#: The record's end is pushed back to SEEN_FOR_US when less than this is left (not on every request).
+SEEN_REFRESH_US = 82_800 * 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +170,9 @@ class Escalation(NamedTuple):
     and subnet (bans at ``+ ":b"``; the address's hold at ``address_key + ":h"``, the
     subnet's banned addresses at ``subnet_key + ":e"``). For the ``client`` scope,
     ``seen_key`` is the address's record of the User-Agents it has seen and ``ua`` this
-    request's User-Agent hash.
+    request's User-Agent hash. ``marker`` (one per hash tag) holds the latest end of any
+    hold, address or subnet ban under the tag: while it has passed, a request looks no
+    further, so the common case costs one read.
     """
 
     scope: str
@@ -176,6 +180,7 @@ class Escalation(NamedTuple):
     subnet_key: str
     seen_key: str = ""
     ua: str = ""
+    marker: str = ""
 
 
 class Check(NamedTuple):

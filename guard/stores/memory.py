@@ -21,6 +21,7 @@ from guard.policy.limits import (
     ESCALATE_UAS,
     SEEN_FOR_US,
     SEEN_MAX,
+    SEEN_REFRESH_US,
     SUBNET_SHARE,
     Budget,
     Check,
@@ -56,13 +57,16 @@ class MemoryStore:
         now_us = to_us(now)
         entries = self._entries
         if self._bans:
+            scoped: bool | None = None  # any hold, address or subnet ban alive under this hash tag
             for i, check in enumerate(checks):
                 if check.ban is not None:
                     until = entries.peek(check.ban_key)
                     if until is not None and until > now_us:
                         return Verdict.from_us(i, until - now_us, until)
                     if check.escalation is not None:
-                        until = self._scoped_ban(now_us, check, check.escalation)
+                        if scoped is None:
+                            scoped = (entries.peek(check.escalation.marker) or 0) > now_us
+                        until = self._scoped_ban(now_us, check, check.escalation) if scoped else None
                         if until is not None:
                             return Verdict.from_us(i, until - now_us, until)
 
@@ -209,7 +213,7 @@ class MemoryStore:
         assert check.ban is not None
         entries = self._entries
         if e.scope == "subnet":
-            self._ban_until(e.subnet_key, until, check.key)
+            self._ban_until(e, e.subnet_key, until, check.key)
             return
         if e.scope == "client":
             hold = entries.peek(e.address_key + ":h")
@@ -218,21 +222,26 @@ class MemoryStore:
             hold[1] = max(hold[1], until)
             hold[2] += 1
             entries.put(e.address_key + ":h", hold)
+            self._mark(e, hold[1])
             if hold[2] < ESCALATE_UAS:
                 return
-        self._ban_until(e.address_key, until, check.key)
+        self._ban_until(e, e.address_key, until, check.key)
         banned = entries.peek(e.subnet_key + ":e") or {}
         banned = {address: end for address, end in banned.items() if end > now_us}
         banned[e.address_key] = until
         entries.put(e.subnet_key + ":e", banned)
         if len(banned) >= ESCALATE_ADDRESSES:
-            self._ban_until(e.subnet_key, now_us + round(check.ban.duration_us * SUBNET_SHARE), check.key)
+            self._ban_until(e, e.subnet_key, now_us + round(check.ban.duration_us * SUBNET_SHARE), check.key)
 
-    def _ban_until(self, key: str, until: int, own: str) -> None:
+    def _ban_until(self, e: Escalation, key: str, until: int, own: str) -> None:
         if key != own:
-            current = self._entries.peek(key + ":b")
-            self._entries.put(key + ":b", max(until, current or 0))
+            value = max(until, self._entries.peek(key + ":b") or 0)
+            self._entries.put(key + ":b", value)
             self._bans += 1
+            self._mark(e, value)
+
+    def _mark(self, e: Escalation, until: int) -> None:
+        self._entries.put(e.marker, max(until, self._entries.peek(e.marker) or 0))
 
     def _seen(self, now_us: int, e: Escalation) -> dict[str, int]:
         """The User-Agents seen on the address (hash: first sight), if the record is alive."""
@@ -240,7 +249,10 @@ class MemoryStore:
         return record[1] if record is not None and record[0] > now_us else {}
 
     def _remember_ua(self, now_us: int, e: Escalation) -> None:
-        seen = self._seen(now_us, e)
+        record = self._entries.peek(e.seen_key)
+        ends, seen = record if record is not None and record[0] > now_us else (0, {})
+        if e.ua in seen and ends - now_us > SEEN_REFRESH_US:
+            return  # known, and the record is fresh: nothing to write
         if e.ua not in seen and len(seen) < SEEN_MAX:
             seen[e.ua] = now_us
         self._entries.put(e.seen_key, (now_us + SEEN_FOR_US, seen))

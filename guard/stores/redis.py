@@ -47,6 +47,7 @@ from guard.policy.limits import (
     ESCALATE_UAS,
     SEEN_FOR_US,
     SEEN_MAX,
+    SEEN_REFRESH_US,
     SUBNET_SHARE,
     Ban,
     Budget,
@@ -357,5 +358,5 @@ def budget_peek(check: Check, count: int, ban: bytes | None, now_us: int) -> dic
 def _escalation_line(ban: Ban, e: Escalation) -> str:
     """A check's ban scope for the script (its ``e|`` line), with the escalation constants."""
     subnet_us = round(ban.duration_us * SUBNET_SHARE)
-    head = f"e|{e.scope}|{ESCALATE_UAS}|{ESCALATE_ADDRESSES}|{subnet_us}|{SEEN_FOR_US}|{SEEN_MAX}"
-    return f"{head}|{e.address_key}|{e.subnet_key}|{e.seen_key}|{e.ua}"
+    head = f"e|{e.scope}|{ESCALATE_UAS}|{ESCALATE_ADDRESSES}|{subnet_us}|{SEEN_FOR_US}|{SEEN_REFRESH_US}|{SEEN_MAX}"
+    return f"{head}|{e.address_key}|{e.subnet_key}|{e.marker}|{e.seen_key}|{e.ua}"

@@ -17,7 +17,8 @@
 --            after = 0: no escalation to a ban. Ban key: key..":b", strikes: key..":s".
 --            shadow = 1: exceeding it is reported, never denies (and is not recorded).
 --          A check with a ban scope beyond its key is followed by its escalation line:
---          e|scope|uas|addresses|subnet_us|seen_for_us|seen_max|address_key|subnet_key|seen_key|ua
+--          e|scope|uas|addresses|subnet_us|seen_for_us|seen_refresh_us|seen_max|address_key|subnet_key|
+--            marker|seen_key|ua
 --            (see the ban-scope functions below and guard.policy.limits.Escalation).
 -- Returns four integers per request: denied check (1-based, 0 = allowed), retry_us,
 -- banned_until_us (0 = none), and a bit mask of the shadow checks that would have denied
@@ -37,10 +38,22 @@ end
 -- ---- ban scopes (docs/bans.md; MemoryStore._scoped_ban, _escalate, _remember_ua) ----------
 
 local function parse_escalation(line)
-  local scope, uas, addresses, subnet_us, seen_for, seen_max, akey, skey, seen, ua = string.match(line,
-    '^e|(%a+)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|([^|]+)|([^|]+)|([^|]*)|(.*)$')
+  local scope, uas, addresses, subnet_us, seen_for, seen_refresh, seen_max, akey, skey, marker, seen, ua =
+    string.match(line, '^e|(%a+)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|([^|]+)|([^|]+)|([^|]+)|([^|]*)|(.*)$')
   return {scope = scope, uas = tonumber(uas), addresses = tonumber(addresses), subnet_us = tonumber(subnet_us),
-    seen_for = tonumber(seen_for), seen_max = tonumber(seen_max), akey = akey, skey = skey, seen = seen, ua = ua}
+    seen_for = tonumber(seen_for), seen_refresh = tonumber(seen_refresh), seen_max = tonumber(seen_max),
+    akey = akey, skey = skey, marker = marker, seen = seen, ua = ua}
+end
+
+-- Whether any hold, address or subnet ban is alive under this hash tag (one read per request).
+local function scopes_alive(now, e)
+  return tonumber(redis.call('GET', e.marker) or '0') > now
+end
+
+local function mark(e, until_us, now)
+  if until_us > tonumber(redis.call('GET', e.marker) or '0') then
+    redis.call('SET', e.marker, fmt(until_us), 'PX', ms(until_us - now))
+  end
 end
 
 -- The User-Agents seen on an address: a sorted set of first sights, its own end under member "".
@@ -78,11 +91,12 @@ local function scoped_ban(now, c)
   return nil
 end
 
-local function ban_until(key, until_us, own, now)
+local function ban_until(e, key, until_us, own, now)
   if key ~= own then
     local current = tonumber(redis.call('GET', key .. ':b') or '0')
     local value = math.max(until_us, current)
     redis.call('SET', key .. ':b', fmt(value), 'PX', ms(value - now))
+    mark(e, value, now)
   end
 end
 
@@ -90,7 +104,7 @@ end
 local function escalate(now, c, until_us)
   local e = c.esc
   if e.scope == 'subnet' then
-    ban_until(e.skey, until_us, c.key, now)
+    ban_until(e, e.skey, until_us, c.key, now)
     return
   end
   if e.scope == 'client' then
@@ -104,18 +118,19 @@ local function escalate(now, c, until_us)
     n = n + 1
     redis.call('HSET', hkey, 's', fmt(start), 'u', fmt(hold_until), 'n', n)
     redis.call('PEXPIRE', hkey, ms(hold_until - now))
+    mark(e, hold_until, now)
     if n < e.uas then
       return
     end
   end
-  ban_until(e.akey, until_us, c.key, now)
+  ban_until(e, e.akey, until_us, c.key, now)
   local ekey = e.skey .. ':e'
   redis.call('ZREMRANGEBYSCORE', ekey, '-inf', fmt(now))
   redis.call('ZADD', ekey, fmt(until_us), e.akey)
   local last = redis.call('ZRANGE', ekey, -1, -1, 'WITHSCORES')
   redis.call('PEXPIRE', ekey, ms(tonumber(last[2]) - now))
   if redis.call('ZCARD', ekey) >= e.addresses then
-    ban_until(e.skey, now + e.subnet_us, c.key, now)
+    ban_until(e, e.skey, now + e.subnet_us, c.key, now)
   end
 end
 
@@ -123,8 +138,13 @@ local function remember_ua(now, e)
   local ends = tonumber(redis.call('ZSCORE', e.seen, '') or '0')
   if ends <= now then
     redis.call('DEL', e.seen)
+    ends = 0
   end
-  if not redis.call('ZSCORE', e.seen, e.ua) and redis.call('ZCARD', e.seen) - (ends > now and 1 or 0) < e.seen_max then
+  local known = ends > 0 and redis.call('ZSCORE', e.seen, e.ua)
+  if known and ends - now > e.seen_refresh then
+    return -- known, and the record is fresh: nothing to write
+  end
+  if not known and redis.call('ZCARD', e.seen) - (ends > 0 and 1 or 0) < e.seen_max then
     redis.call('ZADD', e.seen, fmt(now), e.ua)
   end
   redis.call('ZADD', e.seen, fmt(now + e.seen_for), '')
@@ -223,7 +243,8 @@ local function deny(now, i, c, retry, mask)
 end
 
 local function apply(now, checks)
-  -- 1. An existing ban answers at once.
+  -- 1. An existing ban answers at once (its own, or one reaching it: see the ban scopes above).
+  local scoped = nil
   for i, c in ipairs(checks) do
     if c.after > 0 then
       local until_us = tonumber(redis.call('GET', c.key .. ':b') or '0')
@@ -231,7 +252,10 @@ local function apply(now, checks)
         return {i, until_us - now, until_us, 0}
       end
       if c.esc then
-        until_us = scoped_ban(now, c)
+        if scoped == nil then
+          scoped = scopes_alive(now, c.esc)
+        end
+        until_us = scoped and scoped_ban(now, c)
         if until_us then
           return {i, until_us - now, until_us, 0}
         end
