@@ -32,6 +32,9 @@ from guard.ops.top import TopCounter
 from guard.policy.engine import Clock, Decision, Guard
 from guard.policy.rules import Policy, RedisSettings, load_rules
 from guard.policy.tracks import TrackType, register_track_type
+from guard.sessions.service import Reply, Sessions, load_keys
+from guard.sessions.settings import SessionSettings
+from guard.sessions.tokens import SessionKeys
 from guard.signals.directives import ROBOTS_LIMIT, ai_txt, content_headers, merge_robots, robots_txt, tdmrep_json
 from guard.signals.robots_matcher import RobotsTxt
 from guard.startup import inside_a_running_server, refuse, warn_if_counters_split
@@ -93,6 +96,9 @@ class GuardMiddleware:
     :param consent: artists' opt-ins to AI use (see docs/consent.md); ``consent_lookup``
         (async, artist id -> consents) and ``artist_resolver`` (track id -> artist id) are
         the application's side of it.
+    :param sessions: session settings (None: sessions off); see docs/sessions.md.
+    :param session_keys: the keys that sign sessions (default: from the settings' key file
+        or environment variable).
 
     Redis key prefix, call timeout and fail mode come from the rules file's ``redis:`` section.
     """
@@ -114,6 +120,8 @@ class GuardMiddleware:
         consent: ConsentSettings | None = None,
         consent_lookup: Any = None,
         artist_resolver: Any = None,
+        sessions: SessionSettings | None = None,
+        session_keys: SessionKeys | None = None,
     ) -> None:
         self.app = app
         for name, normaliser in (track_types or {}).items():
@@ -144,7 +152,9 @@ class GuardMiddleware:
             namespace=settings.namespace,
             rdns=reverse_dns,
             hosting=HostingRanges.from_directory(self._ranges_for(policy) / "hosting"),
+            sessions=sessions,
         )
+        self.sessions = Sessions(sessions, session_keys or load_keys(sessions)) if sessions is not None else None
         self.observer = Observer(registry, policy.sample_allows)
         self.observer.watch_store(self.guard.store)
         client = getattr(self.guard.store, "client", None)  # the Redis store's: feeds `guard top`
@@ -204,35 +214,46 @@ class GuardMiddleware:
             await _respond(send, 200, body, content_type=CONTENT_TYPE_LATEST.encode())
             return
         guard = self.guard
+        sessions = self.sessions
+        if sessions is not None and path == sessions.settings.challenge.path:
+            await _reply(send, await sessions.answer(guard, scope), scope.get("method") == "HEAD")
+            return
         started = time.perf_counter()
-        verdict = facts = signed = None
+        verdict = facts = signed = reply = None
+        cookie: list[tuple[bytes, bytes]] = []
         try:
             client = guard.resolver.resolve(scope)
             signed = self._signature(scope) if guard.signatures is not None else None
             query = scope.get("query_string", b"").decode("latin-1")
-            facts = guard.facts(client, _user_agent(scope), scope.get("path", "/"), signed, query)
+            user_agent = _user_agent(scope)
+            reading = sessions.read(scope, client, user_agent, guard.clock()) if sessions is not None else None
+            session = reading.session if reading is not None else None
+            facts = guard.facts(client, user_agent, scope.get("path", "/"), signed, query, session)
             exempt = guard.is_exempt(facts.where.group)
             decision = None if exempt else await guard.decide(facts)
             if decision is not None:
                 self.observer.record(facts, decision, time.perf_counter() - started, shadow=policy.shadow)
                 if self.top is not None:
                     self.top.add(facts, decision)
+                if reading is not None and sessions is not None:  # a new cookie, or the challenge
+                    cookie, reply = sessions.respond(reading, decision, facts, policy.shadow)
         except Exception:  # the guard must never take the site down
             log.exception("guard: error while checking a request; letting it through")
-            decision, exempt = None, True
+            decision, exempt, reply = None, True, None
         if consent is not None and facts is not None and not exempt:
             try:  # artists' opt-ins: may open content to a licensed AI agent, or refuse it
                 verdict = await consent.check(scope, facts, signed, decision, published.signals)
             except Exception:
                 log.exception("guard: error in the consent check; the rules decide alone")
             if verdict is not None and (verdict.serves or not policy.shadow):
-                await consent.send(verdict, self.app, scope, receive, send)
+                await consent.send(verdict, self.app, scope, receive, _with_headers(send, cookie) if cookie else send)
                 return
+        if reply is not None:
+            await _reply(send, reply, scope.get("method") == "HEAD")
+            return
         if decision is None or decision.allowed or policy.shadow:
-            if exempt or not published.signals:
-                await self.app(scope, receive, send)
-            else:
-                await self.app(scope, receive, _with_headers(send, published.signals))
+            extra = [] if exempt else published.signals + cookie
+            await self.app(scope, receive, _with_headers(send, extra) if extra else send)
             return
         await _deny(send, decision, head=scope.get("method") == "HEAD")
 
@@ -408,6 +429,11 @@ async def _deny(send: Send, decision: Decision, head: bool) -> None:
         text = f"403 Forbidden: guard rule '{decision.rule_id}': {decision.reason}. See /robots.txt.\n"
         extra = [(b"retry-after", decision.retry_after_header.encode())] if decision.retry_after_header else []
         await _respond(send, 403, text.encode(), extra=extra, head=head)
+
+
+async def _reply(send: Send, reply: Reply, head: bool) -> None:
+    extra = list(reply.headers)
+    await _respond(send, reply.status, reply.body, extra=extra, head=head, content_type=reply.content_type)
 
 
 def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:

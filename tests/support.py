@@ -104,3 +104,44 @@ def serving(app) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+NAVIGATE = {"sec-fetch-mode": "navigate", "accept": "text/html,application/xhtml+xml"}
+
+
+class Site:
+    """The guarded demo under uvicorn, and browsers that talk to it from any address."""
+
+    def __init__(self, base: str, clock: FakeClock, app) -> None:
+        self.base = base
+        self.clock = clock
+        self.app = app
+
+    def browser(self, user_agent: str = CHROME, ip: str = "198.51.100.7") -> Browser:
+        return Browser(self.base, user_agent, ip)
+
+
+class Browser:
+    """A cookie-keeping client at one address (sent as X-Forwarded-For)."""
+
+    def __init__(self, base: str, user_agent: str, ip: str) -> None:
+        self.client = httpx.Client(base_url=base, timeout=10)
+        self.user_agent = user_agent
+        self.ip = ip
+
+    def get(
+        self, path: str, user_agent: str | None = None, ip: str | None = None, params=None, **headers: str
+    ) -> httpx.Response:
+        sent = {"user-agent": user_agent or self.user_agent, "x-forwarded-for": ip or self.ip}
+        sent.update({k.replace("_", "-"): v for k, v in headers.items()})
+        return self.client.get(path, headers=sent, params=params)
+
+    def page(self, path: str = "/tracks/7", **kwargs) -> httpx.Response:
+        return self.get(path, **NAVIGATE, **kwargs)
+
+    def audio(self, track: int = 7, **kwargs) -> httpx.Response:
+        return self.get(f"/tracks/{track}/stream", range="bytes=0-1023", **kwargs)
+
+    @property
+    def token(self) -> str | None:
+        return self.client.cookies.get("guard_session")

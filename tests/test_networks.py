@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,9 @@ from test_verification import range_server  # noqa: F401 (fixture)
 
 from guard.identity.address import parse_ip
 from guard.identity.ranges import HostingRanges, update_hosting_ranges
-from guard.policy.engine import Facts, Guard
+from guard.policy.engine import Guard
 from guard.policy.rules import load_rules
+from guard.sessions.tokens import Session
 from guard.stores.memory import MemoryStore
 
 HOSTING = RULES.parent / "ranges" / "hosting"
@@ -54,26 +54,14 @@ BUDGETS = """
 """
 
 
-@dataclass(frozen=True, slots=True)
-class StandInSession:
-    id: str
-    issued_at: float = T0
-
-
-@dataclass(frozen=True, slots=True)
-class FactsWithSession(Facts):
-    session: StandInSession | None = None
-
-
 def guard_for(policy) -> Guard:
     return Guard(policy, MemoryStore(), clock=lambda: T0, hosting=HostingRanges.from_directory(HOSTING))
 
 
 def get(guard: Guard, ip: str, track: int, ua: str = CHROME, session: str | None = None):
     client = guard.resolver.resolve({"client": (ip, 1), "headers": []})
-    facts = guard.facts(client, ua, f"/tracks/{track}/stream")
-    if session is not None:
-        facts = FactsWithSession(**{f: getattr(facts, f) for f in Facts.__slots__}, session=StandInSession(session))
+    signed = Session(session, T0) if session is not None else None
+    facts = guard.facts(client, ua, f"/tracks/{track}/stream", session=signed)
     return run(guard.decide(facts))
 
 

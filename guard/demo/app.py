@@ -79,17 +79,22 @@ def audio_size(track_id: int) -> int:
 
 
 def audio_bytes(track_id: int, start: int, end: int) -> Iterable[bytes]:
-    """Bytes ``start..end`` (inclusive) of a track's audio, in chunks: an ID3 tag, then noise."""
-    block = hashlib.sha256(f"track-{track_id}".encode()).digest() * (CHUNK // 32)
-    header = b"ID3\x04\x00\x00\x00\x00\x00\x00"
+    """Bytes ``start..end`` (inclusive) of a track's audio, in chunks.
+
+    A real, playable MP3: an empty ID3v2 tag, then MPEG-1 Layer III frames (128 kbit/s,
+    48 kHz) that decode as silence. The part of each frame a decoder ignores holds bytes
+    derived from the track id, so every track's file differs.
+    """
+    unit = _frames(track_id)
     pos = start
     while pos <= end:
         n = min(CHUNK, end - pos + 1)
-        offset = pos % CHUNK
-        chunk = (block[offset:] + block)[:n]
-        if pos < len(header):
-            head = header[pos : pos + n]
-            chunk = head + chunk[len(head) :]
+        if pos < len(ID3_HEADER):
+            head = ID3_HEADER[pos : pos + n]
+            chunk = head + unit[: n - len(head)]
+        else:
+            offset = (pos - len(ID3_HEADER)) % FRAME
+            chunk = unit[offset : offset + n]
         yield chunk
         pos += n
 
@@ -107,6 +112,19 @@ class TrackId(Convertor[int]):
 
 
 register_url_convertor("track", TrackId())
+
+
+ID3_HEADER = b"ID3\x04\x00\x00\x00\x00\x00\x00"  # ID3v2.4, no frames
+FRAME = 384  # bytes of one 128 kbit/s, 48 kHz MPEG-1 Layer III frame (1152 samples, 24 ms)
+_FRAME_HEADER = b"\xff\xfb\x94\x00"  # sync, MPEG-1, Layer III, no CRC, 128 kbit/s, 48 kHz, stereo
+_SIDE_INFO = bytes(32)  # all zero: no main data, silence
+
+
+def _frames(track_id: int) -> bytes:
+    """Whole frames, at least CHUNK + FRAME bytes of them, for slicing chunks out of."""
+    filler = (hashlib.sha256(f"track-{track_id}".encode()).digest() * 11)[: FRAME - 36]
+    frame = _FRAME_HEADER + _SIDE_INFO + filler
+    return frame * (CHUNK // FRAME + 2)
 
 
 def _track_id(request: Request) -> int | None:

@@ -34,6 +34,8 @@ from guard.policy.limits import (
 )
 from guard.policy.paths import PathMatch, normalise_path
 from guard.policy.rules import Match, Policy, Rule
+from guard.sessions.settings import SessionSettings
+from guard.sessions.tokens import Session
 from guard.signals.robots_matcher import RobotsTxt
 from guard.stores.base import Store
 from guard.stores.memory import MemoryStore
@@ -50,6 +52,7 @@ class Facts:
     path: str
     where: PathMatch
     query: str = ""
+    session: Session | None = None  # a valid session bound to this client, or None
 
     @property
     def plan_key(self) -> tuple[str, str | None, str, bool]:
@@ -67,6 +70,7 @@ class Decision:
     retry_after: float | None = None
     shadowed: tuple[tuple[Rule, str], ...] = ()  # (shadow rule, what it would have said)
     banned: bool = False  # the denial is a ban (its own, or one reaching it from its address or subnet)
+    mint: bool = False  # a new session may be issued with the response
 
     @property
     def allowed(self) -> bool:
@@ -92,8 +96,12 @@ class Decision:
 
 
 ALLOW = Decision("allow")
+MINT = Decision("allow", mint=True)
 ROBOTS_RULE = Rule(
     id="robots-txt", match=Match(), action="block", description="a crawler fetching what its robots.txt group disallows"
+)
+SESSION_RULE = Rule(
+    id="session-required", match=Match(), action="challenge", description="this path group requires a session"
 )
 
 
@@ -112,6 +120,7 @@ class Guard:
         rdns: ReverseDNSVerifier | None = None,
         signatures: SignatureVerifier | None = None,
         hosting: HostingRanges | None = None,
+        sessions: SessionSettings | None = None,
     ) -> None:
         self.store: Store = store if store is not None else MemoryStore(policy.memory_max_entries)
         self.clock = clock
@@ -124,6 +133,10 @@ class Guard:
         self.robots: RobotsTxt | None = None  # set by whoever serves robots.txt (the middleware)
         self._bans: LRU[str, float] = LRU(65536)  # survives policy changes, like the store
         self.hosting = hosting
+        self.sessions = sessions  # None: sessions are off
+        # Addresses over their minting limit, until about when they may mint again: their
+        # further attempts skip the mint checks, so they do not use up their subnet's budget.
+        self._mint_paused: LRU[str, float] = LRU(65536)
         self.use_policy(policy)
 
     def use_policy(
@@ -164,7 +177,13 @@ class Guard:
     # -- facts ------------------------------------------------------------------------
 
     def facts(
-        self, client: Client, user_agent: str | None, path: str, signed: SignatureCheck | None = None, query: str = ""
+        self,
+        client: Client,
+        user_agent: str | None,
+        path: str,
+        signed: SignatureCheck | None = None,
+        query: str = "",
+        session: Session | None = None,
     ) -> Facts:
         """Identify and classify a request; ``signed`` is its Web Bot Auth check, if it carried one."""
         normal = normalise_path(path)
@@ -180,7 +199,7 @@ class Guard:
                 else:
                     evidence = f"web bot auth: {signed.reason}"
                     identity = Identity("spoofed", agent, None, ua_hash=ua_hash, verified=False, evidence=evidence)
-        return Facts(client, identity, normal, self.policy.paths.classify(normal), query)
+        return Facts(client, identity, normal, self.policy.paths.classify(normal), query, session)
 
     def is_exempt(self, group: str) -> bool:
         return group in self.policy.exempt
@@ -203,9 +222,18 @@ class Guard:
                 reason = f"robots.txt disallows this for {agent.name} ({rule.line})"
                 return Decision("block", ROBOTS_RULE, reason, shadowed=shadowed)
         limits = self.limits_for(plan.limits, facts.client)
-        if not limits:
+        sessions = self.sessions
+        mint = False
+        if sessions is not None and facts.session is None and terminal is None:
+            group = facts.where.group
+            if group in sessions.require:
+                return Decision("challenge", SESSION_RULE, "a session is required", shadowed=shadowed)
+            mint = group in sessions.issue and not self._mint_paused_for(facts.client.key)
+        if not limits and not mint:
             return Decision("allow", shadowed=shadowed) if shadowed else ALLOW
         checks = self.checks(facts, limits)
+        if mint:
+            checks += self.mint_checks(facts.client)
         now = self.clock()
         if len(self._bans):  # a ban this process already knows of costs no store call
             for i, check in enumerate(checks):
@@ -217,10 +245,18 @@ class Guard:
                             return self._denied(limits[i], Verdict(i, left, until), shadowed)
                         self._bans.pop(check.ban_key)
         verdict = await self.store.apply(now, checks)
+        n = len(limits)
         if verdict.shadowed:
-            shadowed += tuple((limits[i], f"limit exceeded: {limit_text(limits[i])}") for i in verdict.shadowed)
+            shadowed += tuple(
+                (limits[i], f"limit exceeded: {limit_text(limits[i])}") for i in verdict.shadowed if i < n
+            )
         if verdict.denied is None:
-            return Decision("allow", shadowed=shadowed) if shadowed else ALLOW
+            minted = mint and not any(i >= n for i in verdict.shadowed)  # over a minting limit: no new session
+            if mint and n in verdict.shadowed:  # this address is over its minting limit
+                self._pause_minting(facts.client.key, now)
+            if shadowed:
+                return Decision("allow", shadowed=shadowed, mint=minted)
+            return MINT if minted else ALLOW
         if verdict.banned_until is not None:
             self._bans.put(checks[verdict.denied].ban_key, verdict.banned_until)
         return self._denied(limits[verdict.denied], verdict, shadowed)
@@ -273,6 +309,33 @@ class Guard:
         seen = f"{prefix}seen:{client.key}" if scope == "client" else ""
         address, subnet = f"{prefix}{rule.id}:{client.key}", f"{prefix}{rule.id}:{client.subnet}"
         return Escalation(scope, address, subnet, seen, ua if seen else "", f"{prefix}scoped")
+
+    def mint_checks(self, client: Client) -> list[Check]:
+        """Shadow checks that limit new sessions per address and per subnet (exceeded: no session)."""
+        assert self.sessions is not None
+        prefix = f"{self.namespace}:{{{client.tag}}}:mint:"
+        return [
+            Check(f"{prefix}ip:{client.key}", self.sessions.mint_per_address, shadow=True),
+            Check(f"{prefix}subnet:{client.subnet}", self.sessions.mint_per_subnet, shadow=True),
+        ]
+
+    def _pause_minting(self, key: str, now: float) -> None:
+        assert self.sessions is not None
+        limit = self.sessions.mint_per_address
+        self._mint_paused.put(key, now + limit.per / limit.requests)  # about when one more is allowed
+
+    def _mint_paused_for(self, key: str) -> bool:
+        until = self._mint_paused.peek(key)
+        if until is None:
+            return False
+        if until > self.clock():
+            return True
+        self._mint_paused.pop(key)
+        return False
+
+    def once_check(self, client: Client, nonce: str, ttl: float) -> Check:
+        """A check that passes once per ``nonce`` within ``ttl`` seconds (a challenge answer)."""
+        return Check(f"{self.namespace}:{{{client.tag}}}:once:{nonce}", RateLimit(1, ttl, 1))
 
     def _denied(self, rule: Rule, verdict: Verdict, shadowed: tuple = ()) -> Decision:
         if verdict.banned_until is not None:

@@ -1,0 +1,180 @@
+"""The request path's view of sessions: read the cookie (or a signed URL), write the cookie.
+
+Everything here is arithmetic on headers and HMACs: no I/O. Whether a request may mint a
+new session is the store's answer (see :meth:`guard.policy.engine.Guard.decide`); this
+module only builds the token once it may.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, replace
+
+from itsdangerous import BadSignature
+from starlette.types import Scope
+
+from guard.identity.address import Client
+from guard.policy.paths import normalise_path
+from guard.sessions.settings import SessionSettings
+from guard.sessions.tokens import MAX_TOKEN, Session, SessionCodec, SessionKeys, bind, binding_problem, network_tag
+from guard.sessions.tokens import platform_of as platform_of
+
+MAX_COOKIES = 4  # same-named cookies tried (a partitioned and an unpartitioned copy, ...)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """The few request headers sessions look at, read once."""
+
+    cookies: tuple[str, ...] = ()  # values of our cookie, in the order sent
+    navigation: bool = False  # a browser loading a document (not a fetch, media or API call)
+    https: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A request's session as read: valid (and bound to this client), refused, or absent."""
+
+    session: Session | None
+    problem: str | None  # why a presented token was refused; None when valid or none sent
+    changed: bool  # the token must be sent again (an empty network slot was filled)
+    platform: str
+    family: int
+    tag: str
+    signed_url: bool = False
+    request: Request = Request()
+    now: float = 0.0
+
+    @property
+    def presented(self) -> bool:
+        return self.session is not None or self.problem is not None
+
+
+def read_request(scope: Scope, cookie_name: str) -> Request:
+    """Our cookie's values and whether this is a navigation, from an ASGI scope's headers."""
+    cookies: list[str] = []
+    fetch_mode = accept = None
+    prefix = cookie_name + "="
+    for key, value in scope.get("headers", ()):
+        if key == b"cookie" and len(cookies) < MAX_COOKIES:
+            for part in value.decode("latin-1").split(";"):
+                part = part.strip()
+                if part.startswith(prefix) and len(cookies) < MAX_COOKIES:
+                    cookies.append(part[len(prefix) :].strip('"'))
+        elif key == b"sec-fetch-mode":
+            fetch_mode = value
+        elif key == b"accept":
+            accept = value
+    method = scope.get("method", "GET")
+    # Without Sec-Fetch-Mode (older browsers, simple clients) a document request asks for HTML.
+    navigation = fetch_mode == b"navigate" if fetch_mode is not None else bool(accept and b"text/html" in accept)
+    navigation = navigation and method in ("GET", "HEAD")
+    return Request(tuple(cookies), navigation, scope.get("scheme") == "https")
+
+
+class SessionGate:
+    """Verifies and issues session tokens for one policy's settings."""
+
+    def __init__(self, settings: SessionSettings, keys: SessionKeys) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.codec = SessionCodec(keys)
+        self._urls = keys.signer("guard.url")
+
+    # -- reading ------------------------------------------------------------------------
+
+    def read(
+        self, request: Request, client: Client, user_agent: str | None, path: str, query: str, now: float
+    ) -> Reading:
+        """The request's session: from a signed URL for ``path``, else from the cookie."""
+        s = self.settings
+        platform = platform_of(user_agent)
+        family, tag = network_tag(client.version, client.number, s.ipv4_prefix, s.ipv6_prefix)
+        if query and s.url_param in query:
+            session = self._from_url(path, query, now, platform)
+            if session is not None:
+                return Reading(session, None, False, platform, family, tag, True, request, now)
+        problem = None
+        for token in request.cookies:
+            session = self.codec.loads(token)
+            if session is None:
+                problem = problem or "the session cookie is not valid"
+                continue
+            if session.issued_at + s.ttl <= now or session.issued_at > now + 300:
+                problem = "the session has expired"
+                continue
+            wrong = binding_problem(session, family, tag, platform)
+            if wrong is not None:
+                problem = wrong
+                continue
+            bound = bind(session, family, tag)
+            return Reading(bound, None, bound != session, platform, family, tag, False, request, now)
+        return Reading(None, problem, False, platform, family, tag, False, request, now)
+
+    def _from_url(self, path: str, query: str, now: float, platform: str) -> Session | None:
+        prefix = self.settings.url_param + "="
+        for part in query.split("&"):
+            if part.startswith(prefix):
+                token = part[len(prefix) :]
+                break
+        else:
+            return None
+        if len(token) > MAX_TOKEN:
+            return None
+        try:
+            payload = self._urls.unsign(token).decode("ascii")
+        except (BadSignature, UnicodeDecodeError, ValueError):
+            return None
+        fields = payload.split("~")
+        if len(fields) != 4 or fields[0] != "1" or fields[3] != _path_tag(path):
+            return None
+        try:
+            expires = float(fields[2])
+        except ValueError:
+            return None
+        if expires <= now:
+            return None
+        return Session(fields[1], expires - self.settings.ttl, "page", expires, platform=platform)
+
+    # -- writing ------------------------------------------------------------------------
+
+    def outgoing(self, reading: Reading, minted: bool, group: str, navigation: bool, now: float) -> Session | None:
+        """The session to send back with this response, or None (nothing changed)."""
+        session = reading.session
+        if session is None:
+            if not minted:
+                return None
+            state = "page" if navigation else "fresh"
+            return self.codec.new(now, reading.platform, reading.family, reading.tag, state=state)
+        if reading.signed_url:
+            return None
+        if navigation and session.state == "fresh" and group in self.settings.issue:
+            return replace(session, state="page")  # the browser loaded a page: no longer "fresh"
+        return session if reading.changed else None
+
+    def set_cookie(self, session: Session, https: bool, now: float) -> bytes:
+        """The Set-Cookie header value carrying ``session``."""
+        c = self.settings.cookie
+        max_age = max(1, int(session.issued_at + self.settings.ttl - now))
+        parts = [f"{c.name}={self.codec.dumps(session)}", f"Path={c.path}", f"Max-Age={max_age}"]
+        cross_site = c.same_site.lower() == "none"
+        if c.secure is True or cross_site or (c.secure == "auto" and https):
+            parts.append("Secure")
+        if c.http_only:
+            parts.append("HttpOnly")
+        parts.append(f"SameSite={c.same_site}")
+        if c.partitioned:
+            parts.append("Partitioned")
+        return "; ".join(parts).encode("latin-1")
+
+    def sign_url(self, path: str, session_id: str, expires_at: float) -> str:
+        """``path`` with a signed, expiring ``guard_sig`` parameter standing in for a session."""
+        tag = _path_tag(normalise_path(path))
+        token = self._urls.sign(f"1~{session_id}~{int(expires_at)}~{tag}").decode("ascii")
+        return f"{path}?{self.settings.url_param}={token}"
+
+
+def _path_tag(path: str) -> str:
+    digest = hashlib.blake2s(path.encode("utf-8", "surrogateescape"), digest_size=9).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii")

@@ -1,0 +1,134 @@
+"""Sessions on the request path: what the middleware asks and what it sends back.
+
+The middleware calls :meth:`Sessions.read` before the rules are consulted (the session
+goes into the request's facts), :meth:`Sessions.cookie` after an allowed request (a
+new or updated token rides on the response), :meth:`Sessions.refusal` when the decision
+is a challenge, and :meth:`Sessions.answer` for the challenge's own URL.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from urllib.parse import quote
+
+from starlette.types import Scope
+
+from guard.identity.address import Client
+from guard.policy.engine import Decision, Facts, Guard
+from guard.sessions.challenge import Challenges
+from guard.sessions.gate import Reading, SessionGate, read_request
+from guard.sessions.settings import SessionSettings
+from guard.sessions.tokens import SessionKeys
+
+log = logging.getLogger("guard")
+HTML = b"text/html; charset=utf-8"
+TEXT = b"text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A response the guard answers with itself."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    content_type: bytes = TEXT
+
+
+def load_keys(settings: SessionSettings) -> SessionKeys:
+    """The signing keys: the rules' key file, else the environment, else a random key for this process."""
+    if settings.key_file:
+        return SessionKeys.from_file(settings.key_file)
+    keys = SessionKeys.from_env(settings.key_env)
+    if keys is None:
+        log.warning(
+            "guard: no session key in $%s: using a random key; sessions end when this process does "
+            "and are not shared with other processes",
+            settings.key_env,
+        )
+        keys = SessionKeys.generate()
+    return keys
+
+
+class Sessions:
+    """Session cookies, signed URLs and challenges for one policy."""
+
+    def __init__(self, settings: SessionSettings, keys: SessionKeys) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.gate = SessionGate(settings, keys)
+        self.challenges = Challenges(settings.challenge, keys)
+
+    def read(self, scope: Scope, client: Client, user_agent: str | None, now: float) -> Reading:
+        """The session a request carries (cookie or signed URL), checked against its client."""
+        request = read_request(scope, self.settings.cookie.name)
+        path = scope.get("path", "") or "/"
+        query = scope.get("query_string", b"").decode("latin-1")
+        return self.gate.read(request, client, user_agent, path, query, now)
+
+    def respond(
+        self, reading: Reading, decision: Decision, facts: Facts, shadow: bool = False
+    ) -> tuple[list[tuple[bytes, bytes]], Reply | None]:
+        """What the response needs: a Set-Cookie header (allowed) or the challenge's reply."""
+        if decision.allowed or shadow:
+            return self.cookie(reading, decision, facts.where.group), None
+        if decision.action == "challenge":
+            return [], self.refusal(reading, decision, facts.path, facts.query)
+        return [], None
+
+    def cookie(self, reading: Reading, decision: Decision, group: str) -> list[tuple[bytes, bytes]]:
+        """The Set-Cookie header for an allowed response, when its session is new or changed."""
+        request, now = reading.request, reading.now
+        session = self.gate.outgoing(reading, decision.mint, group, request.navigation, now)
+        if session is None:
+            return []
+        return [(b"set-cookie", self.gate.set_cookie(session, request.https, now))]
+
+    def refusal(self, reading: Reading, decision: Decision, path: str, query: str) -> Reply:
+        """The answer to a ``challenge`` decision: the interstitial for a page load, else 401 or 429."""
+        if reading.request.navigation:
+            here = path + ("?" + query if query else "")
+            token = self.challenges.issue(reading, reading.now)
+            body = self.challenges.page(token, here)
+            return Reply(403, body, ((b"x-guard-challenge", b"proof-of-work"),), HTML)
+        why = reading.problem or decision.reason or "a session is required"
+        if decision.retry_after is not None:  # a challenge over a soft limit: slow down
+            text = f"429 Too Many Requests: {why}; open this site's page in a browser to continue.\n"
+            return Reply(429, text.encode(), ((b"retry-after", (decision.retry_after_header or "1").encode()),))
+        text = f"401 Unauthorized: {why}; open this site's page in a browser to get a session.\n"
+        return Reply(401, text.encode(), ((b"www-authenticate", b'Cookie realm="guard"'),))
+
+    async def answer(self, guard: Guard, scope: Scope) -> Reply:
+        """The challenge URL: check the answer, spend its nonce, and set the proven session."""
+        client = guard.resolver.resolve(scope)
+        user_agent = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"user-agent"), None)
+        now = guard.clock()
+        query = scope.get("query_string", b"").decode("latin-1")
+        reading = self.read(scope, client, user_agent, now)
+        request = reading.request
+        answer = self.challenges.check(query, reading, now)
+        if answer.problem is not None or answer.nonce is None:
+            return _retry(f"403 Forbidden: {answer.problem}", answer.next)
+        checks = [guard.once_check(client, answer.nonce, self.settings.challenge.ttl)]
+        if reading.session is None:
+            checks += guard.mint_checks(client)
+        verdict = await guard.store.apply(now, checks)
+        if verdict.denied is not None:
+            return _retry("403 Forbidden: this challenge was already answered", answer.next)
+        if verdict.shadowed:
+            text = "429 Too Many Requests: too many new sessions from this network; try again later.\n"
+            return Reply(429, text.encode(), ((b"retry-after", b"60"),))
+        session = reading.session or self.gate.codec.new(now, reading.platform, reading.family, reading.tag)
+        session = replace(session, state="page", proven_until=float(int(now + self.settings.challenge.proof_ttl)))
+        headers = (
+            (b"location", quote(answer.next, safe="/?&=%:@!$'()*+,;~-._").encode("ascii")),
+            (b"set-cookie", self.gate.set_cookie(session, request.https, now)),
+        )
+        return Reply(303, b"", headers)
+
+
+def _retry(first_line: str, next_path: str) -> Reply:
+    """A refused answer: one line, and a link back to where the visitor was going."""
+    text = f"{first_line}. Go back to {next_path} to get a new challenge.\n"
+    return Reply(403, text.encode())

@@ -1,0 +1,54 @@
+"""What the rules say about sessions and challenges, as the request path uses it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from guard.policy.limits import RateLimit
+
+
+@dataclass(frozen=True, slots=True)
+class CookieSettings:
+    """The session cookie's name and attributes.
+
+    ``secure`` is True, False or ``"auto"`` (Secure when the request came over https).
+    ``same_site="None"`` (embedded players on other sites) implies Secure and, with
+    ``partitioned``, CHIPS: the cookie lives in the embedding site's partition.
+    """
+
+    name: str = "guard_session"
+    http_only: bool = True
+    secure: bool | str = "auto"
+    same_site: str = "Lax"
+    partitioned: bool = False
+    path: str = "/"
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeSettings:
+    """The proof-of-work interstitial: how hard, how long it and its proof last."""
+
+    difficulty: int = 16  # leading zero bits of SHA-256(token ":" counter)
+    ttl: float = 300.0  # a challenge must be answered within this
+    wait: float = 10.0  # the no-JavaScript fallback's server-checked delay (0: no fallback)
+    proof_ttl: float = 86400.0  # a session stays proven this long
+    path: str = "/.guard/challenge"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """Which path groups issue sessions, which require one, and how sessions are bound."""
+
+    issue: frozenset[str] = frozenset({"pages", "content_api"})
+    require: frozenset[str] = frozenset({"audio"})
+    ttl: float = 86400.0
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 48
+    # Minting is what rotation costs: new sessions per client address and per subnet.
+    mint_per_address: RateLimit = field(default_factory=lambda: RateLimit(30, 3600.0, 30))
+    mint_per_subnet: RateLimit = field(default_factory=lambda: RateLimit(300, 3600.0, 100))
+    cookie: CookieSettings = field(default_factory=CookieSettings)
+    challenge: ChallengeSettings = field(default_factory=ChallengeSettings)
+    url_param: str = "guard_sig"  # the query parameter of signed stream URLs
+    key_env: str = "GUARD_SESSION_KEY"
+    key_file: str | None = None

@@ -1,0 +1,202 @@
+"""The proof-of-work challenge over real HTTP, and the ways a scraper would try to get past it:
+replaying an answer, answering from elsewhere, precomputing, forging, rushing the wait.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import replace
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from support import CHROME, NAVIGATE, RULES, FakeClock, Site, serving
+
+from guard.demo.app import create_app
+from guard.policy.limits import RateLimit
+from guard.policy.rules import load_rules
+from guard.sessions import SessionKeys, SessionSettings
+from guard.sessions.challenge import Challenges, solves
+from guard.sessions.gate import Reading
+from guard.sessions.tokens import SessionCodec
+
+KEY = "c" * 40
+BITS = 8
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_rules(RULES)
+
+
+def make_site(shipped, clock: FakeClock, **changes):
+    base = SessionSettings()
+    settings = replace(base, challenge=replace(base.challenge, difficulty=BITS), **changes)
+    return create_app(
+        shipped, clock=clock, trusted_proxies=["127.0.0.1/32"], sessions=settings, session_keys=SessionKeys(KEY)
+    )
+
+
+@pytest.fixture
+def site(shipped) -> Iterator[Site]:
+    clock = FakeClock()
+    app = make_site(shipped, clock)
+    with serving(app) as base:
+        yield Site(base, clock, app)
+
+
+def challenge_of(page: httpx.Response) -> dict:
+    """The challenge page's configuration: the answer URL's base, the token, the difficulty."""
+    assert page.status_code == 403 and page.headers["x-guard-challenge"] == "proof-of-work"
+    match = re.search(r"var C = (\{.*?\});", page.text)
+    assert match, page.text[:300]
+    return json.loads(match.group(1))
+
+
+def solve(config: dict) -> str:
+    """The answer URL, found the way the page's script finds it."""
+    counter = 0
+    while not solves(config["token"], str(counter), config["bits"]):
+        counter += 1
+    return f"{config['base']}&n={counter}"
+
+
+def test_a_browser_without_a_session_gets_the_interstitial_solves_it_and_plays(site: Site) -> None:
+    browser = site.browser()
+    page = browser.page("/tracks/5/stream")
+    config = challenge_of(page)
+    assert config["bits"] == BITS
+    assert 'name="robots" content="noindex"' in page.text
+    answer = browser.get(solve(config), **NAVIGATE)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/tracks/5/stream"
+    assert "HttpOnly" in answer.headers["set-cookie"]
+    session = SessionCodec(SessionKeys(KEY)).loads(browser.token or "")
+    assert session is not None and session.level(site.clock()) == "proven"
+    assert browser.audio(5).status_code == 206
+
+
+def test_a_non_navigation_gets_a_one_line_401_not_the_page(site: Site) -> None:
+    r = site.browser().get("/tracks/5/stream", sec_fetch_mode="no-cors", accept="*/*")
+    assert r.status_code == 401
+    assert r.text.count("\n") == 1 and r.text.startswith("401 Unauthorized: ")
+    assert "<html" not in r.text
+
+
+def test_an_answer_is_accepted_once(site: Site) -> None:
+    browser = site.browser()
+    url = solve(challenge_of(browser.page("/tracks/5/stream")))
+    assert browser.get(url).status_code == 303
+    replay = site.browser(ip=browser.ip).get(url)  # the same answer, a fresh cookie jar
+    assert replay.status_code == 403 and "already answered" in replay.text
+
+
+def test_an_answer_from_another_network_or_device_is_refused(site: Site) -> None:
+    browser = site.browser(ip="198.51.100.7")
+    url = solve(challenge_of(browser.page("/tracks/5/stream")))
+    elsewhere = site.browser(ip="203.0.113.7").get(url)
+    assert elsewhere.status_code == 403 and "another client" in elsewhere.text
+    other_device = site.browser("Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0", ip="198.51.100.7").get(url)
+    assert other_device.status_code == 403 and "another client" in other_device.text
+    assert browser.get(url).status_code == 303  # the refusals did not spend it
+
+
+def test_a_challenge_issued_to_one_session_cannot_upgrade_another() -> None:
+    keys = SessionKeys(KEY)
+    codec = SessionCodec(keys)
+    challenges = Challenges(SessionSettings().challenge, keys)
+    now = FakeClock()()
+    mine = codec.new(now, "windows", 4, "net-a")
+    theirs = codec.new(now, "windows", 4, "net-a")
+
+    def reading(session) -> Reading:
+        return Reading(session, None, False, "windows", 4, "net-a")
+
+    token = challenges.issue(reading(mine), now, difficulty=4)
+    counter = next(str(n) for n in range(100000) if solves(token, str(n), 4))
+    query = f"t={token}&n={counter}&next=/"
+    assert challenges.check(query, reading(theirs), now).problem == "the challenge was issued to another session"
+    assert challenges.check(query, reading(None), now).problem == "the challenge was issued to another session"
+    assert challenges.check(query, reading(mine), now).problem is None
+
+
+def test_a_wrong_or_malformed_answer_is_refused(site: Site) -> None:
+    browser = site.browser()
+    config = challenge_of(browser.page("/tracks/5/stream"))
+    counter = 0
+    while solves(config["token"], str(counter), config["bits"]):
+        counter += 1
+    for bad in (str(counter), "-1", "1e9", "9" * 40, ""):
+        r = browser.get(f"{config['base']}&n={bad}")
+        assert r.status_code == 403, bad
+    assert browser.get(config["base"]).status_code == 403  # no answer at all
+    assert browser.get("/.guard/challenge").status_code == 403
+
+
+def test_a_forged_or_edited_challenge_is_refused(site: Site) -> None:
+    browser = site.browser()
+    config = challenge_of(browser.page("/tracks/5/stream"))
+    token = config["token"]
+    payload, signature = token.rsplit(".", 1)
+    easier = re.sub(r"~\d+~(?=[^~]+~[^~]+~[^~]+$)", "~0~", payload) + "." + signature  # difficulty 0
+    forged = SessionKeys("f" * 40).signer("guard.challenge").sign(payload.replace(f"~{BITS}~", "~0~")).decode()
+    for bad in (easier, forged):
+        r = browser.get(f"/.guard/challenge?t={bad}&n=0&next=/")
+        assert r.status_code == 403 and "not a challenge of this site" in r.text
+
+
+def test_challenges_cannot_be_precomputed_or_kept(site: Site) -> None:
+    browser = site.browser()
+    first = challenge_of(browser.page("/tracks/5/stream"))
+    second = challenge_of(browser.page("/tracks/5/stream"))
+    assert first["token"] != second["token"]  # a fresh server nonce each time
+    url = solve(first)
+    site.clock.advance(301)
+    late = browser.get(url)
+    assert late.status_code == 403 and "expired" in late.text
+
+
+def test_the_no_javascript_fallback_waits_the_checked_delay(site: Site) -> None:
+    browser = site.browser()
+    page = browser.page("/tracks/5/stream")
+    refresh = re.search(r'<noscript><meta http-equiv="refresh" content="(\d+);url=([^"]+)"></noscript>', page.text)
+    assert refresh, page.text[:500]
+    delay, url = int(refresh.group(1)), refresh.group(2).replace("&amp;", "&")
+    assert delay == 10 and "wait=1" in url
+    early = browser.get(url)
+    assert early.status_code == 403 and "before the wait" in early.text
+    site.clock.advance(delay)
+    done = browser.get(url)
+    assert done.status_code == 303 and "set-cookie" in done.headers
+    assert browser.audio(5).status_code == 206
+
+
+@pytest.mark.parametrize("evil", ["//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:x"])
+def test_the_return_path_stays_on_this_site(site: Site, evil: str) -> None:
+    browser = site.browser()
+    config = challenge_of(browser.page("/tracks/5/stream"))
+    answer = parse_qs(urlsplit(solve(config)).query)["n"][0]
+    r = browser.get("/.guard/challenge", params={"t": config["token"], "n": answer, "next": evil})
+    assert r.status_code == 303 and r.headers["location"] == "/"
+
+
+def test_answers_mint_no_more_sessions_than_the_minting_limit(shipped) -> None:
+    clock = FakeClock()
+    app = make_site(shipped, clock, mint_per_address=RateLimit(2, 3600, 2))
+    with serving(app) as base:
+        site = Site(base, clock, app)
+        statuses = []
+        for _ in range(4):
+            browser = site.browser()  # a new cookie jar every time: a rotating scraper
+            url = solve(challenge_of(browser.page("/tracks/5/stream")))
+            statuses.append(browser.get(url).status_code)
+        assert statuses == [303, 303, 429, 429]
+
+
+def test_cookie_less_http_clients_get_no_audio(site: Site) -> None:
+    for headers in ({"user-agent": CHROME}, {"user-agent": CHROME, **NAVIGATE}, {}):
+        r = httpx.get(site.base + "/tracks/5/stream", headers=headers)
+        assert r.status_code in (401, 403)
+        assert not r.content.startswith(b"ID3")
