@@ -132,7 +132,18 @@ class SessionKeys:
     def signer(self, salt: str) -> Signer:
         """An HMAC-SHA256 signer that signs with the current key and accepts either."""
         keys: Sequence[str] = [self.previous, self.current] if self.previous else [self.current]
-        return Signer(list(keys), salt=salt, key_derivation="hmac", digest_method=hashlib.sha256)
+        return _KeptKeySigner(list(keys), salt=salt, key_derivation="hmac", digest_method=hashlib.sha256)
+
+
+class _KeptKeySigner(Signer):
+    """itsdangerous' Signer, deriving each key once instead of on every call (an HMAC saved per token)."""
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        derived: dict = self.__dict__.setdefault("_derived", {})
+        key = derived.get(secret_key)
+        if key is None:
+            key = derived[secret_key] = super().derive_key(secret_key)
+        return key
 
 
 class SessionCodec:
