@@ -427,3 +427,31 @@ def test_redis_ledger_reads_back_what_it_wrote(redis_url: str) -> None:
         return since
 
     assert [a.track for a in asyncio.run(main())] == ["1", "2"]
+
+
+def test_scraper_tricks_on_opted_in_content(platform: Platform) -> None:
+    token = "License " + platform.licence()
+    # Another agent of the same operator, from GPTBot's addresses: its own ranges decide.
+    assistant = (
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko); compatible; ChatGPT-User/1.0; +https://openai.com/bot"
+    )
+    r = platform.get(OPTED_TRAIN, ua=assistant, authorization=token)
+    assert r.status_code == 403 and "artist_id" not in r.text
+    # Path spellings that name another artist's track, or the same one in other words.
+    headers = {"user-agent": GPTBOT, "x-forwarded-for": GPTBOT_IP, "authorization": token}
+    for path in ("/api/tracks/7/../8", "/api/tracks/8?track=7", "/api/tracks//8", "/api/tracks/%38", "/api/artists/a8"):
+        r = httpx.get(platform.base + path, headers=headers)
+        assert "a8" not in r.text or r.status_code != 200, path
+    for path in ("/api/tracks/0007", "/api/tracks/+7", "/api/tracks/7.0"):
+        r = httpx.get(platform.base + path, headers=headers)
+        assert r.status_code != 200 or r.json()["artist_id"] == "a7", path
+    # A second Authorization header does not smuggle another licence past the first.
+    other = platform.licence(artists=("a42",))
+    raw = [("user-agent", GPTBOT), ("x-forwarded-for", GPTBOT_IP), ("authorization", token), ("authorization", other)]
+    r = httpx.get(f"{platform.base}/api/tracks/{PRICED}", headers=raw)
+    assert r.status_code == 402
+    # A browser User-Agent with a licence is a browser: the rules, not the licence, decide.
+    browser = platform.get(OPTED_TRAIN, ua=CHROME, ip="198.51.100.77", authorization=token)
+    assert browser.status_code == 200 and "crawler-charged" not in browser.headers
+    # Only a7's track was served to the licensed agent (in whatever spelling), and each is on the ledger.
+    assert {(a.artist, a.track) for a in platform.accesses()} <= {("a7", "7")}

@@ -42,6 +42,7 @@ from guard.consent.model import Consent, ConsentError, Price
 from guard.consent.settings import ConsentSettings
 from guard.consent.sources import UNKNOWN, AppLookup, AppSource, ConsentSource, FileSource, RedisSource
 from guard.identity.signatures import SignatureCheck
+from guard.lru import LRU
 from guard.signals.rsl import LICENSE_PATH, RSL_TYPE, artist_headers, license_xml, link_header, robots_additions
 
 log = logging.getLogger("guard.consent")
@@ -103,6 +104,8 @@ class ConsentGate:
         self._own_client: Any = None  # a Redis client the gate opened, closed with it
         self._task: asyncio.Task | None = None
         self._directives: dict[tuple[str, str], tuple[Any, Any, int, bytes]] = {}
+        self._urls: dict[tuple[str, str | None], str] = {}
+        self._signals: LRU[tuple[str, str], tuple[Any, Any, int, list[tuple[bytes, bytes]]]] = LRU(4096)
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -147,9 +150,14 @@ class ConsentGate:
         if self.settings.public_url:
             return self.settings.public_url.rstrip("/") + LICENSE_PATH
         host = _header(scope, b"host")
-        if host and _HOST.match(host):
-            return f"{scope.get('scheme', 'http')}://{host}{LICENSE_PATH}"
-        return LICENSE_PATH
+        key = (scope.get("scheme", "http"), host)
+        url = self._urls.get(key)
+        if url is None:
+            url = f"{key[0]}://{host}{LICENSE_PATH}" if host and _HOST.match(host) else LICENSE_PATH
+            if len(self._urls) > 64:  # a bound against odd Hosts
+                self._urls.clear()
+            self._urls[key] = url
+        return url
 
     # -- the request path ------------------------------------------------------------------
 
@@ -192,7 +200,13 @@ class ConsentGate:
         if record is UNKNOWN:
             record = None  # not known yet: the conservative signals
         url = self.license_url(scope)
-        return Verdict(200, headers=artist_headers(self.guard.policy, record, self.clock(), url))  # type: ignore[arg-type]
+        policy, minute = self.guard.policy, int(self.clock() // 60)
+        cached = self._signals.peek((artist, url))  # type: ignore[arg-type]
+        if cached is not None and cached[0] is record and cached[1] is policy and cached[2] == minute:
+            return Verdict(200, headers=cached[3])
+        headers = artist_headers(policy, record, self.clock(), url)  # type: ignore[arg-type]
+        self._signals.put((artist, url), (record, policy, minute, headers))  # type: ignore[arg-type]
+        return Verdict(200, headers=headers)
 
     async def _decide(
         self, scope: Scope, facts: Any, signed: SignatureCheck | None, usage: str, artist: str
