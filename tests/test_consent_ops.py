@@ -235,3 +235,64 @@ def test_redis_down_reads_as_no_consent() -> None:
         await client.aclose()
 
     run(main())
+
+
+def test_a_consent_covers_its_usage_operators_tracks_and_period_only() -> None:
+    from guard.consent.model import ConsentError, parse_artist
+
+    record = parse_artist(
+        "a7",
+        [
+            {
+                "usage": "ai-train",
+                "operators": ["OpenAI"],
+                "tracks": [7, "507"],
+                "from": "2026-01-01",
+                "until": "2026-02-01",
+            }
+        ],
+    )
+    jan = 1_767_225_600 + 86400  # 2026-01-02
+    assert record.permits("ai-train", "openai", "507", jan) is not None
+    for usage, operator, track, when in [
+        ("ai-input", "OpenAI", "7", jan),
+        ("ai-train", "Anthropic", "7", jan),
+        ("ai-train", None, "7", jan),
+        ("ai-train", "OpenAI", "1007", jan),
+        ("ai-train", "OpenAI", None, jan),
+        ("ai-train", "OpenAI", "7", 1_767_225_600 - 1),  # before 'from'
+        ("ai-train", "OpenAI", "7", 1_769_904_000),  # 'until' is exclusive
+    ]:
+        assert record.permits(usage, operator, track, when) is None, (usage, operator, track, when)
+    for bad in (
+        {"usage": "sell"},
+        {"usage": "ai-train", "price": "5 dollars"},
+        {"usage": "ai-train", "from": "2026-02-01", "until": "2026-01-01"},
+        {"usage": "ai-train", "until": "soon"},
+        {"usage": "ai-train", "operators": [{"x": 1}]},
+        {"usage": "ai-train", "typo": 1},
+    ):
+        with pytest.raises(ConsentError):
+            parse_artist("a7", [bad])
+    with pytest.raises(ConsentError):
+        parse_artist("../etc", [])
+
+
+def test_a_bad_consent_file_edit_keeps_the_last_good_consents(tmp_path: Path) -> None:
+    from guard.consent.sources import FileSource
+
+    file = tmp_path / "consent.yaml"
+    shutil.copy(SHIPPED, file)
+    source = FileSource(file)
+
+    async def main() -> None:
+        file.write_text("version: 1\nartists: {a7: [{usage: nonsense}]}\n")
+        os.utime(file, ns=(1, 1))
+        await source.refresh()
+        assert (await source.get("a7")) is not None  # still the last good consents
+        file.write_text("version: 1\nartists: {a8: [{usage: ai-input}]}\n")
+        os.utime(file, ns=(2, 2))
+        await source.refresh()
+        assert await source.get("a7") is None and await source.get("a8") is not None
+
+    run(main())
