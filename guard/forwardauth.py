@@ -32,8 +32,9 @@ from urllib.parse import unquote
 from starlette.types import Message, Receive, Scope, Send
 
 from guard.identity.address import Networks
-from guard.middleware import GuardMiddleware, _respond
+from guard.middleware import GuardMiddleware
 from guard.policy.rules import Policy
+from guard.responses import respond
 
 #: Auth endpoint answering with the real statuses (Traefik, Caddy, Envoy ``path_prefix``).
 AUTH_PATH = "/_guard/auth"
@@ -66,10 +67,10 @@ async def _application(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         return
     if scope.get(FORWARDED_AUTH_KEY):
-        await _respond(send, 200, b"", head=True)
+        await respond(send, 200, b"", head=True)
     else:
         body = f"404 Not Found: guard forward-auth answers {AUTH_PATH}, {NGINX_PATH} and the directive files.\n"
-        await _respond(send, 404, body.encode())
+        await respond(send, 404, body.encode())
 
 
 class ForwardAuth:
@@ -98,7 +99,7 @@ class ForwardAuth:
         peer = scope.get("client")
         if not (peer and isinstance(peer[0], str) and self.proxies.contains_text(peer[0])):
             body = b"403 Forbidden: forward-auth answers only the trusted proxies (--trusted-proxy).\n"
-            await _respond(send, 403, body, extra=[(b"x-guard-reason", b"not a trusted proxy")])
+            await respond(send, 403, body, extra=[(b"x-guard-reason", b"not a trusted proxy")])
             return
         original = original_request(scope, path[len(AUTH_PATH) :] if not nginx else "")
         await self.middleware(original, _empty_body, _for_nginx(send) if nginx else _with_reason(send))

@@ -14,6 +14,7 @@ from guard.consent.ledger import FileLedger, Ledger, RedisLedger, Total, totals
 from guard.consent.licences import Licences, load_key
 from guard.consent.model import USAGES, ArtistConsent, ConsentError, parse_artist, parse_consent
 from guard.consent.sources import RedisSource, load_file, save_file
+from guard.identity.signatures import check_signature
 from guard.policy.rules import parse_duration
 
 
@@ -164,7 +165,7 @@ async def explain_request(
     scope: dict[str, Any] = {"type": "http", "method": "GET", "scheme": "http", "path": path, "client": (ip, 0)}
     scope.update(raw_path=path.encode(), query_string=query.encode(), headers=all_headers)
     guard = middleware.guard
-    signed = middleware._signature(scope) if guard.signatures is not None else None
+    signed = check_signature(guard.signatures, scope, guard.clock)
     facts = guard.facts(guard.resolver.resolve(scope), user_agent, path, signed, query)
     return await gate.explain(scope, facts, signed)
 

@@ -20,9 +20,10 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -234,3 +235,46 @@ def _signature_agent(headers: Mapping[str, list[str]], label: str) -> str | None
     member = _dictionary(text).get(label)
     m = _STRING.match(member or "")
     return m.group(1) if m else None
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """The parts of an ASGI request a Web Bot Auth signature covers (RFC 9421 components)."""
+
+    headers: dict[str, list[str]]
+    method: str
+    authority: str
+    path: str
+    query: str
+
+    @classmethod
+    def from_scope(cls, scope: Mapping[str, Any]) -> SignedRequest | None:
+        """The request's signed parts, or None when it carries no ``Signature-Input``."""
+        headers: dict[str, list[str]] = {}
+        for key, value in scope.get("headers", ()):
+            headers.setdefault(key.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+        if "signature-input" not in headers:
+            return None
+        raw_path = scope.get("raw_path") or scope.get("path", "/").encode()
+        return cls(
+            headers,
+            method=scope.get("method", "GET"),
+            authority=(headers.get("host") or [""])[0],
+            path=raw_path.decode("latin-1"),
+            query=scope.get("query_string", b"").decode("latin-1"),
+        )
+
+    def verify(self, verifier: SignatureVerifier, now: float) -> SignatureCheck:
+        return verifier.verify(
+            self.headers, method=self.method, authority=self.authority, path=self.path, query=self.query, now=now
+        )
+
+
+def check_signature(
+    verifier: SignatureVerifier | None, scope: Mapping[str, Any], clock: Callable[[], float]
+) -> SignatureCheck | None:
+    """The request's Web Bot Auth check, or None when it is unsigned (or nobody checks signatures)."""
+    if verifier is None:
+        return None
+    request = SignedRequest.from_scope(scope)
+    return None if request is None else request.verify(verifier, clock())
