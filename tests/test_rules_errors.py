@@ -150,6 +150,25 @@ CASES = {
         (7, 10),
         "rule 'x': ban: 'ban' escalates a limit; this rule has no 'limit'",
     ),
+    "client ban scope on an address key": (
+        HEAD
+        + RULE
+        + "    limit: {key: ip, distinct: track, max: 5, per: 1m}\n"
+        + "    ban: {after: 3, within: 1m, for: 1h, scope: client}\n    action: throttle\n",
+        (8, 49),
+        "rule 'x': ban.scope: scope 'client' is for limits keyed ip_ua or session, not ip",
+    ),
+    "unknown ban scope": (
+        HEAD + RULE + "    limit: {key: ip, requests: 5, per: 1m}\n"
+        "    ban: {after: 3, within: 1m, for: 1h, scope: planet}\n    action: throttle\n",
+        (8, 49),
+        "rule 'x': ban.scope: 'planet' is not one of: client, address or subnet",
+    ),
+    "unknown forwarded header": (
+        HEAD + "clients: {forwarded: cf-connecting-ip}\nrules: []\n",
+        (5, 22),
+        "clients.forwarded: 'cf-connecting-ip' is not one of: x-forwarded-for, forwarded or x-real-ip",
+    ),
     "throttle without limit": (
         HEAD + RULE + "    action: throttle\n",
         (7, 13),

@@ -288,6 +288,12 @@ class Clients(Section):
 
     ipv4: int = Field(32, ge=1, le=32, description="IPv4 prefix length of one client (32: one address).")
     ipv6: int = Field(64, ge=1, le=128, description="IPv6 prefix length of one client (64: a host can rotate its /64).")
+    forwarded: Literal["x-forwarded-for", "forwarded", "x-real-ip"] = Field(
+        "x-forwarded-for",
+        description="The one header the trusted proxies write: `x-forwarded-for`, `forwarded` (RFC 7239 `for=`) "
+        "or `x-real-ip`. Every other forwarding header is ignored. It is walked from the right over trusted "
+        "proxies only; the first other entry is the client, and nothing left of it is read. See docs/proxies.md.",
+    )
 
 
 class Subnets(Section):
@@ -434,6 +440,14 @@ class Ban(Section):
     after: int = Field(ge=1, le=10**6, description="Denials that trigger the ban.")
     within: Duration = Field(description="...counted within this long of the first one.")
     for_: Duration = Field(alias="for", description="How long the ban lasts (403 with Retry-After).")
+    scope: Literal["client", "address", "subnet"] | None = Field(
+        None,
+        description="What the ban covers (default: the limit key's own scope). `client` (keys `ip_ua`, "
+        "`session`): the browser, and its address is held: a User-Agent new to the address inherits the ban, "
+        "devices seen there before go on; bans under two User-Agents ban the address. `address`: the whole "
+        "address; three banned addresses in a subnet ban the subnet for a quarter of the time. `subnet`: the "
+        "whole subnet. See docs/bans.md.",
+    )
 
 
 class Rule(Section):
@@ -460,6 +474,10 @@ class Rule(Section):
             problems.append((["action"], "'throttle' needs a 'limit' (it answers 429 with the time to wait)"))
         if self.ban is not None and self.limit is None:
             problems.append((["ban"], "'ban' escalates a limit; this rule has no 'limit'"))
+        client_scope = self.ban is not None and self.ban.scope == "client"
+        if client_scope and self.limit is not None and self.limit.key not in ("ip_ua", "session"):
+            reason = f"scope 'client' is for limits keyed ip_ua or session, not {self.limit.key}"
+            problems.append((["ban", "scope"], reason))
         if problems:
             fail(*problems)
         return self

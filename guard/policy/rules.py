@@ -225,6 +225,7 @@ def compile_policy(spec: model.RulesFile, catalogue: Catalogue, doc: Located, ba
         ipv6_prefix=spec.subnets.ipv6,
         client_ipv4_prefix=spec.clients.ipv4,
         client_ipv6_prefix=spec.clients.ipv6,
+        forwarded_header=spec.clients.forwarded,
         memory_max_entries=spec.memory.max_entries,
         reverse_dns=spec.reverse_dns.enabled,
         pending=spec.reverse_dns.pending,
@@ -266,7 +267,7 @@ def _compile_rule(spec: model.Rule, line: int | None) -> Rule:
             burst = spec_limit.burst if spec_limit.burst is not None else spec_limit.requests
             limit = RateLimit(spec_limit.requests, spec_limit.per, burst)
     if spec.ban is not None:
-        ban = Ban(spec.ban.after, spec.ban.within, spec.ban.for_)
+        ban = Ban(spec.ban.after, spec.ban.within, spec.ban.for_, spec.ban.scope)
     return Rule(
         id=spec.id,
         match=match,
