@@ -145,6 +145,7 @@ class GuardMiddleware:
         client = getattr(self.guard.store, "client", None)  # the Redis store's: feeds `guard top`
         self.top = TopCounter(client, settings.namespace) if client is not None else None
         self.consent: ConsentGate | None = None
+        consent = consent if consent is not None else policy.consent
         if consent is not None:
             self.consent = build_gate(
                 consent,

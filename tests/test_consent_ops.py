@@ -296,3 +296,30 @@ def test_a_bad_consent_file_edit_keeps_the_last_good_consents(tmp_path: Path) ->
         assert await source.get("a7") is None and await source.get("a8") is not None
 
     run(main())
+
+
+def test_the_rules_file_turns_the_consent_gate_on(tmp_path: Path) -> None:
+    rules_dir = tmp_path / "rules"
+    shutil.copytree(RULES.parent, rules_dir)
+    rules = rules_dir / "default.yaml"
+    section = (
+        "consent:\n  source: file\n  file: consent.yaml\n  price: USD 0.02\n  licence_key: licence-key.json\n"
+        "  ledger: ledger.jsonl\n  public_url: https://music.example\n"
+    )
+    rules.write_text(rules.read_text().replace("\nrules:\n", "\n" + section + "\nrules:\n", 1))
+    from guard.demo.app import artist_of
+
+    app = create_app(str(rules), clock=FakeClock(), artist_resolver=artist_of, reload_interval=0)
+    assert app.consent is not None and app.consent.settings.price is not None
+    gptbot = Visitor(app, GPTBOT_IP, GPTBOT)
+
+    async def main() -> None:
+        unpaid = await gptbot.get("/api/tracks/7")
+        assert unpaid.status_code == 402 and unpaid.headers["crawler-price"] == "USD 0.02"
+        assert unpaid.headers["link"].startswith("<https://music.example/license.xml>")
+        token = app.consent.licences.issue("OpenAI", ["a7"], ["ai-train"], now=app.guard.clock())  # type: ignore[union-attr]
+        assert (await gptbot.get("/api/tracks/7", headers={"authorization": f"License {token}"})).status_code == 200
+
+    run(main())
+    assert (rules_dir / "licence-key.json").exists() and len((rules_dir / "ledger.jsonl").read_text().splitlines()) == 1
+    assert guard("check", str(rules)).returncode == 0

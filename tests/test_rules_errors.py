@@ -40,7 +40,7 @@ CASES = {
         HEAD + "rule:\n  - id: x\nrules: []\n",
         (5, 1),
         "unknown key 'rule' (expected one of: version, catalogue, paths, exempt, verify, reverse_dns, signatures,"
-        " shadow, metrics, log, clients, subnets, memory, redis, directives, rules)",
+        " shadow, metrics, log, clients, subnets, memory, redis, directives, consent, rules)",
     ),
     "unknown section key": (
         HEAD + "redis:\n  url: redis://127.0.0.1:6379\n  timeuot: 50ms\nrules: []\n",
@@ -61,6 +61,22 @@ CASES = {
         HEAD + RULE + "    limit: {key: ip, requests: 5, per: 1m, burts: 3}\n    action: throttle\n",
         (7, 44),
         "rule 'x': limit: unknown key 'burts' (expected one of: key, per, requests, burst, distinct, max)",
+    ),
+    "bad consent price": (
+        HEAD + "consent:\n  source: redis\n  price: 5 dollars\nrules: []\n",
+        (7, 10),
+        "consent.price: price '5 dollars' is not 'CUR amount', e.g. 'USD 0.01'",
+    ),
+    "consent file missing": (
+        HEAD + "consent: {source: file}\nrules: []\n",
+        (5, 10),
+        "consent.file: 'source: file' needs the consent 'file'",
+    ),
+    "bad artist path": (
+        HEAD + "consent:\n  source: app\n  artist_paths: [/artists/*]\nrules: []\n",
+        (7, 18),
+        "consent.artist_paths[0]: '/artists/*' is not an artist path: it starts with '/' and names '{artist}' once,"
+        " e.g. /artists/{artist}",
     ),
     "wrong type": (
         HEAD + "shadow: yes please\nrules: []\n",

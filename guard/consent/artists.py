@@ -14,6 +14,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
+from guard.consent.settings import DEFAULT_ARTIST_PATHS
 from guard.consent.sources import UNKNOWN, valid_artist
 from guard.lru import LRU
 from guard.policy.paths import TrackPattern
@@ -21,7 +22,6 @@ from guard.policy.paths import TrackPattern
 log = logging.getLogger("guard.consent")
 
 TrackResolver = Callable[[str], Awaitable[str | None] | str | None]
-DEFAULT_ARTIST_PATHS = ("/artists/{artist}", "/api/artists/{artist}")
 
 
 class ArtistMapper:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from guard.consent.artists import DEFAULT_ARTIST_PATHS
 from guard.consent.model import Price
 
+DEFAULT_ARTIST_PATHS = ("/artists/{artist}", "/api/artists/{artist}")
 DEFAULT_LEDGER = "~/.local/state/guard/consent-ledger.jsonl"
 DEFAULT_PRICE = Price("USD", Decimal("0.01"))
 #: What each catalogue category's requests are used for (the consent vocabulary).

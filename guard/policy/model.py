@@ -48,6 +48,7 @@ from pydantic import (
 )
 
 from guard.config import UNION_TAG, Section, context, fail, json_schema_of, problem, show
+from guard.consent.settings import DEFAULT_ARTIST_PATHS, DEFAULT_LEDGER, DEFAULT_PRICE, DEFAULT_USAGES
 from guard.policy.limits import KEY_KINDS, is_key_kind
 from guard.policy.paths import OTHER, pattern_problem
 
@@ -391,6 +392,78 @@ class Directives(Section):
     )
 
 
+def _artist_path(pattern: str) -> str:
+    if not pattern.startswith("/") or pattern.count("{artist}") != 1 or "*" in pattern or "$" in pattern:
+        reason = "it starts with '/' and names '{artist}' once, e.g. /artists/{artist}"
+        raise problem(f"'{pattern}' is not an artist path: {reason}")
+    return pattern
+
+
+def _price(value: str | None) -> str | None:
+    from guard.consent.model import ConsentError, Price
+
+    if value is not None and value != "none":
+        try:
+            Price.parse(value)
+        except ConsentError as exc:
+            raise problem(str(exc)) from None
+    return value
+
+
+class Consent(Section):
+    """Artists' opt-ins to AI use (docs/consent.md): where they live, what AI use is, prices, licences."""
+
+    source: Literal["file", "redis", "app"] = Field(
+        "file",
+        description="Where consents live: `file` (the YAML `file` below, re-read when it changes), `redis` "
+        "(the `redis:` server, read per request: a revoke applies to the next one) or `app` (the "
+        "application's `consent_lookup`).",
+    )
+    file: ExistingFile = Field(None, description="With `source: file`: the consent file, relative to the rules file.")
+    artist_paths: list[Annotated[str, AfterValidator(_artist_path)]] = Field(
+        list(DEFAULT_ARTIST_PATHS),
+        description="Path patterns that name an artist as `{artist}`; tracks map to artists through the "
+        "application's `artist_resolver`.",
+    )
+    usages: dict[CatalogueCategoryRef, Literal["search", "ai-input", "ai-train"]] = Field(
+        dict(DEFAULT_USAGES),  # type: ignore[arg-type]
+        description="What each catalogue category's requests are used for; other categories are not AI use.",
+    )
+    price: Annotated[str | None, AfterValidator(_price)] = Field(
+        str(DEFAULT_PRICE),
+        description="Pay per crawl price per request, e.g. `USD 0.01` (a consent may set its own); "
+        "`none` or null: licences only.",
+    )
+    issuer: str = Field("guard", description="The `iss` of the licence tokens the platform signs.")
+    licence_key: str | None = Field(
+        None,
+        description="The Ed25519 JWK file that signs licence tokens, relative to the rules file (created on "
+        "first use). Absent: `$GUARD_LICENCE_KEY` or ~/.config/guard/licence-key.json.",
+    )
+    public_url: str | None = Field(
+        None,
+        description="The site's public origin, e.g. `https://music.example`, for the absolute URLs of "
+        "license.xml. Absent: built from the request's Host.",
+    )
+    authorization_uri: str | None = Field(
+        None, description="Where crawlers obtain a licence (`WWW-Authenticate`). Absent: the license.xml."
+    )
+    ledger: str = Field(
+        DEFAULT_LEDGER,
+        description="The accounting file (JSON lines) of the embedded store, relative to the rules file; "
+        "with Redis the records go to a capped stream instead.",
+    )
+    ledger_max: int = Field(10_000_000, ge=1000, description="Bound of the Redis accounting stream.")
+    cache_ttl: Duration = Field(30.0, description="How long an answer of the application's lookup is cached.")
+    refresh: Duration = Field(2.0, description="How often the consent file (or the Redis listing) is re-read.")
+
+    @model_validator(mode="after")
+    def _file_for_file(self) -> Consent:
+        if self.source == "file" and self.file is None:
+            fail((["file"], "'source: file' needs the consent 'file'"))
+        return self
+
+
 class Match(Section):
     """A rule's conditions: all must hold. Empty or absent: every request."""
 
@@ -509,6 +582,11 @@ class RulesFile(Section):
     memory: Memory = Field(Memory(), description=Memory.__doc__)
     redis: Redis = Field(Redis(), description=Redis.__doc__)
     directives: Directives = Field(Directives(), description=Directives.__doc__)
+    consent: Consent | None = Field(
+        None,
+        description="Artists' opt-ins to AI use (docs/consent.md). Absent: no consent gate; the rules alone "
+        "decide every AI agent.",
+    )
     rules: list[Rule] = Field(description="The rules, read top to bottom.")
 
     @field_validator("version", mode="before")

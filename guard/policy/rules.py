@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guard import config
+from guard.consent.model import Price
+from guard.consent.settings import ConsentSettings
 from guard.errors import ConfigError
 from guard.identity.catalogue import Catalogue, load_catalogue
 from guard.policy import model
@@ -129,6 +131,7 @@ class Policy:
     tdmrep: bool = False
     tdm_policy: str | None = None
     redis: RedisSettings | None = None
+    consent: ConsentSettings | None = None  # artists' opt-ins (guard/consent); None: no consent gate
     _plans: dict[tuple[str, str | None, str, bool], Plan] = field(default_factory=dict, repr=False)
 
     def plan(self, category: str, agent: str | None, group: str, ua_missing: bool) -> Plan:
@@ -245,7 +248,16 @@ def compile_policy(spec: model.RulesFile, catalogue: Catalogue, doc: Located, ba
         tdmrep=tdmrep is not False,
         tdm_policy=tdmrep.policy if isinstance(tdmrep, model.TdmPolicy) else None,
         redis=RedisSettings(spec.redis.url, spec.redis.namespace, spec.redis.timeout, spec.redis.fail),
+        consent=_compile_consent(spec.consent),
     )
+
+
+def _compile_consent(spec: model.Consent | None) -> ConsentSettings | None:
+    if spec is None:
+        return None
+    price = None if spec.price in (None, "none") else Price.parse(spec.price)
+    fields = spec.model_dump(exclude={"price", "artist_paths", "usages"})
+    return ConsentSettings(**fields, price=price, artist_paths=tuple(spec.artist_paths), usages=dict(spec.usages))
 
 
 def _compile_rule(spec: model.Rule, line: int | None) -> Rule:
