@@ -13,9 +13,10 @@ same :class:`~guard.middleware.GuardMiddleware` as a Python site would, and answ
   ``/_guard/nginx`` every denial is a 403 (401 stays 401) that carries the real status in
   ``X-Guard-Status`` for the proxy's ``error_page`` to return.
 
-The original request comes from, in order: ``X-Original-Method``/``X-Original-URI``
-(nginx, as configured), ``X-Forwarded-Method``/``X-Forwarded-Uri`` (Traefik, Caddy), or the
-auth request's own method and the path after the auth prefix (Envoy's ``path_prefix``).
+The original request comes from ``X-Original-Method``/``X-Original-URI`` on the nginx
+endpoint (as configured), and on the other from ``X-Forwarded-Method``/``X-Forwarded-Uri``
+(Traefik, Caddy), else the auth request's own method and the path after the auth prefix
+(Envoy's ``path_prefix``). Each endpoint reads only the headers its proxies set.
 The client is the socket peer unless that peer is a trusted proxy, as everywhere in guard:
 only trusted proxies may ask, and their ``X-Forwarded-For`` names the client. The
 directive files (``/robots.txt``, ``/ai.txt``, ...) are served on their own paths for the
@@ -101,17 +102,26 @@ class ForwardAuth:
             body = b"403 Forbidden: forward-auth answers only the trusted proxies (--trusted-proxy).\n"
             await respond(send, 403, body, extra=[(b"x-guard-reason", b"not a trusted proxy")])
             return
-        original = original_request(scope, path[len(AUTH_PATH) :] if not nginx else "")
+        original = original_request(scope, path[len(AUTH_PATH) :] if not nginx else "", nginx=nginx)
         await self.middleware(original, _empty_body, _for_nginx(send) if nginx else _with_reason(send))
 
 
-def original_request(scope: Scope, rest: str) -> Scope:
-    """The scope of the request the proxy asks about, from the headers it set (see the module doc)."""
+def original_request(scope: Scope, rest: str, *, nginx: bool = False) -> Scope:
+    """The scope of the request the proxy asks about, from the headers it set (see the module doc).
+
+    Only the pair of headers the asking proxy sets is read: nginx's ``X-Original-*`` on
+    the nginx endpoint, ``X-Forwarded-*`` on the other. Traefik and Caddy copy the client's
+    own headers into the auth request, so an ``X-Original-URI`` the client added must not
+    outrank the ``X-Forwarded-Uri`` the proxy set.
+    """
     headers: dict[bytes, bytes] = {}
     for key, value in scope.get("headers", ()):
         headers.setdefault(key, value)
-    method = headers.get(b"x-original-method") or headers.get(b"x-forwarded-method") or scope["method"].encode()
-    uri = headers.get(b"x-original-uri") or headers.get(b"x-forwarded-uri")
+    method_header, uri_header = (
+        (b"x-original-method", b"x-original-uri") if nginx else (b"x-forwarded-method", b"x-forwarded-uri")
+    )
+    method = headers.get(method_header) or scope["method"].encode()
+    uri = headers.get(uri_header)
     if uri is None:
         query = scope.get("query_string", b"")
         uri = (rest or "/").encode("latin-1") + (b"?" + query if query else b"")
