@@ -67,7 +67,8 @@ class GuardMiddleware:
     :param store: counter store. Default: Redis when ``redis_url`` (or the rules file's
         ``redis.url``) is set, else the embedded memory store.
     :param redis_url: ``redis://host:port/db`` or ``redis+cluster://host:port``.
-    :param trusted_proxies: CIDRs of proxies whose X-Forwarded-For is believed.
+    :param trusted_proxies: CIDRs of the proxies whose forwarded header (the rules' ``clients.forwarded``,
+        X-Forwarded-For by default) names the client; see docs/proxies.md.
     :param clock: seconds since the epoch; injectable for tests.
     :param ranges_dir: directory of published crawler IP ranges (defaults to the
         ``ranges`` folder beside the rules file).

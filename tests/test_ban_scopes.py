@@ -300,3 +300,17 @@ def test_an_address_remembers_its_user_agents_for_a_day_of_quiet(make_guard) -> 
         await guard.store.close()
 
     run(main())
+
+
+def test_an_ipv6_client_rotating_inside_its_64_stays_banned(make_guard) -> None:
+    guard, clock = make_guard()
+
+    async def main() -> None:
+        banned = await scrape_until_banned(guard, clock, "2001:db8:7:1::10", UAS[0])
+        for n, ua in enumerate(UAS[1:5], start=1):
+            again = await visit(guard, f"2001:db8:7:1:{n:x}:{n * 3:x}::{n}", ua, "/api/tracks/4242")
+            assert again.action == "block" and again.retry_after_header == banned.retry_after_header
+        assert (await visit(guard, "2001:db8:7:2::10", UAS[1], "/api/tracks/4242")).allowed  # the next /64
+        await guard.store.close()
+
+    run(main())

@@ -55,7 +55,8 @@ def _proxy_option(options: Options) -> None:
         type=cidr,
         action="append",
         metavar="CIDR",
-        help="believe X-Forwarded-For from this proxy (repeatable; the variable is comma-separated)",
+        help="believe the forwarded header (rules: clients.forwarded) from this proxy (repeatable; the variable is "
+        "comma-separated)",
     )
 
 
