@@ -405,7 +405,7 @@ def test_a_ledger_that_cannot_be_written_serves_nothing(platform: Platform) -> N
     class Broken:
         name = "broken"
 
-        async def record(self, access: Access) -> None:
+        async def record(self, access: Access, condition=None) -> bool:
             raise OSError("disk full")
 
     platform.app.consent.ledger = Broken()  # type: ignore[attr-defined]
@@ -455,3 +455,25 @@ def test_scraper_tricks_on_opted_in_content(platform: Platform) -> None:
     assert browser.status_code == 200 and "crawler-charged" not in browser.headers
     # Only a7's track was served to the licensed agent (in whatever spelling), and each is on the ledger.
     assert {(a.artist, a.track) for a in platform.accesses()} <= {("a7", "7")}
+
+
+def test_a_licensed_fetch_costs_one_redis_round_trip(platform: Platform) -> None:
+    if platform.store == "memory":  # the file source and the file ledger have no Redis at all
+        assert getattr(platform.app.consent.source, "client", None) is None  # type: ignore[attr-defined]
+        return
+    token = "License " + platform.licence()
+    assert platform.get(OPTED_TRAIN, authorization=token).status_code == 200  # reads a7's record once
+    client = platform.app.consent.source.client  # type: ignore[attr-defined]
+    calls: list[str] = []
+    for name in ("get", "xadd", "eval", "evalsha", "mget", "smembers"):
+        original = getattr(client, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        setattr(client, name, counted)
+    for track in (507, 1007, 1507):
+        assert platform.get(track, authorization=token).status_code == 200
+    assert calls == ["eval", "eval", "eval"]  # the consent check and the record: one script each
+    assert len(platform.accesses()) == 4

@@ -114,7 +114,7 @@ def parse_since(text: str | None, now: float | None = None) -> float:
     return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
 
 
-def open_ledger(file: str | None, redis_url: str | None, namespace: str = "guard") -> tuple[Ledger, Any]:
+def open_ledger(file: str | None, redis_url: str | None, namespace: str = "guard") -> tuple[Any, Any]:
     """The ledger to report on, and the Redis client to close afterwards (or None)."""
     if redis_url:
         from guard.stores.redis import redis_client

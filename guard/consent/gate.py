@@ -184,7 +184,11 @@ class ConsentGate:
         if verdict.consent is None and decision is not None and not decision.allowed:
             return None  # not opted in and the rules refuse: their 403 stands, as without consent
         if verdict.serves and record:
-            verdict = await self._account(scope, facts, verdict)
+            accounted = await self._account(scope, facts, verdict)
+            if accounted is None:  # the consent changed since it was read: decide again on the fresh one
+                verdict = await self._decide(scope, facts, signed, usage, artist, fresh=True)
+                accounted = await self._account(scope, facts, verdict) if verdict.serves else verdict
+            verdict = accounted if accounted is not None else _unaccounted()
         if record:
             self.requests.labels(usage, identity.agent.operator, verdict.outcome).inc()
         return verdict
@@ -209,13 +213,13 @@ class ConsentGate:
         return Verdict(200, headers=headers)
 
     async def _decide(
-        self, scope: Scope, facts: Any, signed: SignatureCheck | None, usage: str, artist: str
+        self, scope: Scope, facts: Any, signed: SignatureCheck | None, usage: str, artist: str, fresh: bool = False
     ) -> Verdict:
         identity = facts.identity
         agent = identity.agent
         now = self.clock()
         track = facts.where.track
-        record = await self.source.get(artist)
+        record = await (self.source.get(artist) if fresh else self.source.current(artist))
         consent = record.permits(usage, agent.operator, track, now) if record is not None else None
         base: dict[str, Any] = {"artist": artist, "usage": usage, "consent": consent}
         if consent is None:
@@ -299,7 +303,9 @@ class ConsentGate:
             headers.append((b"crawler-price", str(charge).encode()))
         return Verdict(402, why, headers, outcome="payment_required", **base)
 
-    async def _account(self, scope: Scope, facts: Any, verdict: Verdict) -> Verdict:
+    async def _account(self, scope: Scope, facts: Any, verdict: Verdict) -> Verdict | None:
+        """The verdict once its access is recorded; 503 if it cannot be; None if the consent
+        it was decided on has changed since (nothing recorded)."""
         agent = facts.identity.agent
         access = Access(
             time=self.clock(),
@@ -312,12 +318,13 @@ class ConsentGate:
             price=str(verdict.charged) if verdict.charged else None,
             path=facts.path[:256],
         )
+        condition = getattr(self.source, "condition", None)
         try:
-            await self.ledger.record(access)
+            recorded = await self.ledger.record(access, condition(verdict.artist) if condition else None)
         except Exception as exc:  # unaccounted content is not served
             log.error("guard: accounting failed (%s); the request is refused", exc)
-            return Verdict(503, "accounting is unavailable", [(b"retry-after", b"5")], outcome="unaccounted")
-        return verdict
+            return _unaccounted()
+        return verdict if recorded else None
 
     # -- answering -----------------------------------------------------------------------
 
@@ -352,7 +359,7 @@ class ConsentGate:
         if usage is None or identity.agent is None or artist is None:
             report["verdict"] = None
             return report
-        verdict = await self._decide(scope, facts, signed, usage, artist)
+        verdict = await self._decide(scope, facts, signed, usage, artist, fresh=True)
         licence = verdict.licence
         report["consent"] = verdict.consent.to_dict() if verdict.consent else None
         report["licence"] = (
@@ -389,6 +396,10 @@ class ConsentGate:
             close()
         if self._own_client is not None:
             await self._own_client.aclose()
+
+
+def _unaccounted() -> Verdict:
+    return Verdict(503, "accounting is unavailable", [(b"retry-after", b"5")], outcome="unaccounted")
 
 
 _TITLES = {400: "Bad Request", 402: "Payment Required", 403: "Forbidden", 503: "Service Unavailable"}

@@ -20,6 +20,14 @@ from typing import Any, Protocol
 
 #: Default bound of the Redis stream (oldest records are trimmed beyond it).
 STREAM_MAX = 10_000_000
+#: KEYS: the artist's consent record, the stream. ARGV: the record as last read, the stream
+#: bound, then the access's fields. Records only if the consent is still what was read.
+RECORD_IF_UNCHANGED = """
+local current = redis.call('GET', KEYS[1]) or ''
+if current ~= ARGV[1] then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+return 1
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +73,9 @@ class Ledger(Protocol):
 
     name: str
 
-    async def record(self, access: Access) -> None: ...
+    async def record(self, access: Access, condition: tuple[str, str] | None = None) -> bool:
+        """Write ``access``; with a ``condition`` (Redis key, raw value), only if the key still
+        holds that value, atomically (False: it changed, nothing was written)."""
 
     async def read(self, since: float = 0.0) -> list[Access]: ...
 
@@ -78,8 +88,9 @@ class FileLedger:
         self.name = f"file {self.path}"
         self._fd: int | None = None
 
-    async def record(self, access: Access) -> None:
+    async def record(self, access: Access, condition: tuple[str, str] | None = None) -> bool:
         await asyncio.to_thread(self._append, (access.to_json() + "\n").encode())
+        return True
 
     def _append(self, line: bytes) -> None:
         if self._fd is None:
@@ -118,9 +129,16 @@ class RedisLedger:
         self.timeout = timeout
         self.name = f"redis stream {self.key}"
 
-    async def record(self, access: Access) -> None:
+    async def record(self, access: Access, condition: tuple[str, str] | None = None) -> bool:
         fields = {k: ("" if v is None else str(v)) for k, v in asdict(access).items()}
-        await asyncio.wait_for(self.client.xadd(self.key, fields, maxlen=self.maxlen, approximate=True), self.timeout)
+        if condition is None:
+            call = self.client.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)
+            await asyncio.wait_for(call, self.timeout)
+            return True
+        # The consent check and the record in one round trip: both keys carry {consent}.
+        pairs = [part for item in fields.items() for part in item]
+        call = self.client.eval(RECORD_IF_UNCHANGED, 2, condition[0], self.key, condition[1], self.maxlen, *pairs)
+        return bool(await asyncio.wait_for(call, self.timeout))
 
     async def read(self, since: float = 0.0) -> list[Access]:
         """Every record from ``since`` on, by its own time (stream ids carry Redis's clock)."""

@@ -50,6 +50,10 @@ class ConsentSource(Protocol):
 
     async def get(self, artist: str) -> ArtistConsent | None: ...
 
+    async def current(self, artist: str) -> ArtistConsent | None:
+        """What the enforcement decides on: :meth:`get`, or (Redis) the last record seen,
+        which the ledger write then confirms unchanged in the same round trip."""
+
     def peek(self, artist: str) -> ArtistConsent | object | None: ...
 
     def listing(self) -> Mapping[str, ArtistConsent]: ...
@@ -75,6 +79,8 @@ class FileSource:
 
     async def get(self, artist: str) -> ArtistConsent | None:
         return self._records.get(artist)
+
+    current = get
 
     def peek(self, artist: str) -> ArtistConsent | None:
         return self._records.get(artist)
@@ -134,7 +140,9 @@ class RedisSource:
 
     Keys (one hash tag, so a cluster keeps them on one node): ``<ns>:{consent}:artist:<id>``
     holds the artist's list of consents, ``<ns>:{consent}:artists`` the set of artist ids.
-    ``get`` reads the record on every call: a revoke applies to the very next request.
+    Decisions use :meth:`current`, the record last seen; the ledger then records a served
+    request only if the key still holds it (:meth:`condition`), in the same round trip, so
+    a revoke applies to the very next request.
     These are data, not counters: they do not expire (a consent's ``until`` ends it).
     """
 
@@ -143,7 +151,7 @@ class RedisSource:
         self.namespace = namespace
         self.timeout = timeout
         self.name = f"redis {namespace}:{{consent}}"
-        self._cache: LRU[str, tuple[ArtistConsent | None]] = LRU(cache_size)
+        self._cache: LRU[str, tuple[ArtistConsent | None, str]] = LRU(cache_size)  # (record, raw JSON)
         self._listing: dict[str, ArtistConsent] = {}
         self._pending: set[str] = set()
 
@@ -160,8 +168,22 @@ class RedisSource:
         except Exception as exc:  # Redis down: no consent can be confirmed, so none is assumed
             log.warning("guard: consent lookup for %s failed (%s); treated as not opted in", artist, exc)
             return None
+        return self._remember(artist, raw)
+
+    async def current(self, artist: str) -> ArtistConsent | None:
+        cached = self._cache.get(artist)
+        return cached[0] if cached is not None else await self.get(artist)
+
+    def condition(self, artist: str) -> tuple[str, str]:
+        """The key and the raw record :meth:`current` answered from: the ledger records an
+        access only if the key still holds exactly that (a revoke in between voids it)."""
+        cached = self._cache.get(artist)
+        return self.key(artist), cached[1] if cached is not None else ""
+
+    def _remember(self, artist: str, raw: Any) -> ArtistConsent | None:
         record = self._decode(artist, raw)
-        self._cache.put(artist, (record,))
+        text = raw.decode() if isinstance(raw, bytes) else raw or ""
+        self._cache.put(artist, (record, text))
         return record
 
     def peek(self, artist: str) -> ArtistConsent | object | None:
@@ -184,8 +206,7 @@ class RedisSource:
         values = await self.client.mget([self.key(a) for a in artists]) if artists else []
         listing = {}
         for artist, raw in zip(artists, values, strict=True):
-            record = self._decode(artist, raw)
-            self._cache.put(artist, (record,))
+            record = self._remember(artist, raw)
             if record is not None:
                 listing[artist] = record
         self._listing = listing
@@ -254,6 +275,9 @@ class AppSource:
             self._inflight[artist] = future
             future.add_done_callback(lambda _: self._inflight.pop(artist, None))
         return await asyncio.shield(future)
+
+    async def current(self, artist: str) -> ArtistConsent | None:
+        return await self.get(artist)
 
     def peek(self, artist: str) -> ArtistConsent | object | None:
         cached = self._cache.get(artist)
