@@ -140,7 +140,8 @@ class GuardMiddleware:
             hosting=HostingRanges.from_directory(self._ranges_for(policy) / "hosting"),
             sessions=sessions,
         )
-        self.sessions = Sessions(sessions, session_keys or load_keys(sessions)) if sessions is not None else None
+        self._session_override, self._session_keys = sessions, session_keys
+        self.sessions = self._sessions_for(policy)
         self.observer = Observer(registry, policy.sample_allows)
         self.observer.watch_store(self.guard.store)
         client = getattr(self.guard.store, "client", None)  # the Redis store's: feeds `guard top`
@@ -271,6 +272,14 @@ class GuardMiddleware:
             raise
         self.metrics.use(policy)
         self.observer.sample_allows = policy.sample_allows
+        self.sessions = self._sessions_for(policy)  # a rolled key file is read here, on reload only
+
+    def _sessions_for(self, policy: Policy) -> Sessions | None:
+        """Sessions as the policy (or the constructor) configures them, with their keys loaded."""
+        settings = self._session_override or policy.sessions
+        if settings is None:
+            return None
+        return Sessions(settings, self._session_keys or load_keys(settings))
 
     def _ranges_for(self, policy: Policy) -> Path:
         return self._ranges_dir if self._ranges_dir is not None else Path(policy.source).parent / "ranges"

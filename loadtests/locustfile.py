@@ -33,6 +33,11 @@ BROWSERS = [
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Mobile Safari/537.36",
 ]
+#: What a browser says about each kind of request: the listener loads pages (and keeps the
+#: session cookie they set, as locust's client does); the player and scripts fetch.
+NAVIGATE = {"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document", "Accept": "text/html,*/*;q=0.8"}
+MEDIA = {"Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "audio", "Accept": "*/*"}
+FETCH = {"Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty", "Accept": "application/json"}
 GPTBOT = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)"
 GOOGLEBOT = (
     "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -77,7 +82,7 @@ class Persona(HttpUser):
             if status >= 500 or status == 0:
                 tally("5xx")
                 r.failure(f"server error {status}")
-            elif expect_served and status in (403, 429):
+            elif expect_served and status in (401, 403, 429):
                 tally(f"{self.persona} false block")
                 r.failure(f"false block ({status})")
             elif not expect_served and status in (200, 206):
@@ -103,15 +108,15 @@ class Listener(Persona):
     def listen(self) -> None:
         track = rng.choice(self.favourites)
         if rng.random() < 0.3:
-            self.fetch("/", expect_served=True, name="home")
-        self.fetch(f"/tracks/{track}", expect_served=True, name="page")
-        self.fetch(f"/api/tracks/{track}", expect_served=True, name="metadata")
+            self.fetch("/", expect_served=True, name="home", headers=NAVIGATE)
+        self.fetch(f"/tracks/{track}", expect_served=True, name="page", headers=NAVIGATE)
+        self.fetch(f"/api/tracks/{track}", expect_served=True, name="metadata", headers=FETCH)
         for start in (0, 65536, 131072):
             self.fetch(
                 f"/tracks/{track}/stream",
                 expect_served=True,
                 name="audio range",
-                headers={"Range": f"bytes={start}-{start + 65535}"},
+                headers={**MEDIA, "Range": f"bytes={start}-{start + 65535}"},
             )
 
 

@@ -40,25 +40,45 @@ def browser_user_agents() -> list[str]:
 
 
 class Visitor:
-    """Sends requests into an ASGI app as one client address (in process, no network)."""
+    """Sends requests into an ASGI app as one client address (in process, no network).
 
-    def __init__(self, app, ip: str, user_agent: str | None = CHROME) -> None:
+    Like a browser, it keeps cookies (the session), and loads documents as navigations
+    while audio and API calls are the page's own fetches. ``cookies=False`` makes a client
+    that keeps none.
+    """
+
+    def __init__(self, app, ip: str, user_agent: str | None = CHROME, *, cookies: bool = True) -> None:
         self.app = app
         self.ip = ip
         self.user_agent = user_agent
+        self.keeps_cookies = cookies
+        self.cookies = httpx.Cookies()
         self._transport = httpx.ASGITransport(app=app, client=(ip, 40000))
 
     async def get(
         self, path: str, headers: dict[str, str | bytes] | None = None, method: str = "GET"
     ) -> httpx.Response:
-        sent = dict(headers or {})
-        async with httpx.AsyncClient(transport=self._transport, base_url="http://testserver") as client:
+        sent = {**fetch_headers(path), **(headers or {})}
+        jar = self.cookies if self.keeps_cookies else None
+        async with httpx.AsyncClient(transport=self._transport, base_url="http://testserver", cookies=jar) as client:
             request = client.build_request(method, path, headers=sent)
             if self.user_agent is None:
                 del request.headers["user-agent"]
             elif "user-agent" not in {k.lower() for k in sent}:
                 request.headers["user-agent"] = self.user_agent
-            return await client.send(request)
+            response = await client.send(request)
+            if self.keeps_cookies:
+                self.cookies = client.cookies
+            return response
+
+
+def fetch_headers(path: str) -> dict[str, str]:
+    """What a browser says about a request: a document load, or the player's or a script's fetch."""
+    if "/stream" in path or "/audio/" in path:
+        return {"sec-fetch-mode": "no-cors", "sec-fetch-dest": "audio", "accept": "*/*"}
+    if path.startswith("/api/"):
+        return {"sec-fetch-mode": "cors", "sec-fetch-dest": "empty", "accept": "application/json"}
+    return {"sec-fetch-mode": "navigate", "sec-fetch-dest": "document", "accept": "text/html,*/*;q=0.8"}
 
 
 def run(coro):

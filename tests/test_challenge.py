@@ -200,3 +200,101 @@ def test_cookie_less_http_clients_get_no_audio(site: Site) -> None:
         r = httpx.get(site.base + "/tracks/5/stream", headers=headers)
         assert r.status_code in (401, 403)
         assert not r.content.startswith(b"ID3")
+
+
+# -- the rules: `sessions:` and `action: challenge` -------------------------------------------
+
+RULES_WITH_CHALLENGES = """
+version: 1
+catalogue: {catalogue}
+paths:
+  health: [/healthz$]
+  audio: ["/tracks/{{track}}/stream"]
+  content_api: ["/api/tracks/{{track}}"]
+  pages: ["/tracks/{{track}}", /]
+exempt: [health]
+sessions:
+  issue: [pages, content_api]
+  require: [audio]
+  challenge: {{difficulty: 6, wait: 5s}}
+rules:
+  - id: fresh-session-audio
+    match: {{path: audio, session: fresh}}
+    action: challenge
+    reason: this session has not loaded a page
+  - id: hosting-browser
+    match: {{category: unknown, network: hosting, path: [audio, content_api, pages]}}
+    action: challenge
+  - id: soft
+    match: {{path: [audio, content_api, pages]}}
+    limit: {{key: session, distinct: track, max: 3, per: 1h}}
+    action: challenge
+  - id: hard
+    match: {{path: [audio, content_api, pages]}}
+    limit: {{key: session, distinct: track, max: 6, per: 1h}}
+    action: throttle
+"""
+
+
+@pytest.fixture
+def ruled(tmp_path) -> Iterator[Site]:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES_WITH_CHALLENGES.format(catalogue=RULES.parent / "agents.yaml"))
+    hosting = tmp_path / "ranges" / "hosting"
+    hosting.mkdir(parents=True)
+    (hosting / "examplecloud.json").write_text(
+        json.dumps({"provider": "examplecloud", "source": "test", "prefixes": ["203.0.113.0/24"]})
+    )
+    clock = FakeClock()
+    app = create_app(str(rules), clock=clock, trusted_proxies=["127.0.0.1/32"], session_keys=SessionKeys(KEY))
+    with serving(app) as base:
+        yield Site(base, clock, app)
+
+
+def test_the_rules_switch_sessions_on(ruled: Site) -> None:
+    browser = ruled.browser()
+    assert "set-cookie" in browser.page("/tracks/1").headers
+    assert browser.audio(1).status_code == 206
+    assert ruled.browser(ip="198.51.100.99").audio(1).status_code == 401
+
+
+def test_a_fresh_session_going_straight_for_audio_is_challenged(ruled: Site) -> None:
+    script = ruled.browser()
+    assert script.get("/api/tracks/1").status_code == 200  # minted a session, not on a page load
+    r = script.audio(1)
+    assert r.status_code == 401 and "this session has not loaded a page" in r.text
+    script.page("/tracks/1")  # the page load makes it a browser's session
+    assert script.audio(1).status_code == 206
+
+
+def test_over_the_soft_limit_a_page_load_gets_the_challenge_and_audio_a_429(ruled: Site) -> None:
+    browser = ruled.browser()
+    for track in (1, 2, 3, 4):  # the first page has no session yet: tracks 2, 3, 4 are the session's
+        assert browser.page(f"/tracks/{track}").status_code == 200
+    audio = browser.audio(5)
+    assert audio.status_code == 429 and audio.text.count("\n") == 1 and "retry-after" in audio.headers
+    page = browser.page("/tracks/5")
+    answer = browser.get(solve(challenge_of(page)))
+    assert answer.status_code == 303 and answer.headers["location"] == "/tracks/5"
+    # Proven: the challenge rules no longer apply; the hard limit (6) still does.
+    assert browser.page("/tracks/5").status_code == 200
+    assert browser.audio(5).status_code == 206
+    assert browser.page("/tracks/6").status_code == 200
+    assert browser.page("/tracks/7").status_code == 200
+    assert browser.page("/tracks/8").status_code == 429  # the throttle, not another challenge
+    assert "x-guard-challenge" not in browser.page("/tracks/8").headers
+
+
+def test_a_browser_from_a_hosting_network_proves_itself_first(ruled: Site) -> None:
+    vpn = ruled.browser(ip="203.0.113.40")
+    page = vpn.page("/tracks/1")
+    answer = vpn.get(solve(challenge_of(page)))
+    assert answer.status_code == 303
+    assert vpn.page("/tracks/1").status_code == 200
+    assert vpn.audio(1).status_code == 206
+    # Without a browser: no page, no session, no audio.
+    assert httpx.get(ruled.base + "/tracks/1/stream", headers={"x-forwarded-for": "203.0.113.41"}).status_code == 401
+
+
+def test_search_engines_and_the_health_check_are_never_challenged(ruled: Site) -> None:
+    assert httpx.get(ruled.base + "/healthz", headers={"x-forwarded-for": "203.0.113.40"}).status_code == 200

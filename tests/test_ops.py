@@ -161,7 +161,7 @@ def test_reload_swaps_rules_keeps_counters_and_survives_a_broken_file(tmp_path: 
     run(main())
     assert (
         "keeping the last good rules" in caplog.text
-        and "'explode' is not one of: allow, block or throttle" in caplog.text
+        and "'explode' is not one of: allow, block, throttle or challenge" in caplog.text
     )
 
 

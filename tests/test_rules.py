@@ -36,7 +36,7 @@ paths:
         (
             GOOD_HEAD + "rules:\n  - id: x\n    action: explode\n",
             7,
-            "action: 'explode' is not one of: allow, block or throttle",
+            "action: 'explode' is not one of: allow, block, throttle or challenge",
         ),
         (
             GOOD_HEAD + "rules:\n  - id: x\n    match: {category: robots}\n    action: block\n",
@@ -125,7 +125,7 @@ def test_guard_check_exit_status(tmp_path: Path) -> None:
     bad = write_rules(tmp_path, GOOD_HEAD + "rules:\n  - id: x\n    action: explode\n")
     result = run_cli("check", str(bad))
     assert result.returncode == 1
-    expected = f"{bad}:7:13: rule 'x': action: 'explode' is not one of: allow, block or throttle"
+    expected = f"{bad}:7:13: rule 'x': action: 'explode' is not one of: allow, block, throttle or challenge"
     assert result.stderr == f"guard: error: {expected}\n"
 
 

@@ -40,7 +40,7 @@ CASES = {
         HEAD + "rule:\n  - id: x\nrules: []\n",
         (5, 1),
         "unknown key 'rule' (expected one of: version, catalogue, paths, exempt, verify, reverse_dns, signatures,"
-        " shadow, metrics, log, clients, subnets, memory, redis, directives, consent, rules)",
+        " shadow, metrics, log, clients, subnets, memory, redis, directives, consent, sessions, rules)",
     ),
     "unknown section key": (
         HEAD + "redis:\n  url: redis://127.0.0.1:6379\n  timeuot: 50ms\nrules: []\n",
@@ -55,7 +55,8 @@ CASES = {
     "unknown match key": (
         HEAD + RULE + "    match: {categroy: ai_training}\n    action: block\n",
         (7, 13),
-        "rule 'x': match: unknown key 'categroy' (expected one of: category, agent, path, user_agent)",
+        "rule 'x': match: unknown key 'categroy' (expected one of: category, agent, path, user_agent, session,"
+        " network)",
     ),
     "unknown limit key": (
         HEAD + RULE + "    limit: {key: ip, requests: 5, per: 1m, burts: 3}\n    action: throttle\n",
@@ -107,7 +108,28 @@ CASES = {
     "unknown action": (
         HEAD + RULE + "    action: explode\n",
         (7, 13),
-        "rule 'x': action: 'explode' is not one of: allow, block or throttle",
+        "rule 'x': action: 'explode' is not one of: allow, block, throttle or challenge",
+    ),
+    "sessions require an unknown group": (
+        HEAD + "sessions:\n  issue: pages\n  require: [audio, video]\nrules: []\n",
+        (7, 20),
+        "sessions.require[1]: unknown path group 'video' (known: audio, pages)",
+    ),
+    "cross-site cookie without secure": (
+        HEAD + "sessions:\n  issue: pages\n  require: audio\n  cookie: {same_site: None, secure: false}\nrules: []\n",
+        (8, 37),
+        "sessions.cookie.secure: a cross-site cookie must be Secure (browsers refuse it otherwise): 'secure' is"
+        " true or auto",
+    ),
+    "challenge too hard": (
+        HEAD + "sessions:\n  issue: pages\n  require: audio\n  challenge: {difficulty: 40}\nrules: []\n",
+        (8, 27),
+        "sessions.challenge.difficulty: 40 is out of range (1 to 32)",
+    ),
+    "unknown session state": (
+        HEAD + RULE + "    match: {session: new}\n    action: challenge\n",
+        (7, 22),
+        "rule 'x': match.session: 'new' is not one of: none, fresh, page or proven",
     ),
     "unknown category": (
         HEAD + RULE + "    match: {category: robots}\n    action: block\n",

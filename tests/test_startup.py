@@ -86,7 +86,7 @@ def test_a_bad_rules_file_stops_uvicorn_under_every_way_of_mounting(tmp_path: Pa
     for name, process in servers.items():
         _, err = finish(process)
         assert process.returncode != 0, f"{name}: exited 0\n{err}"
-        assert "bad.yaml:7:13: rule 'x': action: 'explode' is not one of: allow, block or throttle" in err, (
+        assert "bad.yaml:7:13: rule 'x': action: 'explode' is not one of: allow, block, throttle or challenge" in err, (
             f"{name}:\n{err}"
         )
         assert "Application startup complete" not in err, name

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -138,6 +139,8 @@ def add_demo(sub: SubParsers) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     os.environ["GUARD_CONSENT"] = consent = args.consent or consent_choice("")
+    if not os.environ.get("GUARD_SESSION_KEY"):  # one random session key for all of the demo's workers
+        os.environ["GUARD_SESSION_KEY"] = secrets.token_urlsafe(32)
     return _run_server(args, "guard.demo.app:app_from_env", "guard demo", f"  consent={consent}")
 
 

@@ -76,6 +76,8 @@ class RulesReloader:
         files = [self.rules_path, Path(policy.catalogue.source), *self._ranges_for(policy).glob("*.json")]
         if policy.signatures_file:
             files.append(Path(policy.signatures_file))
+        if policy.sessions is not None and policy.sessions.key_file:
+            files.append(Path(policy.sessions.key_file))  # a rolled session key is picked up like a rules change
         stamps = {}
         for file in files:
             try:

@@ -53,11 +53,13 @@ class Facts:
     where: PathMatch
     query: str = ""
     session: Session | None = None  # a valid session bound to this client, or None
+    session_state: str = "none"  # what rules match: none, fresh, page or proven
 
     @property
-    def plan_key(self) -> tuple[str, str | None, str, bool]:
+    def plan_key(self) -> tuple[str, str | None, str, bool, str, bool]:
         i = self.identity
-        return (i.category, i.agent.name if i.agent else None, self.where.group, i.ua_missing)
+        agent = i.agent.name if i.agent else None
+        return (i.category, agent, self.where.group, i.ua_missing, self.session_state, self.client.provider is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,7 @@ class Guard:
         hosting: HostingRanges | None = None,
         sessions: SessionSettings | None = None,
     ) -> None:
+        """``sessions`` overrides the policy's ``sessions:`` section (None: the policy's)."""
         self.store: Store = store if store is not None else MemoryStore(policy.memory_max_entries)
         self.clock = clock
         self.namespace = namespace
@@ -133,7 +136,8 @@ class Guard:
         self.robots: RobotsTxt | None = None  # set by whoever serves robots.txt (the middleware)
         self._bans: LRU[str, float] = LRU(65536)  # survives policy changes, like the store
         self.hosting = hosting
-        self.sessions = sessions  # None: sessions are off
+        self._sessions = sessions
+        self.sessions: SessionSettings | None = None  # None: sessions are off
         # Addresses over their minting limit, until about when they may mint again: their
         # further attempts skip the mint checks, so they do not use up their subnet's budget.
         self._mint_paused: LRU[str, float] = LRU(65536)
@@ -173,6 +177,7 @@ class Guard:
             signatures = SignatureVerifier.from_file(policy.signatures_file)
         # Everything is built first and assigned together: a request sees one policy or the other.
         self.policy, self.resolver, self.identifier, self.signatures = policy, resolver, identifier, signatures
+        self.sessions = self._sessions or policy.sessions
 
     # -- facts ------------------------------------------------------------------------
 
@@ -199,7 +204,8 @@ class Guard:
                 else:
                     evidence = f"web bot auth: {signed.reason}"
                     identity = Identity("spoofed", agent, None, ua_hash=ua_hash, verified=False, evidence=evidence)
-        return Facts(client, identity, normal, self.policy.paths.classify(normal), query, session)
+        state = session.level(self.clock()) if session is not None else "none"
+        return Facts(client, identity, normal, self.policy.paths.classify(normal), query, session, state)
 
     def is_exempt(self, group: str) -> bool:
         return group in self.policy.exempt
@@ -211,8 +217,8 @@ class Guard:
         plan = self.policy.plan(*facts.plan_key)
         shadowed = tuple((rule, block_reason(rule)) for rule in plan.shadow_blocks)
         terminal = plan.terminal
-        if terminal is not None and terminal.action == "block":
-            return Decision("block", terminal, block_reason(terminal), shadowed=shadowed)
+        if terminal is not None and terminal.action in ("block", "challenge"):
+            return Decision(terminal.action, terminal, block_reason(terminal), shadowed=shadowed)
         agent = facts.identity.agent
         if agent is not None and self.robots is not None:
             # A crawler is held to its own robots.txt group, whatever the rules allow.

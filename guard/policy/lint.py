@@ -9,6 +9,7 @@ decide all its requests are said to shadow it.
 
 from __future__ import annotations
 
+from guard.policy.model import SESSION_STATES
 from guard.policy.paths import OTHER
 from guard.policy.rules import Policy, Rule
 
@@ -19,11 +20,13 @@ def rule_warnings(policy: Policy) -> list[str]:
     for rule in policy.rules:
         agents += [a for a in rule.match.agents if a not in agents]
     facts = [
-        (category, agent, group, ua_missing)
+        (category, agent, group, ua_missing, session, hosting)
         for category in policy.categories
         for agent in agents
         for group in [*policy.paths.groups, OTHER]
         for ua_missing in (False, True)
+        for session in SESSION_STATES
+        for hosting in (False, True)
         if not (ua_missing and (agent is not None or category != "unknown"))
     ]
     reached: set[str] = set()
@@ -31,7 +34,7 @@ def rule_warnings(policy: Policy) -> list[str]:
     for fact in facts:
         decider: Rule | None = None
         for rule in policy.rules:
-            if not rule.match.matches(*fact):
+            if not rule.match.matches(*fact) or (rule.action == "challenge" and fact[4] == "proven"):
                 continue
             if decider is not None:
                 taken_by.setdefault(rule.id, set()).add(decider.id)

@@ -57,7 +57,9 @@ BUILTIN_CATEGORIES = {
     "unknown": "Not in the catalogue: an ordinary browser, or a tool that hides.",
     "spoofed": "Claims to be a verifiable crawler but failed verification.",
 }
-ACTIONS = ("allow", "block", "throttle")
+ACTIONS = ("allow", "block", "throttle", "challenge")
+#: What a rule's ``match.session`` can name (see guard/sessions/tokens.py).
+SESSION_STATES = ("none", "fresh", "page", "proven")
 
 # -- validated types ------------------------------------------------------------------------
 
@@ -237,6 +239,15 @@ ExistingFile: TypeAlias = Annotated[str | None, AfterValidator(_existing_file)]
 def _absolute_path(value: str | None) -> str | None:
     if value is not None and not value.startswith("/"):
         raise problem(f"'{value}' is not a path: it starts with '/', e.g. /metrics")
+    return value
+
+
+_COOKIE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _cookie_name(value: str) -> str:
+    if not _COOKIE_NAME.match(value):
+        raise problem(f"'{value}' is not a cookie or parameter name (letters, digits, _ and -)")
     return value
 
 
@@ -475,6 +486,14 @@ class Match(Section):
     user_agent: Literal["missing", "present"] | None = Field(
         None, description="`missing` (absent or blank) or `present`."
     )
+    session: OneOrMany[Literal["none", "fresh", "page", "proven"]] = Field(
+        [],
+        description="One or a list of session states: `none` (no valid session), `fresh` (a session that has "
+        "not loaded a page), `page` (it has), `proven` (it solved a challenge, or an app issued it).",
+    )
+    network: Literal["hosting"] | None = Field(
+        None, description="`hosting`: the client is in a cloud or hosting provider's published ranges."
+    )
 
 
 class Limit(Section):
@@ -529,9 +548,10 @@ class Rule(Section):
     id: Name = Field(description="Unique; appears in logs and in the 403/429 body.")
     description: str | None = Field(None, description="For people.")
     match: Match = Field(Match(), description="The conditions; absent: every request.")
-    action: Literal["allow", "block", "throttle"] = Field(
-        description="`allow`, `block` (403), or `throttle` (429 with Retry-After; only with a `limit`). "
-        "With a `limit`, what happens when it is exceeded."
+    action: Literal["allow", "block", "throttle", "challenge"] = Field(
+        description="`allow`, `block` (403), `throttle` (429 with Retry-After; only with a `limit`), or "
+        "`challenge` (a proof-of-work page for a browser's page load, 401 or 429 for anything else; never for "
+        "a proven session). With a `limit`, what happens when it is exceeded."
     )
     limit: Limit | None = Field(None, description="Makes the rule a counter.")
     ban: Ban | None = Field(None, description="Escalates a `limit`.")
@@ -542,7 +562,8 @@ class Rule(Section):
     def _action_fits(self) -> Rule:
         problems: list[tuple[list[str], str]] = []
         if self.limit is not None and self.action == "allow":
-            problems.append((["action"], "a limit's action is what happens when it is exceeded: throttle or block"))
+            reason = "a limit's action is what happens when it is exceeded: throttle, block or challenge"
+            problems.append((["action"], reason))
         if self.limit is None and self.action == "throttle":
             problems.append((["action"], "'throttle' needs a 'limit' (it answers 429 with the time to wait)"))
         if self.ban is not None and self.limit is None:
@@ -554,6 +575,92 @@ class Rule(Section):
         if problems:
             fail(*problems)
         return self
+
+
+class MintLimit(Section):
+    """New sessions allowed: `requests` per `per`, up to `burst` at once."""
+
+    requests: int = Field(ge=1, le=10**9, description="New sessions per `per`, sustained.")
+    per: Duration = Field(description="The window, e.g. 1h.")
+    burst: int | None = Field(None, ge=1, le=10**9, description="New sessions at once (default: `requests`).")
+
+
+class SessionCookie(Section):
+    """The session cookie's name and attributes."""
+
+    name: Annotated[str, AfterValidator(_cookie_name)] = Field(
+        "guard_session", description="The cookie's name (letters, digits, `_`, `-`)."
+    )
+    http_only: bool = Field(True, description="HttpOnly: page scripts cannot read it.")
+    secure: bool | Literal["auto"] = Field(
+        "auto", description="Secure: `true`, `false`, or `auto` (Secure when the request came over https)."
+    )
+    same_site: Literal["Lax", "Strict", "None"] = Field(
+        "Lax", description="SameSite. `None` for players embedded on other sites (implies Secure)."
+    )
+    partitioned: bool = Field(
+        False,
+        description="Partitioned (CHIPS), with `same_site: None`: the cookie lives in the embedding site's partition.",
+    )
+
+    @model_validator(mode="after")
+    def _cross_site_needs_secure(self) -> SessionCookie:
+        if self.same_site == "None" and self.secure is False:
+            reason = "a cross-site cookie must be Secure (browsers refuse it otherwise): 'secure' is true or auto"
+            fail((["secure"], reason))
+        return self
+
+
+class Challenge(Section):
+    """The proof-of-work interstitial of `action: challenge`."""
+
+    difficulty: int = Field(
+        16, ge=1, le=32, description="Leading zero bits of SHA-256 the browser must find (16: about 65,000 hashes)."
+    )
+    ttl: Duration = Field(300.0, description="A challenge must be answered within this.")
+    fallback: bool = Field(
+        True, description="Offer browsers without JavaScript a meta refresh that the server checks waited `wait`."
+    )
+    wait: Duration = Field(10.0, description="The no-JavaScript fallback's delay.")
+    proof_ttl: Duration = Field(86400.0, description="A solved challenge keeps the session `proven` this long.")
+    path: Annotated[str | None, AfterValidator(_absolute_path)] = Field(
+        "/.guard/challenge", description="Where answers are sent (the guard answers it itself)."
+    )
+
+
+class Sessions(Section):
+    """Signed sessions bound to audio (docs/sessions.md). Absent: no sessions."""
+
+    issue: OneOrMany[OwnGroupRef] = Field(
+        description="Path groups whose responses set a session for visitors that have none (pages, the API)."
+    )
+    require: OneOrMany[OwnGroupRef] = Field(
+        description="Path groups served only with a valid session (audio). Never the pages, the directives or "
+        "the health check: search engines and link previews must not need one."
+    )
+    ttl: Duration = Field(86400.0, description="A session's life.")
+    ipv4: int = Field(24, ge=8, le=32, description="The IPv4 prefix a session is bound to.")
+    ipv6: int = Field(48, ge=16, le=128, description="The IPv6 prefix a session is bound to.")
+    mint_per_address: MintLimit = Field(
+        MintLimit(requests=30, per=3600.0, burst=30), description="New sessions per client address."
+    )
+    mint_per_subnet: MintLimit = Field(
+        MintLimit(requests=300, per=3600.0, burst=100), description="New sessions per subnet."
+    )
+    cookie: SessionCookie = Field(SessionCookie(), description=SessionCookie.__doc__)
+    challenge: Challenge = Field(Challenge(), description=Challenge.__doc__)
+    url_param: Annotated[str, AfterValidator(_cookie_name)] = Field(
+        "guard_sig", description="The query parameter of signed stream URLs."
+    )
+    key_env: str = Field(
+        "GUARD_SESSION_KEY",
+        description="Environment variable holding the signing key (and `<name>_PREVIOUS` during a rotation).",
+    )
+    key_file: ExistingFile = Field(
+        None,
+        description="A file with the signing key on line 1 and the previous one on line 2; read at start-up "
+        "and on reload. Takes precedence over `key_env`.",
+    )
 
 
 class RulesFile(Section):
@@ -587,6 +694,7 @@ class RulesFile(Section):
         description="Artists' opt-ins to AI use (docs/consent.md). Absent: no consent gate; the rules alone "
         "decide every AI agent.",
     )
+    sessions: Sessions | None = Field(None, description=Sessions.__doc__)
     rules: list[Rule] = Field(description="The rules, read top to bottom.")
 
     @field_validator("version", mode="before")

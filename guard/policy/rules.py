@@ -23,6 +23,7 @@ from guard.policy import model
 from guard.policy.limits import Ban, Budget, DistinctLimit, RateLimit, distinct_limit
 from guard.policy.model import ACTIONS, BUILTIN_CATEGORIES, parse_duration
 from guard.policy.paths import PathGroups
+from guard.sessions.settings import ChallengeSettings, CookieSettings, SessionSettings
 from guard.yamlfile import Located, load_yaml
 
 __all__ = [
@@ -46,14 +47,28 @@ class Match:
     agents: frozenset[str] = frozenset()
     paths: frozenset[str] = frozenset()
     user_agent: str | None = None  # "missing" | "present" | None
+    sessions: frozenset[str] = frozenset()  # session states (guard.policy.model.SESSION_STATES)
+    hosting: bool = False  # only clients in a hosting provider's ranges
 
-    def matches(self, category: str, agent: str | None, group: str, ua_missing: bool) -> bool:
+    def matches(
+        self,
+        category: str,
+        agent: str | None,
+        group: str,
+        ua_missing: bool,
+        session: str = "none",
+        hosting: bool = False,
+    ) -> bool:
         """Whether a request with these facts meets every condition."""
         if self.categories and category not in self.categories:
             return False
         if self.agents and (agent is None or agent.lower() not in self.agents):
             return False
         if self.paths and group not in self.paths:
+            return False
+        if self.sessions and session not in self.sessions:
+            return False
+        if self.hosting and not hosting:
             return False
         return self.user_agent is None or (self.user_agent == "missing") == ua_missing
 
@@ -132,18 +147,32 @@ class Policy:
     tdm_policy: str | None = None
     redis: RedisSettings | None = None
     consent: ConsentSettings | None = None  # artists' opt-ins (guard/consent); None: no consent gate
-    _plans: dict[tuple[str, str | None, str, bool], Plan] = field(default_factory=dict, repr=False)
+    sessions: SessionSettings | None = None  # None: no sessions
+    _plans: dict[tuple[str, str | None, str, bool, str, bool], Plan] = field(default_factory=dict, repr=False)
 
-    def plan(self, category: str, agent: str | None, group: str, ua_missing: bool) -> Plan:
-        """The terminal rule and the limits that apply, memoised per combination of facts."""
-        fact = (category, agent, group, ua_missing)
+    def plan(
+        self,
+        category: str,
+        agent: str | None,
+        group: str,
+        ua_missing: bool,
+        session: str = "none",
+        hosting: bool = False,
+    ) -> Plan:
+        """The terminal rule and the limits that apply, memoised per combination of facts.
+
+        A ``challenge`` rule never applies to a proven session: it has answered one.
+        """
+        fact = (category, agent, group, ua_missing, session, hosting)
         plan = self._plans.get(fact)
         if plan is None:
             limits: list[Rule] = []
             shadows: list[Rule] = []
             terminal = None
             for rule in self.rules:
-                if not rule.match.matches(category, agent, group, ua_missing):
+                if not rule.match.matches(category, agent, group, ua_missing, session, hosting):
+                    continue
+                if rule.action == "challenge" and session == "proven":
                     continue
                 if rule.limit is not None:
                     limits.append(rule)
@@ -249,6 +278,34 @@ def compile_policy(spec: model.RulesFile, catalogue: Catalogue, doc: Located, ba
         tdm_policy=tdmrep.policy if isinstance(tdmrep, model.TdmPolicy) else None,
         redis=RedisSettings(spec.redis.url, spec.redis.namespace, spec.redis.timeout, spec.redis.fail),
         consent=_compile_consent(spec.consent),
+        sessions=_compile_sessions(spec.sessions, base_dir) if spec.sessions is not None else None,
+    )
+
+
+def _compile_sessions(spec: model.Sessions, base_dir: Path) -> SessionSettings:
+    def rate(limit: model.MintLimit) -> RateLimit:
+        return RateLimit(limit.requests, limit.per, limit.burst if limit.burst is not None else limit.requests)
+
+    cookie, challenge = spec.cookie, spec.challenge
+    return SessionSettings(
+        issue=frozenset(spec.issue),
+        require=frozenset(spec.require),
+        ttl=spec.ttl,
+        ipv4_prefix=spec.ipv4,
+        ipv6_prefix=spec.ipv6,
+        mint_per_address=rate(spec.mint_per_address),
+        mint_per_subnet=rate(spec.mint_per_subnet),
+        cookie=CookieSettings(cookie.name, cookie.http_only, cookie.secure, cookie.same_site, cookie.partitioned),
+        challenge=ChallengeSettings(
+            challenge.difficulty,
+            challenge.ttl,
+            challenge.wait if challenge.fallback else 0.0,
+            challenge.proof_ttl,
+            challenge.path or "/.guard/challenge",
+        ),
+        url_param=spec.url_param,
+        key_env=spec.key_env,
+        key_file=str(base_dir / spec.key_file) if spec.key_file else None,
     )
 
 
@@ -266,6 +323,8 @@ def _compile_rule(spec: model.Rule, line: int | None) -> Rule:
         frozenset(a.lower() for a in spec.match.agent),
         frozenset(spec.match.path),
         spec.match.user_agent,
+        frozenset(spec.match.session),
+        spec.match.network == "hosting",
     )
     limit: RateLimit | DistinctLimit | Budget | None = None
     key = ban = None

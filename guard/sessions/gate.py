@@ -159,7 +159,7 @@ class SessionGate:
         max_age = max(1, int(session.issued_at + self.settings.ttl - now))
         parts = [f"{c.name}={self.codec.dumps(session)}", f"Path={c.path}", f"Max-Age={max_age}"]
         cross_site = c.same_site.lower() == "none"
-        if c.secure is True or cross_site or (c.secure == "auto" and https):
+        if c.secure is True or cross_site or c.partitioned or (c.secure == "auto" and https):
             parts.append("Secure")
         if c.http_only:
             parts.append("HttpOnly")
