@@ -379,3 +379,29 @@ def test_with_artist_consent_on_the_cookie_is_still_set(shipped, tmp_path) -> No
         assert page.status_code == 200 and "set-cookie" in page.headers
         assert browser.audio(7).status_code == 206
         assert site.browser(ip="198.51.100.9").audio(7).status_code == 401
+
+
+def test_rolling_the_key_file_and_reloading_keeps_then_ends_old_sessions(tmp_path) -> None:
+    from support import Visitor
+
+    key_file = tmp_path / "session.key"
+    key_file.write_text("o" * 40 + "\n")
+    rules = tmp_path / "rules.yaml"
+    text = RULES.read_text().replace("catalogue: agents.yaml", f"catalogue: {RULES.parent / 'agents.yaml'}")
+    rules.write_text(
+        text.replace("\nrules:\n", "\nsessions: {issue: [pages], require: [audio], key_file: session.key}\nrules:\n", 1)
+    )
+    app = create_app(str(rules), clock=FakeClock(), reload_interval=0)
+    browser = Visitor(app, "198.51.100.60")
+
+    async def main() -> list[int]:
+        statuses = [(await browser.get("/tracks/1")).status_code, (await browser.get("/tracks/1/stream")).status_code]
+        key_file.write_text("n" * 40 + "\n" + "o" * 40 + "\n")  # new current key, the old one as previous
+        assert await app.reload("key rolled")
+        statuses.append((await browser.get("/tracks/1/stream")).status_code)
+        key_file.write_text("n" * 40 + "\n")  # the old key dropped
+        assert await app.reload("old key dropped")
+        statuses.append((await browser.get("/tracks/1/stream")).status_code)
+        return statuses
+
+    assert run(main()) == [200, 200, 200, 401]
