@@ -28,7 +28,7 @@ from guard.ops.observe import Observer
 from guard.ops.reload import RulesReloader
 from guard.ops.top import TopCounter
 from guard.policy.engine import Clock, Guard
-from guard.policy.rules import Policy, RedisSettings, load_rules
+from guard.policy.rules import Policy, RedisSettings, load_rules, ranges_dir
 from guard.policy.tracks import TrackType, register_track_type
 from guard.responses import deny, reply, respond, with_headers
 from guard.sessions.service import Sessions, load_keys
@@ -71,7 +71,7 @@ class GuardMiddleware:
         X-Forwarded-For by default) names the client; see docs/proxies.md.
     :param clock: seconds since the epoch; injectable for tests.
     :param ranges_dir: directory of published crawler IP ranges (defaults to the
-        ``ranges`` folder beside the rules file).
+        ``ranges`` folder beside the catalogue the rules name).
     :param reverse_dns: the forward-confirmed reverse DNS checker (default: the system
         resolver, in worker threads; off when the rules say ``reverse_dns.enabled: false``).
     :param registry: a prometheus-client registry to add guard's metrics to (default: its own,
@@ -282,7 +282,7 @@ class GuardMiddleware:
         return Sessions(settings, self._session_keys or load_keys(settings))
 
     def _ranges_for(self, policy: Policy) -> Path:
-        return self._ranges_dir if self._ranges_dir is not None else Path(policy.source).parent / "ranges"
+        return self._ranges_dir if self._ranges_dir is not None else ranges_dir(policy)
 
     def _start_background(self) -> None:
         """Once per event loop: flush `guard top` tallies, watch the rules files."""

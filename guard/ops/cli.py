@@ -169,6 +169,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _run_server(args, "guard.forwardauth:app_from_env", "guard forward-auth")
 
 
+# -- guard init ---------------------------------------------------------------------------------
+
+
+def add_init(sub: SubParsers) -> None:
+    parser = sub.add_parser("init", help="write a starter rules.yaml that extends the shipped rules")
+    parser.add_argument("dir", nargs="?", default=".", help="folder to write rules.yaml in [default: .]")
+    parser.add_argument("--force", action="store_true", help="replace an existing rules.yaml")
+    parser.set_defaults(run=cmd_init)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from guard.policy.extends import shipped_dir
+    from guard.policy.rules import load_rules
+
+    target = Path(args.dir) / "rules.yaml"
+    if target.exists() and not args.force:
+        raise CommandError(f"{target} exists; give --force to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text((shipped_dir() / "starter.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    policy = load_rules(target)
+    print(f"wrote {target}: the shipped rules ({len(policy.rules)} rules) with room for yours")
+    print(f"  check it:  guard check {target}")
+    print(f'  mount it:  app.add_middleware(GuardMiddleware, rules="{target}")')
+    return 0
+
+
 # -- guard check ---------------------------------------------------------------------------------
 
 
@@ -362,7 +390,7 @@ def add_update_ranges(sub: SubParsers) -> None:
     )
     options = Options(parser)
     _rules_option(options, "rules file (its catalogue names the URLs)")
-    options.add("--dir", shown="the ranges folder beside the rules file", help="where to write them")
+    options.add("--dir", shown="the ranges folder beside the catalogue", help="where to write them")
     options.add("--timeout", default=10.0, type=number(float, 0, above=True), help="seconds per download")
     parser.set_defaults(run=cmd_update_ranges)
 
@@ -371,10 +399,10 @@ def cmd_update_ranges(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from guard.identity.ranges import update_hosting_ranges, update_ranges
-    from guard.policy.rules import load_rules
+    from guard.policy.rules import load_rules, ranges_dir
 
     policy = load_rules(_rules_path(args))
-    target = args.dir or str(Path(policy.source).parent / "ranges")
+    target = args.dir or str(ranges_dir(policy))
     report = update_ranges(policy.catalogue.agents, target, timeout=args.timeout)
     hosting = update_hosting_ranges(Path(target) / "hosting", timeout=args.timeout)
     if hosting:
@@ -407,6 +435,7 @@ def cmd_robots(args: argparse.Namespace) -> int:
 
 #: The subcommands, in the order ``guard --help`` lists them. Add yours here.
 COMMANDS: list[Callable[[SubParsers], None]] = [
+    add_init,
     add_demo,
     add_serve,
     add_check,

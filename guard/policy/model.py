@@ -557,6 +557,16 @@ class Rule(Section):
     ban: Ban | None = Field(None, description="Escalates a `limit`.")
     reason: str | None = Field(None, description="Text of the 403 body (default: the description).")
     shadow: bool = Field(False, description="`true`: log and count what the rule would do, never enforce it.")
+    after: Name | None = Field(
+        None,
+        description="With `extends`: put this rule right after the rule with this id. Without `after` or "
+        "`before`, a rule with an inherited id takes that rule's place and a new rule goes before all "
+        "the inherited ones.",
+    )
+    before: Name | None = Field(None, description="With `extends`: put this rule right before the rule with this id.")
+    remove: bool = Field(
+        False, description="With `extends`: `true` drops the inherited rule with this `id` (write only `id` and this)."
+    )
 
     @model_validator(mode="after")
     def _action_fits(self) -> Rule:
@@ -667,7 +677,17 @@ class RulesFile(Section):
     """A guard rules file."""
 
     version: Literal[1] = Field(description="The format version: 1, the only one so far.")
-    catalogue: str = Field("agents.yaml", description="The crawler catalogue, relative to this file.")
+    extends: str | None = Field(
+        None,
+        description="Start from another rules file and change it: `default` (the shipped rules, wherever "
+        "guard is installed) or a path relative to this file. Rules combine by `id`, path groups by name, "
+        "sections key by key; other keys given here replace the inherited ones.",
+    )
+    catalogue: str = Field(
+        "agents.yaml",
+        description="The crawler catalogue, relative to this file, or `shipped` (the catalogue that comes with "
+        "guard). The crawlers' published IP ranges are read from the `ranges/` folder beside it.",
+    )
     paths: dict[GroupName, OneOrMany[PathPattern]] = Field(
         min_length=1,
         description="Named path groups, each one or a list of patterns. A path belongs to the FIRST group "
@@ -711,6 +731,12 @@ class RulesFile(Section):
             problems.append((["clients", "ipv4"], f"a client is at most a subnet: at least {self.subnets.ipv4}"))
         if self.clients.ipv6 < self.subnets.ipv6:
             problems.append((["clients", "ipv6"], f"a client is at most a subnet: at least {self.subnets.ipv6}"))
+        if self.extends is None:
+            for i, rule in enumerate(self.rules):
+                for key in ("after", "before", "remove"):
+                    if getattr(rule, key):
+                        reason = f"'{key}' places a rule among inherited ones: it needs 'extends'"
+                        problems.append((["rules", i, key], reason))
         located = context(info, "located")
         first: dict[str, int] = {}
         for i, rule in enumerate(self.rules):

@@ -20,11 +20,12 @@ from guard.consent.settings import ConsentSettings
 from guard.errors import ConfigError
 from guard.identity.catalogue import Catalogue, load_catalogue
 from guard.policy import model
+from guard.policy.extends import catalogue_path, load_extended
 from guard.policy.limits import Ban, Budget, DistinctLimit, RateLimit, distinct_limit
 from guard.policy.model import ACTIONS, BUILTIN_CATEGORIES, parse_duration
 from guard.policy.paths import PathGroups
 from guard.sessions.settings import ChallengeSettings, CookieSettings, SessionSettings
-from guard.yamlfile import Located, load_yaml
+from guard.yamlfile import Located
 
 __all__ = [
     "ACTIONS",
@@ -193,9 +194,18 @@ class Policy:
         return {**self.catalogue.categories, **BUILTIN_CATEGORIES}
 
 
+def ranges_dir(policy: Policy) -> Path:
+    """Where the published IP ranges of the policy's crawlers live: ``ranges/`` beside its catalogue.
+
+    A catalogue and its agents' ranges travel together, so a rules file that names the
+    shipped catalogue gets the shipped ranges wherever the file itself lives.
+    """
+    return Path(policy.catalogue.source).parent / "ranges"
+
+
 def load_rules(path: str | Path) -> Policy:
-    """Load, validate and compile a rules file (and the catalogue it names)."""
-    doc = load_yaml(path)
+    """Load, validate and compile a rules file (and the catalogue it names, and the file it extends)."""
+    doc = load_extended(path)
     return parse_rules(doc, Path(path).parent)
 
 
@@ -230,7 +240,7 @@ def _load_catalogue(doc: Located, root: dict, base_dir: Path) -> Catalogue | Non
     if not isinstance(ref, str):
         return None
     try:
-        return load_catalogue(base_dir / ref)
+        return load_catalogue(catalogue_path(ref, base_dir))
     except ConfigError as exc:
         if exc.line is not None:
             raise  # a problem inside the catalogue: its own file and line
