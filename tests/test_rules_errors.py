@@ -39,8 +39,8 @@ CASES = {
     "unknown top-level key": (
         HEAD + "rule:\n  - id: x\nrules: []\n",
         (5, 1),
-        "unknown key 'rule' (expected one of: version, catalogue, paths, exempt, verify, reverse_dns, signatures,"
-        " shadow, metrics, log, clients, subnets, memory, redis, directives, consent, sessions, rules)",
+        "unknown key 'rule' (expected one of: version, extends, catalogue, paths, exempt, verify, reverse_dns,"
+        " signatures, shadow, metrics, log, clients, subnets, memory, redis, directives, consent, sessions, rules)",
     ),
     "unknown section key": (
         HEAD + "redis:\n  url: redis://127.0.0.1:6379\n  timeuot: 50ms\nrules: []\n",
@@ -50,7 +50,8 @@ CASES = {
     "unknown rule key": (
         HEAD + RULE + "    action: block\n    colour: red\n",
         (8, 5),
-        "rule 'x': unknown key 'colour' (expected one of: id, description, match, action, limit, ban, reason, shadow)",
+        "rule 'x': unknown key 'colour' (expected one of: id, description, match, action, limit, ban, reason, shadow,"
+        " after, before, remove)",
     ),
     "unknown match key": (
         HEAD + RULE + "    match: {categroy: ai_training}\n    action: block\n",

@@ -22,8 +22,8 @@ How the two files combine (:func:`merge`):
 * the other sections (``directives``, ``redis``, ``metrics``, ...) key by key;
 * anything else (``exempt``, ``verify``, ``shadow``, ...) is replaced when given.
 
-Paths in the inherited file (its catalogue, ``merge_robots``, ``signatures.directory``)
-stay relative to that file. ``catalogue: shipped`` names the shipped catalogue, whose
+Paths in the inherited file (its catalogue and the :data:`FILE_KEYS`) stay relative to
+that file. ``catalogue: shipped`` names the shipped catalogue, whose
 ``ranges/`` folder (the crawlers' published IP ranges) comes with it.
 """
 
@@ -39,9 +39,27 @@ from guard.yamlfile import Located, load_yaml
 SHIPPED_RULES = {"default": "default.yaml"}
 SHIPPED_CATALOGUE = "shipped"
 #: Sections merged key by key; every other top-level key is replaced when given.
-SECTIONS = ("reverse_dns", "signatures", "metrics", "log", "clients", "subnets", "memory", "redis", "directives")
-#: Keys of a rule that only say where it goes or that it goes: the merge consumes them.
-PLACEMENT = ("after", "before", "remove")
+SECTIONS = (
+    "reverse_dns",
+    "signatures",
+    "metrics",
+    "log",
+    "clients",
+    "subnets",
+    "memory",
+    "redis",
+    "directives",
+    "consent",
+    "sessions",
+)
+#: (section, key) of the file references a rules file may hold, relative to itself.
+FILE_KEYS = (
+    ("directives", "merge_robots"),
+    ("signatures", "directory"),
+    ("consent", "file"),
+    ("consent", "licence_key"),
+    ("sessions", "key_file"),
+)
 MAX_DEPTH = 8
 
 
@@ -122,7 +140,7 @@ def _rebase_paths(doc: dict[str, Any], base_dir: Path, child_dir: Path) -> dict[
     catalogue = out.get("catalogue", "agents.yaml")
     if isinstance(catalogue, str) and catalogue != SHIPPED_CATALOGUE:
         out["catalogue"] = str((base_dir / catalogue).resolve())
-    for section, key in (("directives", "merge_robots"), ("signatures", "directory")):
+    for section, key in FILE_KEYS:
         value = out.get(section, {}).get(key) if isinstance(out.get(section), dict) else None
         if isinstance(value, str) and value != "upstream":
             out[section] = {**out[section], key: str((base_dir / value).resolve())}
