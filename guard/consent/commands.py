@@ -16,8 +16,9 @@ from guard.consent.settings import DEFAULT_LEDGER
 from guard.consent.sources import load_file
 from guard.errors import ConfigError
 from guard.ops.arguments import CommandError, number, redis_url
+from guard.policy.extends import shipped_dir
 
-SHIPPED_CONSENT = Path(__file__).resolve().parent.parent.parent / "rules" / "consent.yaml"
+SHIPPED_CONSENT = shipped_dir() / "consent.yaml"  # rules/ in a checkout, guard/shipped installed
 
 
 def default_consent_file() -> str:

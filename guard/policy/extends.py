@@ -63,11 +63,16 @@ FILE_KEYS = (
 MAX_DEPTH = 8
 
 
+_CHECKOUT = Path(__file__).resolve().parent.parent.parent / "rules"
+
+
 def shipped_dir() -> Path:
     """The folder of the shipped rules, catalogue and ranges (``rules/`` in a checkout, ``guard/shipped`` installed)."""
-    from guard.middleware import default_rules_path
+    if (_CHECKOUT / "default.yaml").exists():
+        return _CHECKOUT
+    from importlib.resources import files
 
-    return default_rules_path().parent
+    return Path(str(files("guard.shipped").joinpath("default.yaml"))).parent  # a namespace package: ask for a file
 
 
 def catalogue_path(ref: str, base_dir: Path) -> Path:
