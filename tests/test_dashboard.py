@@ -52,7 +52,7 @@ def test_every_query_names_a_metric_guard_exports(tmp_path: Path) -> None:
     assert named <= exported, f"not exported: {sorted(named - exported)}"
 
 
-def test_the_dashboard_shows_decisions_latency_fail_open_time_and_licensed_access(tmp_path: Path) -> None:
+def test_the_dashboard_shows_decisions_latency_fail_open_time_challenges_and_licensed_access(tmp_path: Path) -> None:
     text = " ".join(queries(json.loads(DASHBOARD.read_text())))
     for metric in (
         "guard_decisions_total",
@@ -62,5 +62,5 @@ def test_the_dashboard_shows_decisions_latency_fail_open_time_and_licensed_acces
         "guard_consent_requests_total",
     ):
         assert metric in text
-    for label in ("by (rule", "by (category)", "by (usage, outcome)"):
+    for label in ("by (rule", "by (category)", "by (usage, outcome)", 'action="challenge"'):
         assert label in text
