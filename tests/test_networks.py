@@ -186,3 +186,62 @@ def test_bad_network_level_keys_are_refused_with_their_line(tmp_path, key) -> No
     rules = f"  - id: bad\n    limit: {{key: {key}, requests: 1, per: 1m}}\n    action: throttle\n"
     with pytest.raises(ConfigError, match="network level like v4/16"):
         policy_with(tmp_path, rules)
+
+
+def day_of(guard: Guard, clock: list[float], ip: str, sid: str | None, pace: float, ua: str = CHROME) -> int:
+    """A scraper walking tracks for a day at ``pace``, waiting out every Retry-After: tracks obtained."""
+    got, track = 0, 1
+    end = clock[0] + 86400
+    while clock[0] < end:
+        decision = get(guard, ip, track, ua, sid)
+        if decision.allowed:
+            got += 1
+            track += 1
+            clock[0] += pace
+        else:
+            assert decision.retry_after is not None and decision.retry_after > 0
+            clock[0] += max(pace, decision.retry_after)
+    return got
+
+
+def shipped_guard(clock: list[float]) -> Guard:
+    hosting = HostingRanges.from_directory(HOSTING)
+    return Guard(load_rules(RULES), MemoryStore(), clock=lambda: clock[0], hosting=hosting)
+
+
+def test_the_shipped_rules_give_a_scraper_keeping_one_session_300_tracks_a_day() -> None:
+    clock = [T0 - T0 % 86400]
+    guard = shipped_guard(clock)
+    assert 295 <= day_of(guard, clock, "198.51.100.7", "one-session", 10) <= 305  # HyperLogLog: about 1%
+    # Without a session (no cookies) the budget is the address and User-Agent's: the same.
+    assert 295 <= day_of(guard, clock, "198.51.100.8", None, 10) <= 305
+
+
+def test_the_shipped_rules_never_stop_an_office_of_30_on_one_address() -> None:
+    clock = [T0 - T0 % 86400 + 9 * 3600]
+    guard = shipped_guard(clock)
+    refused = 0
+    for minute in range(8 * 60 // 4):  # 8 hours, a new track every 4 minutes for each of the 30
+        for person in range(30):
+            track = 1 + (person * 7919 + minute * 104729) % 100_000
+            refused += not get(guard, "198.51.100.50", track, CHROME, f"desk{person}").allowed
+        clock[0] += 240
+    assert refused == 0
+
+
+def test_a_network_has_a_budget_of_sessions_too(tmp_path) -> None:
+    rules = """
+  - id: address-sessions
+    match: {path: audio}
+    limit: {key: ip, distinct: session, max: 3, per: 1d}
+    action: throttle
+"""
+    guard = guard_for(policy_with(tmp_path, rules))
+    # A new session for every track (what a scraper rotating sessions does): three are let in.
+    assert [get(guard, "198.51.100.9", n, CHROME, f"fresh{n}").allowed for n in range(6)] == [True] * 3 + [False] * 3
+    # The sessions already counted keep listening; without cookies, each User-Agent is a session.
+    assert all(get(guard, "198.51.100.9", 100 + n, CHROME, f"fresh{n % 3}").allowed for n in range(30))
+    assert get(guard, "198.51.100.10", 1, CHROME).allowed and get(guard, "198.51.100.10", 2, CHROME).allowed
+    uas = [f"{CHROME} r{n}" for n in range(5)]
+    assert [get(guard, "198.51.100.10", 3, ua).allowed for ua in uas] == [True, True, False, False, False]
+    assert "3 distinct sessions per 1d per ip" in get(guard, "198.51.100.10", 4, uas[4]).reason

@@ -300,6 +300,8 @@ class Guard:
                 who[rule.key] = _who(rule.key, client) or rule.key
             ban = None if rule.shadow else rule.ban  # a shadow rule never escalates
             track_id = track if rule.counts_tracks else None
+            if track_id is not None and rule.limit.counts == "session":  # type: ignore[union-attr]
+                track_id = who["session"]  # distinct sessions (of a network) that fetch tracks
             escalation = self._escalation(rule, client, prefix, ua) if ban is not None else None
             checks.append(
                 Check(f"{prefix}{rule.id}:{who[rule.key]}", rule.limit, track_id, ban, rule.shadow, escalation)
@@ -379,7 +381,7 @@ def limit_text(rule: Rule) -> str:
     if isinstance(limit, RateLimit):
         return f"{limit.requests} requests per {_duration(limit.per)} per {rule.key}"
     assert isinstance(limit, DistinctLimit | Budget)
-    return f"{limit.max} distinct tracks per {_duration(limit.per)} per {rule.key}"
+    return f"{limit.max} distinct {limit.counts}s per {_duration(limit.per)} per {rule.key}"
 
 
 def _duration(seconds: float) -> str:

@@ -36,6 +36,10 @@ from typing import NamedTuple
 
 from guard.stores.hll import SLICES
 
+#: What a distinct limit counts: tracks (the path's {track}), or sessions (the ``session`` key
+#: of the request: its signed session, else its address and User-Agent).
+DISTINCT_VALUES = ("track", "session")
+
 #: What a limit counts by: ``ip`` (the client), ``ip_ua`` (the client with one User-Agent),
 #: ``subnet`` (the client's first network level), ``session`` (the signed session, else as
 #: ``ip_ua``), ``provider`` (everyone in one hosting provider's ranges) and network levels

@@ -504,13 +504,18 @@ class Limit(Section):
         "one User-Agent: one browser), `subnet` (the client's subnet), `session` (the signed session, else as "
         "`ip_ua`), `provider` (everyone in one hosting provider's ranges), or a network level `v4/16`, `v6/48`."
     )
-    per: Duration = Field(description="The window: requests per this long, or distinct tracks in any window this long.")
+    per: Duration = Field(
+        description="The window: requests per this long, or distinct values in any window this long. A distinct "
+        "limit of an hour or more is a budget: counted in 24 slices of HyperLogLog (docs/budgets.md)."
+    )
     requests: int | None = Field(None, ge=1, le=10**9, description="Requests per `per`, sustained.")
     burst: int | None = Field(None, ge=1, le=10**9, description="Requests allowed back to back (default: `requests`).")
-    distinct: Literal["track"] | None = Field(
-        None, description="Count distinct values instead of requests: `track` (the `{track}` of the path)."
+    distinct: Literal["track", "session"] | None = Field(
+        None,
+        description="Count distinct values instead of requests: `track` (the `{track}` of the path), or "
+        "`session` (the different sessions fetching tracks, as the `session` key names them).",
     )
-    max: int | None = Field(None, ge=1, le=10**6, description="With `distinct`: most distinct tracks per `per`.")
+    max: int | None = Field(None, ge=1, le=10**6, description="With `distinct`: most distinct values per `per`.")
 
     @model_validator(mode="after")
     def _one_kind(self) -> Limit:

@@ -1,0 +1,578 @@
+"""One day of traffic through GuardMiddleware, in process, with an injected clock.
+
+Usage: python bench/day.py [--rules rules/default.yaml] [--hours 24] [--seed 1] [--out bench/results/day.json]
+
+People (none of them may be stopped):
+  * 300 households, each 1-3 listening sessions a day of 5-25 tracks; 30% skip every
+    8-25 s for part of a session; every track is its page, its metadata and 2-4 Range
+    requests for the audio. A household's browser keeps its cookies.
+  * an office: 30 people behind one address, listening through an 8-hour day;
+  * a carrier: 150 people over 16 addresses of one /24 (carrier-grade NAT);
+  * a family: 4 iPhones with byte-identical User-Agents behind one address.
+Scrapers, each running all day with a browser User-Agent, honouring Retry-After (it
+waits, then tries the same track again) and skipping a track on 403:
+  * one address, 1 track every 10 s, keeping its cookies / without cookies;
+  * one address, a new browser User-Agent every track, 1 track every 3 s;
+  * addresses rotating inside one /24, 1 track/s; across one IPv6 /48, 1 track/s;
+  * a pool of 5,000 /24s, 2 tracks/s (data-centre addresses, and residential ones);
+  * a headless-browser farm: each track from a fresh /24 with a fresh cookie jar, page
+    first, 1 track every 2 s (data-centre addresses, and residential ones).
+Rotating scrapers are run twice where it matters: keeping one session, and taking a new
+session for every track (what rotating sessions costs is then the sessions minted).
+
+Prints and saves, per scraper, the distinct tracks whose audio it obtained, the requests
+it made and the sessions it used; per group of people, how many were stopped (any 403 or
+429) and how many of their requests were refused. The targets from issue 13 are saved
+beside them.
+
+Sessions: until the guard issues signed sessions itself, a scraper or browser that
+"keeps its cookies" sends a stable session id in a ``sid`` cookie, and the guard's facts
+carry it as ``Facts.session`` (a stand-in with ``id`` and ``issued_at``); with signed
+sessions in place the cookie is the guard's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextvars
+import dataclasses
+import heapq
+import itertools
+import json
+import random
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from guard.identity.ranges import HostingRanges  # noqa: E402
+from guard.middleware import GuardMiddleware  # noqa: E402
+from guard.policy.engine import Facts  # noqa: E402
+
+DAY = 86400.0
+START = 1_800_057_600.0  # a midnight, UTC
+CATALOGUE = 100_000
+TARGETS = {"single address": 300, "rotation": 1000, "browser farm": 2000, "people stopped": 0}
+
+BROWSERS = [line for line in (ROOT / "tests" / "data" / "browser_user_agents.txt").read_text().splitlines() if line]
+BROWSERS = [ua for ua in BROWSERS if not ua.startswith("#")]
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_7 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/26.6.1 Mobile/15E148 Safari/604.1"
+)
+
+# -- the stand-in session (until the guard issues its own) -------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    id: str
+    issued_at: float = START
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFacts(Facts):
+    session: Session | None = None
+
+
+_cookie: contextvars.ContextVar[str | None] = contextvars.ContextVar("sid", default=None)
+
+
+def with_stand_in_sessions(middleware: GuardMiddleware) -> None:
+    """Make the guard's facts carry the request's ``sid`` cookie as its session."""
+    if "session" in {f.name for f in dataclasses.fields(Facts)}:
+        return  # the guard has sessions of its own
+    guard = middleware.guard
+    original = guard.facts
+
+    def facts(*args, **kwargs) -> Facts:
+        found = original(*args, **kwargs)
+        sid = _cookie.get()
+        if sid is None:
+            return found
+        fields = {f.name: getattr(found, f.name) for f in dataclasses.fields(Facts)}
+        return SessionFacts(**fields, session=Session(sid))
+
+    guard.facts = facts  # type: ignore[method-assign]
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    ip: str
+    path: str
+    ua: str
+    sid: str | None = None
+    range_header: str | None = None
+
+
+@dataclass
+class Answer:
+    status: int
+    retry_after: float = 0.0
+
+
+class Day:
+    """Runs actors (generators of requests and waits) in time order against the middleware."""
+
+    def __init__(self, middleware: GuardMiddleware, clock: list[float]) -> None:
+        self.middleware = middleware
+        self.clock = clock
+        self.queue: list[tuple[float, int, Generator]] = []
+        self.count = itertools.count()
+        self.requests = 0
+
+    def start(self, at: float, actor: Generator) -> None:
+        heapq.heappush(self.queue, (at, next(self.count), actor))
+
+    async def send(self, request: Request) -> Answer:
+        headers = [(b"user-agent", request.ua.encode())]
+        if request.range_header:
+            headers.append((b"range", request.range_header.encode()))
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "https",
+            "path": request.path,
+            "raw_path": request.path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "client": (request.ip, 40000),
+            "server": ("127.0.0.1", 443),
+        }
+        answer = Answer(0)
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                answer.status = message["status"]
+                for key, value in message.get("headers", ()):
+                    if key == b"retry-after":
+                        answer.retry_after = float(value)
+
+        token = _cookie.set(request.sid)
+        try:
+            await self.middleware(scope, receive, send)
+        finally:
+            _cookie.reset(token)
+        self.requests += 1
+        return answer
+
+    async def run(self, until: float) -> None:
+        while self.queue:
+            at, _, actor = heapq.heappop(self.queue)
+            if at >= until:
+                break
+            self.clock[0] = at
+            answer: Answer | None = None
+            try:
+                step = actor.send(None)
+                while isinstance(step, Request):
+                    answer = await self.send(step)
+                    step = actor.send(answer)
+            except StopIteration:
+                continue
+            heapq.heappush(self.queue, (at + max(0.001, float(step)), next(self.count), actor))
+
+
+async def app(scope, receive, send) -> None:
+    """The platform behind the guard: answers at once (its own cost is not what is measured)."""
+    status = 206 if any(k == b"range" for k, _ in scope["headers"]) else 200
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+# -- people -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Person:
+    group: str
+    refused: int = 0
+    requests: int = 0
+    tracks: set[int] = field(default_factory=set)
+
+
+def pick_track(rng: random.Random, favourites: list[int]) -> int:
+    # A listener comes back to favourites (30%), plays what is popular (20%: the top 1,000)
+    # and otherwise anything in the catalogue.
+    draw = rng.random()
+    if favourites and draw < 0.3:
+        return rng.choice(favourites)
+    if draw < 0.5:
+        return rng.randint(1, 1000)
+    return rng.randint(1, CATALOGUE)
+
+
+def listen(
+    person: Person, rng: random.Random, ip: str | list[str], ua: str, sid: str | None, tracks: int, skipping: bool
+) -> Generator:
+    """One listening session: per track its page, metadata and 2-4 Range requests over its length."""
+    favourites = [pick_track(rng, []) for _ in range(30)]
+    skip_until = rng.randint(0, tracks) if skipping else 0
+    for n in range(tracks):
+        track = pick_track(rng, favourites)
+        address = ip if isinstance(ip, str) else rng.choice(ip)
+        length = rng.uniform(150, 300)
+        played = rng.uniform(8, 25) if n < skip_until else length
+        for path in (f"/tracks/{track}", f"/api/tracks/{track}"):
+            answer = yield Request(address, path, ua, sid)
+            person.requests += 1
+            person.refused += answer.status in (403, 429)
+        ranges = rng.randint(2, 4)
+        for r in range(ranges):
+            answer = yield Request(address, f"/tracks/{track}/stream", ua, sid, f"bytes={r * 65536}-")
+            person.requests += 1
+            person.refused += answer.status in (403, 429)
+            if answer.status == 206:
+                person.tracks.add(track)
+            yield played / ranges
+        yield rng.uniform(0.5, 3)
+
+
+def household_day(
+    person: Person, rng: random.Random, now: list[float], ip: str | list[str], uas: list[str], sids: list[str]
+) -> Generator:
+    """1-3 listening sessions between 07:00 and 23:00, each on one of the household's devices."""
+    skipper = rng.random() < 0.3
+    for start in sorted(rng.uniform(7, 23) * 3600 for _ in range(rng.randint(1, 3))):
+        wait = START + start - now[0]
+        if wait > 0:
+            yield wait
+        device = rng.randrange(len(uas))
+        yield from listen(person, rng, ip, uas[device], sids[device], rng.randint(5, 25), skipper)
+
+
+def office_worker(person: Person, rng: random.Random, now: list[float], ip: str, ua: str, sid: str) -> Generator:
+    """Listens from about 09:00 to 17:00: sessions of 5-25 tracks with short breaks between."""
+    yield rng.uniform(8.5, 9.5) * 3600
+    end = START + 17 * 3600 + rng.uniform(0, 1800)
+    while now[0] < end:
+        yield from listen(person, rng, ip, ua, sid, rng.randint(5, 25), rng.random() < 0.3)
+        yield rng.uniform(60, 900)
+
+
+# -- scrapers ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Scraper:
+    name: str
+    kind: str  # "single address" | "rotation" | "browser farm"
+    tracks: set[int] = field(default_factory=set)
+    requests: int = 0
+    sessions: set[str] = field(default_factory=set)
+    addresses: set[str] = field(default_factory=set)
+
+
+def scrape(
+    scraper: Scraper,
+    pace: float,
+    address,
+    ua,
+    session,
+    first_track: int,
+    page_first: bool = False,
+) -> Generator:
+    """Walks track ids at ``pace`` seconds per track; waits out 429s, skips on 403."""
+    track = first_track
+    while True:
+        ip, agent, sid = address(), ua(), session()
+        scraper.addresses.add(ip)
+        if sid:
+            scraper.sessions.add(sid)
+        if page_first:
+            yield Request(ip, f"/tracks/{track}", agent, sid)
+            scraper.requests += 1
+        answer = yield Request(ip, f"/tracks/{track}/stream", agent, sid)
+        scraper.requests += 1
+        if answer.status == 200:
+            scraper.tracks.add(track)
+        elif answer.status == 429 and answer.retry_after > 0:
+            yield max(pace, answer.retry_after)
+            continue  # the same track again
+        track = track % CATALOGUE + 1
+        yield pace
+
+
+def hosting_slash24s(ranges: HostingRanges, provider: str, count: int, rng: random.Random) -> list[str]:
+    """``count`` /24s (as "a.b.c.") inside one provider's published IPv4 ranges."""
+    spans = [(a, b) for a, b, name in ranges._spans[4] if name == provider and b - a >= 255]
+    out: set[str] = set()
+    while len(out) < count:
+        a, b = rng.choice(spans)
+        n = rng.randint(a >> 8, b >> 8) << 8
+        out.add(f"{n >> 24}.{n >> 16 & 255}.{n >> 8 & 255}.")
+    return sorted(out)
+
+
+def residential_slash24s(ranges: HostingRanges, count: int, rng: random.Random, first_octets: list[int]) -> list[str]:
+    out: set[str] = set()
+    while len(out) < count:
+        prefix = f"{rng.choice(first_octets)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}."
+        n = int.from_bytes(bytes(int(x) for x in (prefix + "1").split(".")), "big")
+        if ranges.provider(4, n) is None:
+            out.add(prefix)
+    return sorted(out)
+
+
+# -- the day ----------------------------------------------------------------------------------
+
+
+def build(day: Day, rng: random.Random, hosting: HostingRanges) -> tuple[list[Person], list[Scraper]]:
+    now = day.clock
+    people: list[Person] = []
+    scrapers: list[Scraper] = []
+    sid = (f"s{n}" for n in itertools.count())
+    residential = residential_slash24s(hosting, 600, rng, [81, 82, 86, 90, 92, 109, 176, 178])
+
+    for h in range(300):
+        person = Person("households")
+        people.append(person)
+        devices = rng.randint(1, 3)
+        uas = [rng.choice(BROWSERS) for _ in range(devices)]
+        ip = residential[h] + str(rng.randint(2, 254))
+        day.start(START, household_day(person, rng, now, ip, uas, [next(sid) for _ in range(devices)]))
+
+    office = residential[300] + "10"
+    for _ in range(30):
+        person = Person("office (30 behind one address, 8 h)")
+        people.append(person)
+        day.start(START, office_worker(person, rng, now, office, rng.choice(BROWSERS[:6]), next(sid)))
+
+    carrier = [residential[301] + str(n) for n in range(16, 32)]
+    for _ in range(150):
+        person = Person("carrier (150 over 16 addresses of one /24)")
+        people.append(person)
+        day.start(START, household_day(person, rng, now, carrier, [rng.choice(BROWSERS)], [next(sid)]))
+
+    family = residential[302] + "77"
+    for _ in range(4):
+        person = Person("family (4 identical iPhones, one address)")
+        people.append(person)
+        day.start(START, household_day(person, rng, now, family, [IPHONE], [next(sid)]))
+
+    def add(name: str, kind: str, pace: float, address, ua, session, page_first: bool = False) -> None:
+        scraper = Scraper(name, kind)
+        scrapers.append(scraper)
+        first = rng.randint(1, CATALOGUE)
+        day.start(START + rng.uniform(0, 5), scrape(scraper, pace, address, ua, session, first, page_first))
+
+    chrome = BROWSERS[0]
+    one = lambda ip: lambda: ip  # noqa: E731
+    fixed = lambda value: lambda: value  # noqa: E731
+    fresh = lambda: lambda: next(sid)  # noqa: E731
+    ua_rotation = lambda: rng.choice(BROWSERS)  # noqa: E731
+
+    add(
+        "one address, 1 track/10 s, keeps cookies",
+        "single address",
+        10,
+        one("198.18.1.10"),
+        fixed(chrome),
+        fixed(next(sid)),
+    )
+    add("one address, 1 track/10 s, no cookies", "single address", 10, one("198.18.2.10"), fixed(chrome), fixed(None))
+    add(
+        "one address, new UA every track, 1 track/3 s, no cookies",
+        "single address",
+        3,
+        one("198.18.3.10"),
+        ua_rotation,
+        fixed(None),
+    )
+    add(
+        "one address, new UA every track, 1 track/3 s, keeps cookies",
+        "single address",
+        3,
+        one("198.18.4.10"),
+        ua_rotation,
+        fixed(next(sid)),
+    )
+    add(
+        "one address, new session every track, 1 track/10 s",
+        "single address",
+        10,
+        one("198.18.5.10"),
+        fixed(chrome),
+        fresh(),
+    )
+
+    in24 = lambda base: lambda: f"{base}{rng.randint(1, 254)}"  # noqa: E731
+    add(
+        "rotating in one /24, 1 track/s, keeps one session",
+        "rotation",
+        1,
+        in24("198.18.6."),
+        fixed(chrome),
+        fixed(next(sid)),
+    )
+    add(
+        "rotating in one /24, 1 track/s, new session every track",
+        "rotation",
+        1,
+        in24("198.18.7."),
+        fixed(chrome),
+        fresh(),
+    )
+    in48 = lambda: f"2001:db8:4d:{rng.randint(0, 0xFFFF):x}:{rng.randint(0, 0xFFFF):x}::{rng.randint(1, 0xFFFF):x}"  # noqa: E731
+    add(
+        "rotating across one IPv6 /48, 1 track/s, keeps one session",
+        "rotation",
+        1,
+        in48,
+        fixed(chrome),
+        fixed(next(sid)),
+    )
+    add("rotating across one IPv6 /48, 1 track/s, new session every track", "rotation", 1, in48, fixed(chrome), fresh())
+
+    dc_pool = hosting_slash24s(hosting, "aws", 5000, rng)
+    home_pool = residential_slash24s(hosting, 5000, rng, list(range(60, 100)))
+    pool = lambda nets: lambda: f"{rng.choice(nets)}{rng.randint(1, 254)}"  # noqa: E731
+    add(
+        "pool of 5,000 data-centre /24s, 2 tracks/s, new session every track",
+        "rotation",
+        0.5,
+        pool(dc_pool),
+        ua_rotation,
+        fresh(),
+    )
+    add(
+        "pool of 5,000 residential /24s, 2 tracks/s, new session every track",
+        "rotation",
+        0.5,
+        pool(home_pool),
+        ua_rotation,
+        fresh(),
+    )
+
+    farm_dc = hosting_slash24s(hosting, "google-cloud", 2000, rng) + hosting_slash24s(hosting, "aws", 2000, rng)
+    farm_home = residential_slash24s(hosting, 20000, rng, list(range(100, 140)))
+
+    def walk(nets: list[str]):
+        order = itertools.cycle(nets)  # a fresh /24 for every track
+        return lambda: f"{next(order)}{rng.randint(1, 254)}"
+
+    add(
+        "browser farm, data-centre /24s (fresh /24 and cookie jar per track, page first), 1 track/2 s",
+        "browser farm",
+        2,
+        walk(farm_dc),
+        ua_rotation,
+        fresh(),
+        page_first=True,
+    )
+    add(
+        "browser farm, residential /24s (fresh /24 and cookie jar per track, page first), 1 track/2 s",
+        "browser farm",
+        2,
+        walk(farm_home),
+        ua_rotation,
+        fresh(),
+        page_first=True,
+    )
+    return people, scrapers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rules", default=str(ROOT / "rules" / "default.yaml"))
+    parser.add_argument("--hours", type=float, default=24.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "day.json"))
+    args = parser.parse_args()
+
+    clock = [START]
+    middleware = GuardMiddleware(app, args.rules, clock=lambda: clock[0], reload_interval=0)
+    with_stand_in_sessions(middleware)
+    hosting = middleware.guard.hosting or HostingRanges()
+    day = Day(middleware, clock)
+    rng = random.Random(args.seed)
+    people, scrapers = build(day, rng, hosting)
+
+    started = time.perf_counter()
+    asyncio.run(day.run(START + args.hours * 3600))
+    seconds = time.perf_counter() - started
+
+    groups: dict[str, Counter] = defaultdict(Counter)
+    for person in people:
+        g = groups[person.group]
+        g["people"] += 1
+        g["stopped"] += person.refused > 0
+        g["requests"] += person.requests
+        g["refused"] += person.refused
+        g["tracks"] += len(person.tracks)
+    rows = [
+        {
+            "scraper": s.name,
+            "kind": s.kind,
+            "tracks": len(s.tracks),
+            "target": TARGETS[s.kind],
+            "meets_target": len(s.tracks) <= TARGETS[s.kind],
+            "requests": s.requests,
+            "sessions": len(s.sessions),
+            "addresses": len(s.addresses),
+        }
+        for s in scrapers
+    ]
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "rules": str(Path(args.rules).resolve().relative_to(ROOT))
+        if Path(args.rules).resolve().is_relative_to(ROOT)
+        else args.rules,
+        "hours": args.hours,
+        "seed": args.seed,
+        "sessions": "guard-issued"
+        if "session" in {f.name for f in dataclasses.fields(Facts)}
+        else "stand-in sid cookie",
+        "requests": day.requests,
+        "seconds": round(seconds, 1),
+        "us_per_request": round(seconds / max(1, day.requests) * 1e6, 1),
+        "people": {name: dict(g) for name, g in groups.items()},
+        "people_stopped": sum(g["stopped"] for g in groups.values()),
+        "scrapers": rows,
+        "targets": TARGETS,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(render(report))
+    print(f"written to {args.out}")
+
+
+def render(report: dict) -> str:
+    lines = [
+        f"one day through GuardMiddleware ({report['rules']}, {report['hours']:g} h, seed {report['seed']}, "
+        f"sessions: {report['sessions']}): {report['requests']} requests in {report['seconds']} s "
+        f"({report['us_per_request']} us each)",
+        "",
+        f"{'people':50} {'people':>7} {'stopped':>8} {'requests':>9} {'refused':>8} {'tracks':>7}",
+    ]
+    for name, g in report["people"].items():
+        lines.append(
+            f"{name:50} {g['people']:>7} {g['stopped']:>8} {g['requests']:>9} {g['refused']:>8} {g['tracks']:>7}"
+        )
+    lines += ["", f"{'scraper':100} {'tracks':>7} {'target':>7} {'requests':>9} {'sessions':>9} {'addresses':>9}"]
+    for r in report["scrapers"]:
+        mark = "" if r["meets_target"] else "  (over target)"
+        lines.append(
+            f"{r['scraper']:100} {r['tracks']:>7} {r['target']:>7} {r['requests']:>9} {r['sessions']:>9} "
+            f"{r['addresses']:>9}{mark}"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
