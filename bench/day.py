@@ -218,23 +218,22 @@ def pick_track(rng: random.Random, favourites: list[int]) -> int:
 
 
 def listen(
-    person: Person, rng: random.Random, ip: str | list[str], ua: str, sid: str | None, tracks: int, skipping: bool
+    person: Person, rng: random.Random, ip: str, ua: str, sid: str | None, tracks: int, skipping: bool
 ) -> Generator:
     """One listening session: per track its page, metadata and 2-4 Range requests over its length."""
     favourites = [pick_track(rng, []) for _ in range(30)]
     skip_until = rng.randint(0, tracks) if skipping else 0
     for n in range(tracks):
         track = pick_track(rng, favourites)
-        address = ip if isinstance(ip, str) else rng.choice(ip)
         length = rng.uniform(150, 300)
         played = rng.uniform(8, 25) if n < skip_until else length
         for path in (f"/tracks/{track}", f"/api/tracks/{track}"):
-            answer = yield Request(address, path, ua, sid)
+            answer = yield Request(ip, path, ua, sid)
             person.requests += 1
             person.refused += answer.status in (403, 429)
         ranges = rng.randint(2, 4)
         for r in range(ranges):
-            answer = yield Request(address, f"/tracks/{track}/stream", ua, sid, f"bytes={r * 65536}-")
+            answer = yield Request(ip, f"/tracks/{track}/stream", ua, sid, f"bytes={r * 65536}-")
             person.requests += 1
             person.refused += answer.status in (403, 429)
             if answer.status == 206:
@@ -253,7 +252,10 @@ def household_day(
         if wait > 0:
             yield wait
         device = rng.randrange(len(uas))
-        yield from listen(person, rng, ip, uas[device], sids[device], rng.randint(5, 25), skipper)
+        # Behind a carrier NAT a session's flows leave from one address of the pool, as RFC 4787
+        # and RFC 6888 ask ("paired" pooling); the next session may get another one.
+        address = ip if isinstance(ip, str) else rng.choice(ip)
+        yield from listen(person, rng, address, uas[device], sids[device], rng.randint(5, 25), skipper)
 
 
 def office_worker(person: Person, rng: random.Random, now: list[float], ip: str, ua: str, sid: str) -> Generator:

@@ -8,7 +8,13 @@ X-Forwarded-For, so the target must trust the load generator as a proxy
 only ever appear in headers: all traffic goes to the --host given to locust.
 
 Environment: LOADTEST_SUMMARY (write a JSON tally there at the end), LOADTEST_WEIGHTS
-(e.g. "Listener=10,StealthScraper=1"), LOADTEST_SEED.
+(e.g. "Listener=10,StealthScraper=1"), LOADTEST_SEED, LOADTEST_DAY_SPEED (the day mix:
+how many times faster than real time the target's clock runs, GUARD_DEMO_DAY_SPEED).
+
+The day mix (``Day*`` personas, weight 0 unless LOADTEST_WEIGHTS names them, as
+``loadtests/run.py --day`` does) exercises the hour and day budgets: with the target's
+clock running 96 times faster, a day passes in 15 minutes, and the personas pace
+themselves in the target's time (a 3.5-minute track lasts 2.2 real seconds).
 """
 
 from __future__ import annotations
@@ -209,6 +215,87 @@ class VerifiedGooglebot(Persona):
         self.fetch(f"/tracks/{rng.randint(1, 100_000)}", expect_served=True, name="page")
 
 
+DAY_SPEED = float(os.environ.get("LOADTEST_DAY_SPEED", "96"))
+
+
+def day_seconds(seconds: float) -> float:
+    """Real seconds for ``seconds`` of the target's (compressed) day."""
+    return seconds / DAY_SPEED
+
+
+class DayListener(Persona):
+    """A household listener in the compressed day: whole tracks, skims now and then; never blocked."""
+
+    persona = "day listener"
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.user_agent = BROWSERS[self.number % len(BROWSERS)]
+        self.favourites = [rng.randint(1, 100_000) for _ in range(30)]
+
+    def wait_time(self) -> float:
+        return day_seconds(rng.uniform(150, 300))  # the track plays out before the next starts
+
+    @task
+    def listen(self) -> None:
+        track = rng.choice(self.favourites) if rng.random() < 0.3 else rng.randint(1, 100_000)
+        self.fetch(f"/tracks/{track}", expect_served=True, name="page")
+        for start in range(rng.randint(2, 4)):
+            headers = {"Range": f"bytes={start * 65536}-{start * 65536 + 65535}"}
+            self.fetch(f"/tracks/{track}/stream", expect_served=True, name="audio range", headers=headers)
+
+
+class DayPatientScraper(Persona):
+    """One address, one browser, one track every 10 s of the target's day, all day: the day
+    budget (300 tracks per session, or per address and User-Agent) stops it."""
+
+    persona = "day patient scraper"
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.address = f"203.0.113.{self.number % 250 + 1}"
+        self.next_track = rng.randint(1, 50_000)
+
+    def wait_time(self) -> float:
+        return day_seconds(10)
+
+    @task
+    def scrape(self) -> None:
+        self.next_track += 1
+        self.fetch(f"/tracks/{self.next_track}/stream", expect_served=False, name="audio")
+
+
+class DayUARotator(DayPatientScraper):
+    """One address, a new browser User-Agent every track, one track every 3 s of the day:
+    every User-Agent is a new session to count, and the address's session budget stops it."""
+
+    persona = "day ua rotator"
+
+    def wait_time(self) -> float:
+        return day_seconds(3)
+
+    @task
+    def scrape(self) -> None:
+        self.user_agent = f"{rng.choice(BROWSERS)} r/{rng.randint(1, 10**9)}"
+        super().scrape()
+
+
+class DaySubnetRotator(DayPatientScraper):
+    """A new address in one /24 (and a new User-Agent) every track, one track a second of the day:
+    the /24's budgets stop it."""
+
+    persona = "day subnet rotator"
+
+    def wait_time(self) -> float:
+        return day_seconds(1)
+
+    @task
+    def scrape(self) -> None:
+        self.address = f"192.0.2.{rng.randint(1, 254)}"
+        self.user_agent = f"{rng.choice(BROWSERS)} r/{rng.randint(1, 10**9)}"
+        super().scrape()
+
+
 PERSONAS = [
     Listener,
     HonestAICrawler,
@@ -217,8 +304,16 @@ PERSONAS = [
     RotatingScraperV6,
     SpoofedGooglebot,
     VerifiedGooglebot,
+    DayListener,
+    DayPatientScraper,
+    DayUARotator,
+    DaySubnetRotator,
 ]
 DEFAULT_WEIGHTS = {
+    "DayListener": 0,
+    "DayPatientScraper": 0,
+    "DayUARotator": 0,
+    "DaySubnetRotator": 0,
     "Listener": 12,
     "HonestAICrawler": 1,
     "StealthScraper": 2,

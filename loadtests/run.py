@@ -27,6 +27,23 @@ import redis
 from guard.testing import RedisServer, demo_process
 
 HERE = Path(__file__).resolve().parent
+#: The day mix: listeners and the scrapers that pace themselves or rotate (nothing else).
+DAY_WEIGHTS = ",".join(
+    f"{name}={weight}"
+    for name, weight in {
+        "Listener": 0,
+        "HonestAICrawler": 0,
+        "StealthScraper": 0,
+        "RotatingScraper": 0,
+        "RotatingScraperV6": 0,
+        "SpoofedGooglebot": 0,
+        "VerifiedGooglebot": 0,
+        "DayListener": 20,
+        "DayPatientScraper": 2,
+        "DayUARotator": 1,
+        "DaySubnetRotator": 1,
+    }.items()
+)
 
 
 def main() -> int:
@@ -37,14 +54,24 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=3, help="uvicorn workers of the demo")
     parser.add_argument("--chaos", action="store_true", help="kill and restart Redis during the run")
     parser.add_argument("--weights", default="", help="persona weights, e.g. Listener=10,StealthScraper=1")
+    parser.add_argument(
+        "--day",
+        type=float,
+        default=0,
+        metavar="SPEED",
+        help="the day mix: the guard's clock runs SPEED times faster (96: a day in 15 minutes), Day* personas",
+    )
     parser.add_argument("--out", default=str(HERE / "reports"))
     args = parser.parse_args()
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = "chaos" if args.chaos else "load"
+    name = "chaos" if args.chaos else "day" if args.day else "load"
     store = RedisServer().start()
     env = {"GUARD_REDIS_URL": store.url, "GUARD_TRUSTED_PROXIES": "127.0.0.1/32"}
+    if args.day:
+        env["GUARD_DEMO_DAY_SPEED"] = str(args.day)
+        args.weights = args.weights or DAY_WEIGHTS
     chaos: dict[str, float] = {}
     try:
         with demo_process("--workers", str(args.workers), env=env) as base:
@@ -66,6 +93,8 @@ def run_locust(args: argparse.Namespace, out: Path, name: str, base: str, store:
     if args.chaos:
         threading.Thread(target=_chaos, args=(store, args.duration, started, chaos), daemon=True).start()
     locust_env = dict(os.environ, LOADTEST_SUMMARY=str(out / f"{name}_tally.json"), LOADTEST_WEIGHTS=args.weights)
+    if args.day:
+        locust_env["LOADTEST_DAY_SPEED"] = str(args.day)
     subprocess.run(
         [
             sys.executable,
@@ -120,6 +149,8 @@ def summarise(out: Path, name: str, args: argparse.Namespace, chaos: dict[str, f
         rows = {row["Name"]: row for row in csv.DictReader(f)}
     total = rows["Aggregated"]
     scrapers = ("stealth scraper", "rotating scraper v4", "rotating scraper v6", "spoofed googlebot")
+    if args.day:
+        scrapers = ("day patient scraper", "day ua rotator", "day subnet rotator")
     summary = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "duration_s": args.duration,
@@ -130,13 +161,18 @@ def summarise(out: Path, name: str, args: argparse.Namespace, chaos: dict[str, f
         "latency_p50_ms": float(total["50%"]),
         "latency_p99_ms": float(total["99%"]),
         "server_errors_5xx": tally.get("5xx", 0),
-        "listener_false_blocks": tally.get("listener false block", 0),
+        "listener_false_blocks": tally.get("listener false block", 0) + tally.get("day listener false block", 0),
         "verified_googlebot_false_blocks": tally.get("verified googlebot false block", 0),
-        "listener_requests": sum(v for k, v in tally.items() if k.startswith("listener status")),
+        "listener_requests": sum(
+            v for k, v in tally.items() if k.startswith(("listener status", "day listener status"))
+        ),
         "content_obtained": {p: tally.get(f"{p} content obtained", 0) for p in scrapers},
         "scraper_requests": {p: sum(v for k, v in tally.items() if k.startswith(f"{p} status")) for p in scrapers},
         "ai_crawler_requests": sum(v for k, v in tally.items() if k.startswith("ai crawler status")),
     }
+    if args.day:
+        summary["day_speed"] = args.day
+        summary["simulated_hours"] = round(args.duration * args.day / 3600, 1)
     if args.chaos:
         summary["chaos"] = chaos
         if "redis_killed_at_s" in chaos and "shared_counting_resumed_at_s" in chaos:
@@ -158,6 +194,8 @@ def render(s: dict) -> str:
     for persona, got in s["content_obtained"].items():
         lines.append(f"    {persona:<22} {got:>6} / {s['scraper_requests'][persona]}")
     lines.append(f"  AI crawler requests {s['ai_crawler_requests']} (robots.txt and ai.txt only)")
+    if "day_speed" in s:
+        lines.append(f"  day mix: the guard's clock ran {s['day_speed']:g}x: {s['simulated_hours']} simulated hours")
     if "chaos" in s:
         c = s["chaos"]
         lines.append(

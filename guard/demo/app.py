@@ -274,7 +274,9 @@ def create_app(
 
 def app_from_env() -> GuardMiddleware:
     """The guarded demo configured from the environment (uvicorn factory): GUARD_RULES,
-    GUARD_REDIS_URL, GUARD_TRUSTED_PROXIES and GUARD_CONSENT (a consent file, or ``redis``)."""
+    GUARD_REDIS_URL, GUARD_TRUSTED_PROXIES, GUARD_CONSENT (a consent file, or ``redis``) and
+    GUARD_DEMO_DAY_SPEED (the guard's clock runs that many times faster: load tests of the
+    hour and day budgets; 96 makes a day pass in 15 minutes)."""
     import logging
     import os
 
@@ -291,7 +293,22 @@ def app_from_env() -> GuardMiddleware:
         trusted_proxies=proxies,
         redis_url=os.environ.get("GUARD_REDIS_URL") or None,
         consent=consent_settings(os.environ.get("GUARD_CONSENT") or None),
+        clock=compressed_clock(float(os.environ.get("GUARD_DEMO_DAY_SPEED") or 1)),
     )
+
+
+def compressed_clock(speed: float) -> Clock | None:
+    """A clock that runs ``speed`` times faster than real time from now on (None for 1: the real one).
+
+    Every worker started from one ``guard demo`` shares the start: the clock runs from a
+    whole hour, so workers started seconds apart agree to within their start-up skew.
+    """
+    if speed == 1:
+        return None
+    import time
+
+    origin = time.time() // 3600 * 3600
+    return lambda: origin + (time.time() - origin) * speed
 
 
 def consent_settings(choice: str | None) -> ConsentSettings | None:

@@ -15,6 +15,7 @@ its histogram, so a count costs a few dozen float operations, not a pass over re
 
 from __future__ import annotations
 
+import functools
 import math
 
 from guard.lru import LRU
@@ -70,6 +71,20 @@ def register_of(item: str) -> tuple[int, int]:
     return found
 
 
+@functools.cache
+def _sigma_of(zeros: int) -> float:
+    """``m * sigma(zeros / m)``: depends on the count of empty registers alone (memoised)."""
+    m = float(REGISTERS)
+    return m * _sigma(zeros / m)
+
+
+@functools.cache
+def _tau_of(full: int) -> float:
+    """``m * tau((m - full) / m)`` for ``full`` registers at the largest value (memoised)."""
+    m = float(REGISTERS)
+    return m * _tau((m - full) / m)
+
+
 def _sigma(x: float) -> float:
     if x == 1.0:
         return math.inf
@@ -98,18 +113,20 @@ def _tau(x: float) -> float:
             return z / 3
 
 
-def estimate(histogram: list[int]) -> int:
-    """Cardinality from the register histogram (``histogram[v]``: registers holding ``v``), as Redis hllCount."""
+def estimate(histogram: list[int], top: int = Q) -> int:
+    """Cardinality from the register histogram (``histogram[v]``: registers holding ``v``), as Redis hllCount.
+
+    ``top``: no register holds more (the buckets above it are empty and are skipped).
+    """
     m = float(REGISTERS)
-    z = m * _tau((m - histogram[Q + 1]) / m)
-    top = Q
-    if z == 0.0:  # leading empty buckets leave z at exactly 0.0: skip them, the result is the same
-        while top > 0 and histogram[top] == 0:
-            top -= 1
-    for j in range(top, 0, -1):
-        z += histogram[j]
+    z = _tau_of(histogram[Q + 1])
+    if z != 0.0:
+        top = Q
+    # Leading empty buckets leave z at exactly 0.0: starting below them gives the same result.
+    for count in histogram[top:0:-1]:
+        z += count
         z *= 0.5
-    z += m * _sigma(histogram[0] / m)
+    z += _sigma_of(histogram[0])
     e = ALPHA_INF * m * m / z
     return math.floor(e + 0.5)  # llroundl: half away from zero (e >= 0)
 
@@ -121,7 +138,7 @@ class SlicedSketch:
     describe the union of the slices in the window as of slice ``current``.
     """
 
-    __slots__ = ("count", "current", "histogram", "slices", "union")
+    __slots__ = ("count", "current", "histogram", "slices", "top", "union")
 
     def __init__(self) -> None:
         self.slices: dict[int, dict[int, int]] = {}
@@ -129,6 +146,7 @@ class SlicedSketch:
         self.histogram: list[int] = [REGISTERS] + [0] * (Q + 1)
         self.current = -1
         self.count: int | None = 0  # estimate of the union (None: not computed since it changed)
+        self.top = 0  # the largest register value in the union
 
     def advance(self, current: int) -> None:
         """Move the window to end at slice ``current`` (slices that left it are dropped)."""
@@ -150,6 +168,7 @@ class SlicedSketch:
         for value in union.values():
             histogram[value] += 1
         self.union, self.histogram, self.count = union, histogram, None
+        self.top = max(union.values(), default=0)
 
     def copy(self) -> SlicedSketch:
         """An independent copy (to look ahead without changing this one)."""
@@ -157,13 +176,13 @@ class SlicedSketch:
         other.slices = {s: dict(registers) for s, registers in self.slices.items()}
         other.union = dict(self.union)
         other.histogram = list(self.histogram)
-        other.current, other.count = self.current, self.count
+        other.current, other.count, other.top = self.current, self.count, self.top
         return other
 
     def total(self) -> int:
         """The estimate of the window's distinct values."""
         if self.count is None:
-            self.count = estimate(self.histogram)
+            self.count = estimate(self.histogram, self.top)
         return self.count
 
     def count_with(self, item: str) -> int:
@@ -176,7 +195,7 @@ class SlicedSketch:
         histogram[old] -= 1
         histogram[value] += 1
         try:
-            return estimate(histogram)
+            return estimate(histogram, max(self.top, value))
         finally:
             histogram[value] -= 1
             histogram[old] += 1
@@ -193,6 +212,7 @@ class SlicedSketch:
             self.histogram[old] -= 1
             self.histogram[value] += 1
             self.count = None
+            self.top = max(self.top, value)
 
     def oldest(self) -> int | None:
         """The oldest slice in the window that holds anything."""
