@@ -51,6 +51,14 @@ def test_estimates_equal_redis_pfcount(redis_url) -> None:
         assert estimate(histogram) == client.pfcount("h"), n
 
 
+def test_one_register_set_estimates_one_whatever_its_value() -> None:
+    # The memory store's shortcut for an empty budget rests on this.
+    for value in range(1, Q + 2):
+        histogram = [REGISTERS - 1] + [0] * (Q + 1)
+        histogram[value] = 1
+        assert estimate(histogram) == 1
+
+
 def test_a_sketch_forgets_slices_that_leave_the_window() -> None:
     sketch = SlicedSketch()
     sketch.advance(100)
