@@ -25,21 +25,23 @@ it made and the sessions it used; per group of people, how many were stopped (an
 429) and how many of their requests were refused. The targets from issue 13 are saved
 beside them.
 
-Sessions: until the guard issues signed sessions itself, a scraper or browser that
-"keeps its cookies" sends a stable session id in a ``sid`` cookie, and the guard's facts
-carry it as ``Facts.session`` (a stand-in with ``id`` and ``issued_at``); with signed
-sessions in place the cookie is the guard's own.
+Sessions are the guard's own (docs/sessions.md, the default SessionSettings): pages
+issue a signed session cookie, within the minting limits per address and subnet; audio
+requires one (401 without). Browsers keep their cookies; a scraper "keeping cookies"
+keeps its jar, and on a 401 loads the track's page to get a session and tries again;
+"a new session every track" empties its jar before each track; "no cookies" never sends
+one. ``--no-sessions`` runs the same day with sessions off (every counter then keys
+sessions by address and User-Agent).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextvars
-import dataclasses
 import heapq
 import itertools
 import json
+import os
 import random
 import sys
 import time
@@ -53,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 from guard.identity.ranges import HostingRanges  # noqa: E402
 from guard.middleware import GuardMiddleware  # noqa: E402
-from guard.policy.engine import Facts  # noqa: E402
+from guard.sessions.settings import SessionSettings  # noqa: E402
 
 DAY = 86400.0
 START = 1_800_057_600.0  # a midnight, UTC
@@ -67,42 +69,10 @@ IPHONE = (
     "Version/26.6.1 Mobile/15E148 Safari/604.1"
 )
 
-# -- the stand-in session (until the guard issues its own) -------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    id: str
-    issued_at: float = START
-
-
-@dataclass(frozen=True, slots=True)
-class SessionFacts(Facts):
-    session: Session | None = None
-
-
-_cookie: contextvars.ContextVar[str | None] = contextvars.ContextVar("sid", default=None)
-
-
-def with_stand_in_sessions(middleware: GuardMiddleware) -> None:
-    """Make the guard's facts carry the request's ``sid`` cookie as its session."""
-    if "session" in {f.name for f in dataclasses.fields(Facts)}:
-        return  # the guard has sessions of its own
-    guard = middleware.guard
-    original = guard.facts
-
-    def facts(*args, **kwargs) -> Facts:
-        found = original(*args, **kwargs)
-        sid = _cookie.get()
-        if sid is None:
-            return found
-        fields = {f.name: getattr(found, f.name) for f in dataclasses.fields(Facts)}
-        return SessionFacts(**fields, session=Session(sid))
-
-    guard.facts = facts  # type: ignore[method-assign]
-
-
 # -- requests ---------------------------------------------------------------------------------
+
+
+Jar = dict[str, str]  # a cookie jar: {"cookie": the guard's session cookie}, empty when none yet
 
 
 @dataclass
@@ -110,7 +80,7 @@ class Request:
     ip: str
     path: str
     ua: str
-    sid: str | None = None
+    jar: Jar | None = None  # None: sends no cookies, keeps none
     range_header: str | None = None
 
 
@@ -118,6 +88,7 @@ class Request:
 class Answer:
     status: int
     retry_after: float = 0.0
+    cookie: str | None = None  # the session cookie the response set
 
 
 class Day:
@@ -135,6 +106,8 @@ class Day:
 
     async def send(self, request: Request) -> Answer:
         headers = [(b"user-agent", request.ua.encode())]
+        if request.jar and "cookie" in request.jar:
+            headers.append((b"cookie", request.jar["cookie"].encode()))
         if request.range_header:
             headers.append((b"range", request.range_header.encode()))
         scope = {
@@ -162,12 +135,12 @@ class Day:
                 for key, value in message.get("headers", ()):
                     if key == b"retry-after":
                         answer.retry_after = float(value)
+                    elif key == b"set-cookie":
+                        answer.cookie = value.decode().split(";", 1)[0]
 
-        token = _cookie.set(request.sid)
-        try:
-            await self.middleware(scope, receive, send)
-        finally:
-            _cookie.reset(token)
+        await self.middleware(scope, receive, send)
+        if answer.cookie and request.jar is not None:
+            request.jar["cookie"] = answer.cookie
         self.requests += 1
         return answer
 
@@ -217,9 +190,7 @@ def pick_track(rng: random.Random, favourites: list[int]) -> int:
     return rng.randint(1, CATALOGUE)
 
 
-def listen(
-    person: Person, rng: random.Random, ip: str, ua: str, sid: str | None, tracks: int, skipping: bool
-) -> Generator:
+def listen(person: Person, rng: random.Random, ip: str, ua: str, jar: Jar, tracks: int, skipping: bool) -> Generator:
     """One listening session: per track its page, metadata and 2-4 Range requests over its length."""
     favourites = [pick_track(rng, []) for _ in range(30)]
     skip_until = rng.randint(0, tracks) if skipping else 0
@@ -228,12 +199,12 @@ def listen(
         length = rng.uniform(150, 300)
         played = rng.uniform(8, 25) if n < skip_until else length
         for path in (f"/tracks/{track}", f"/api/tracks/{track}"):
-            answer = yield Request(ip, path, ua, sid)
+            answer = yield Request(ip, path, ua, jar)
             person.requests += 1
             person.refused += answer.status in (403, 429)
         ranges = rng.randint(2, 4)
         for r in range(ranges):
-            answer = yield Request(ip, f"/tracks/{track}/stream", ua, sid, f"bytes={r * 65536}-")
+            answer = yield Request(ip, f"/tracks/{track}/stream", ua, jar, f"bytes={r * 65536}-")
             person.requests += 1
             person.refused += answer.status in (403, 429)
             if answer.status == 206:
@@ -243,10 +214,11 @@ def listen(
 
 
 def household_day(
-    person: Person, rng: random.Random, now: list[float], ip: str | list[str], uas: list[str], sids: list[str]
+    person: Person, rng: random.Random, now: list[float], ip: str | list[str], uas: list[str]
 ) -> Generator:
     """1-3 listening sessions between 07:00 and 23:00, each on one of the household's devices."""
     skipper = rng.random() < 0.3
+    jars: list[Jar] = [{} for _ in uas]  # each device's browser keeps its cookies
     for start in sorted(rng.uniform(7, 23) * 3600 for _ in range(rng.randint(1, 3))):
         wait = START + start - now[0]
         if wait > 0:
@@ -255,15 +227,16 @@ def household_day(
         # Behind a carrier NAT a session's flows leave from one address of the pool, as RFC 4787
         # and RFC 6888 ask ("paired" pooling); the next session may get another one.
         address = ip if isinstance(ip, str) else rng.choice(ip)
-        yield from listen(person, rng, address, uas[device], sids[device], rng.randint(5, 25), skipper)
+        yield from listen(person, rng, address, uas[device], jars[device], rng.randint(5, 25), skipper)
 
 
-def office_worker(person: Person, rng: random.Random, now: list[float], ip: str, ua: str, sid: str) -> Generator:
+def office_worker(person: Person, rng: random.Random, now: list[float], ip: str, ua: str) -> Generator:
     """Listens from about 09:00 to 17:00: sessions of 5-25 tracks with short breaks between."""
     yield rng.uniform(8.5, 9.5) * 3600
     end = START + 17 * 3600 + rng.uniform(0, 1800)
+    jar: Jar = {}
     while now[0] < end:
-        yield from listen(person, rng, ip, ua, sid, rng.randint(5, 25), rng.random() < 0.3)
+        yield from listen(person, rng, ip, ua, jar, rng.randint(5, 25), rng.random() < 0.3)
         yield rng.uniform(60, 900)
 
 
@@ -280,27 +253,31 @@ class Scraper:
     addresses: set[str] = field(default_factory=set)
 
 
-def scrape(
-    scraper: Scraper,
-    pace: float,
-    address,
-    ua,
-    session,
-    first_track: int,
-    page_first: bool = False,
-) -> Generator:
-    """Walks track ids at ``pace`` seconds per track; waits out 429s, skips on 403."""
+def scrape(scraper: Scraper, pace: float, address, ua, jar, first_track: int, page_first: bool = False) -> Generator:
+    """Walks track ids at ``pace`` seconds per track; waits out 429s, skips on 403.
+
+    ``jar()`` is the cookie jar for the next track (the same one: keeps cookies; a new one:
+    a new session every track; None: no cookies). Without a session the audio is refused
+    (401): a scraper with a jar then loads the track's page, which issues one, and tries again.
+    """
     track = first_track
     while True:
-        ip, agent, sid = address(), ua(), session()
+        ip, agent, cookies = address(), ua(), jar()
         scraper.addresses.add(ip)
-        if sid:
-            scraper.sessions.add(sid)
         if page_first:
-            yield Request(ip, f"/tracks/{track}", agent, sid)
+            answer = yield Request(ip, f"/tracks/{track}", agent, cookies)
             scraper.requests += 1
-        answer = yield Request(ip, f"/tracks/{track}/stream", agent, sid)
+            if answer.cookie:
+                scraper.sessions.add(answer.cookie)
+        answer = yield Request(ip, f"/tracks/{track}/stream", agent, cookies)
         scraper.requests += 1
+        if answer.status == 401 and cookies is not None and not page_first:
+            page = yield Request(ip, f"/tracks/{track}", agent, cookies)
+            scraper.requests += 1
+            if page.cookie:
+                scraper.sessions.add(page.cookie)
+                answer = yield Request(ip, f"/tracks/{track}/stream", agent, cookies)
+                scraper.requests += 1
         if answer.status == 200:
             scraper.tracks.add(track)
         elif answer.status == 429 and answer.retry_after > 0:
@@ -338,7 +315,6 @@ def build(day: Day, rng: random.Random, hosting: HostingRanges) -> tuple[list[Pe
     now = day.clock
     people: list[Person] = []
     scrapers: list[Scraper] = []
-    sid = (f"s{n}" for n in itertools.count())
     residential = residential_slash24s(hosting, 600, rng, [81, 82, 86, 90, 92, 109, 176, 178])
 
     for h in range(300):
@@ -347,36 +323,37 @@ def build(day: Day, rng: random.Random, hosting: HostingRanges) -> tuple[list[Pe
         devices = rng.randint(1, 3)
         uas = [rng.choice(BROWSERS) for _ in range(devices)]
         ip = residential[h] + str(rng.randint(2, 254))
-        day.start(START, household_day(person, rng, now, ip, uas, [next(sid) for _ in range(devices)]))
+        day.start(START, household_day(person, rng, now, ip, uas))
 
     office = residential[300] + "10"
     for _ in range(30):
         person = Person("office (30 behind one address, 8 h)")
         people.append(person)
-        day.start(START, office_worker(person, rng, now, office, rng.choice(BROWSERS[:6]), next(sid)))
+        day.start(START, office_worker(person, rng, now, office, rng.choice(BROWSERS[:6])))
 
     carrier = [residential[301] + str(n) for n in range(16, 32)]
     for _ in range(150):
         person = Person("carrier (150 over 16 addresses of one /24)")
         people.append(person)
-        day.start(START, household_day(person, rng, now, carrier, [rng.choice(BROWSERS)], [next(sid)]))
+        day.start(START, household_day(person, rng, now, carrier, [rng.choice(BROWSERS)]))
 
     family = residential[302] + "77"
     for _ in range(4):
         person = Person("family (4 identical iPhones, one address)")
         people.append(person)
-        day.start(START, household_day(person, rng, now, family, [IPHONE], [next(sid)]))
+        day.start(START, household_day(person, rng, now, family, [IPHONE]))
 
-    def add(name: str, kind: str, pace: float, address, ua, session, page_first: bool = False) -> None:
+    def add(name: str, kind: str, pace: float, address, ua, jar, page_first: bool = False) -> None:
         scraper = Scraper(name, kind)
         scrapers.append(scraper)
         first = rng.randint(1, CATALOGUE)
-        day.start(START + rng.uniform(0, 5), scrape(scraper, pace, address, ua, session, first, page_first))
+        day.start(START + rng.uniform(0, 5), scrape(scraper, pace, address, ua, jar, first, page_first))
 
     chrome = BROWSERS[0]
     one = lambda ip: lambda: ip  # noqa: E731
     fixed = lambda value: lambda: value  # noqa: E731
-    fresh = lambda: lambda: next(sid)  # noqa: E731
+    keeps = lambda: lambda jar={}: jar  # noqa: E731  (one jar for the whole day)
+    fresh = lambda: lambda: {}  # noqa: E731  (an empty jar for every track)
     ua_rotation = lambda: rng.choice(BROWSERS)  # noqa: E731
 
     add(
@@ -385,7 +362,7 @@ def build(day: Day, rng: random.Random, hosting: HostingRanges) -> tuple[list[Pe
         10,
         one("198.18.1.10"),
         fixed(chrome),
-        fixed(next(sid)),
+        keeps(),
     )
     add("one address, 1 track/10 s, no cookies", "single address", 10, one("198.18.2.10"), fixed(chrome), fixed(None))
     add(
@@ -402,7 +379,7 @@ def build(day: Day, rng: random.Random, hosting: HostingRanges) -> tuple[list[Pe
         3,
         one("198.18.4.10"),
         ua_rotation,
-        fixed(next(sid)),
+        keeps(),
     )
     add(
         "one address, new session every track, 1 track/10 s",
@@ -420,7 +397,7 @@ def build(day: Day, rng: random.Random, hosting: HostingRanges) -> tuple[list[Pe
         1,
         in24("198.18.6."),
         fixed(chrome),
-        fixed(next(sid)),
+        keeps(),
     )
     add(
         "rotating in one /24, 1 track/s, new session every track",
@@ -437,7 +414,7 @@ def build(day: Day, rng: random.Random, hosting: HostingRanges) -> tuple[list[Pe
         1,
         in48,
         fixed(chrome),
-        fixed(next(sid)),
+        keeps(),
     )
     add("rotating across one IPv6 /48, 1 track/s, new session every track", "rotation", 1, in48, fixed(chrome), fresh())
 
@@ -495,11 +472,13 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=24.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "day.json"))
+    parser.add_argument("--no-sessions", action="store_true", help="sessions off (counters key by address and UA)")
     args = parser.parse_args()
 
     clock = [START]
-    middleware = GuardMiddleware(app, args.rules, clock=lambda: clock[0], reload_interval=0)
-    with_stand_in_sessions(middleware)
+    os.environ.setdefault("GUARD_SESSION_KEY", "bench-day-" + "k" * 40)  # a fixed key: no warning
+    sessions = None if args.no_sessions else SessionSettings()
+    middleware = GuardMiddleware(app, args.rules, clock=lambda: clock[0], reload_interval=0, sessions=sessions)
     hosting = middleware.guard.hosting or HostingRanges()
     day = Day(middleware, clock)
     rng = random.Random(args.seed)
@@ -537,9 +516,7 @@ def main() -> None:
         else args.rules,
         "hours": args.hours,
         "seed": args.seed,
-        "sessions": "guard-issued"
-        if "session" in {f.name for f in dataclasses.fields(Facts)}
-        else "stand-in sid cookie",
+        "sessions": "off" if args.no_sessions else "guard-issued (default SessionSettings)",
         "requests": day.requests,
         "seconds": round(seconds, 1),
         "us_per_request": round(seconds / max(1, day.requests) * 1e6, 1),

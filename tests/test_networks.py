@@ -245,3 +245,22 @@ def test_a_network_has_a_budget_of_sessions_too(tmp_path) -> None:
     uas = [f"{CHROME} r{n}" for n in range(5)]
     assert [get(guard, "198.51.100.10", 3, ua).allowed for ua in uas] == [True, True, False, False, False]
     assert "3 distinct sessions per 1d per ip" in get(guard, "198.51.100.10", 4, uas[4]).reason
+
+
+def test_rules_match_hosting_networks_and_explain_says_why(tmp_path) -> None:
+    from guard.ops.explain import explain
+
+    rules = """
+  - id: data-centre-audio
+    match: {path: audio, network: hosting}
+    action: block
+    reason: audio is not served to data centres
+"""
+    guard = guard_for(policy_with(tmp_path, rules))
+    assert not get(guard, "3.5.140.2", 1).allowed and get(guard, "3.5.140.2", 1).rule_id == "data-centre-audio"
+    assert get(guard, "198.51.100.7", 1).allowed
+    report = run(explain(guard, user_agent=CHROME, ip="198.51.100.7", path="/tracks/1/stream"))
+    line = next(r for r in report["rules"] if r["id"] == "data-centre-audio")
+    assert line["result"] == "no match: the address is not in a hosting provider's ranges, rule wants network hosting"
+    report = run(explain(guard, user_agent=CHROME, ip="3.5.140.2", path="/tracks/1/stream"))
+    assert report["decision"]["rule"] == "data-centre-audio" and report["client"]["hosting"] == "aws"

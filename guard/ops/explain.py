@@ -16,7 +16,15 @@ from guard.policy.engine import Guard, block_reason, limit_text
 from guard.policy.rules import Match, Rule
 
 
-def _why_not(match: Match, category: str, agent: str | None, group: str, ua_missing: bool) -> str | None:
+def _why_not(
+    match: Match,
+    category: str,
+    agent: str | None,
+    group: str,
+    ua_missing: bool,
+    hosting: bool = False,
+    session: str = "none",
+) -> str | None:
     """None if ``match`` holds, else the first condition that fails, in words."""
     if match.categories and category not in match.categories:
         return f"category {category} is not {', '.join(sorted(match.categories))}"
@@ -26,6 +34,10 @@ def _why_not(match: Match, category: str, agent: str | None, group: str, ua_miss
         return f"path group {group} is not {', '.join(sorted(match.paths))}"
     if match.user_agent is not None and (match.user_agent == "missing") != ua_missing:
         return f"user agent is {'missing' if ua_missing else 'present'}, rule wants {match.user_agent}"
+    if match.hosting and not hosting:
+        return "the address is not in a hosting provider's ranges, rule wants network hosting"
+    if match.sessions and session not in match.sessions:
+        return f"session is {session}, rule wants {', '.join(sorted(match.sessions))}"
     return None
 
 
@@ -70,6 +82,8 @@ async def explain(
                 identity.agent.name if identity.agent else None,
                 facts.where.group,
                 identity.ua_missing,
+                facts.client.provider is not None,
+                facts.session_state,
             )
             if reason is not None:
                 entry["result"] = f"no match: {reason}"
