@@ -293,7 +293,8 @@ class GuardMiddleware:
 
 
 def _user_agent(scope: Scope) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == b"user-agent":
-            return value.decode("latin-1")
-    return None
+    # Every User-Agent line counts: a name split over two lines is still the name.
+    values = [value for key, value in scope.get("headers", ()) if key == b"user-agent"]
+    if not values:
+        return None
+    return (values[0] if len(values) == 1 else b" ".join(values)).decode("latin-1")

@@ -222,9 +222,12 @@ def test_no_bypass_by_user_agent_tricks(policy, ua: str) -> None:
 @pytest.mark.parametrize(
     "ua",
     [
-        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0.0.0 Safari/537.36 OPR/115.0.0.0",
-        "Mozilla/5.0 (Macintosh) Operatorless/1.0 Codecs/2 Spiderman/3 Curling/4 Javanese/5",
-        "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 Chrome/131.0.0.0 Mobile Safari/537.36",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 "
+        "OPR/115.0.0.0",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+        "Operatorless/1.0 Codecs/2 Spiderman/3 Curling/4 Javanese/5 Safari/605.1.15",
+        "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 "
+        "Mobile Safari/537.36",
     ],
 )
 def test_no_false_block_from_substrings_of_other_words(policy, ua: str) -> None:
@@ -241,6 +244,7 @@ def test_a_catastrophic_pattern_costs_nothing(tmp_path: Path) -> None:
     Run in a child process with a generous bound so that a regression hangs nothing.
     """
     (tmp_path / "agents.yaml").write_text((RULES.parent / "agents.yaml").read_text())
+    (tmp_path / "ai-robots.json").write_text((RULES.parent / "ai-robots.json").read_text())
     (tmp_path / "rules.yaml").write_text(
         textwrap.dedent("""\
         version: 1

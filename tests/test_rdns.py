@@ -30,8 +30,9 @@ def test_confirmed_crawler_is_verified_after_the_background_check(policy) -> Non
     bot = Visitor(app, IP, YANDEX)
 
     async def main() -> None:
-        first = await bot.get("/tracks/1")  # pending: judged as an ordinary visitor
-        assert first.status_code == 200
+        first = await bot.get("/tracks/1")  # pending: asked to come back shortly
+        assert first.status_code == 429 and first.headers["retry-after"] == "10"
+        assert "reverse-dns-pending" in first.text
         await settle(rdns)
         for track in range(2, 120):  # verified search engines are not counted on pages
             assert (await bot.get(f"/tracks/{track}")).status_code == 200
@@ -75,11 +76,38 @@ def test_the_request_never_waits_for_dns(policy) -> None:
     async def main() -> None:
         resolver.release = asyncio.Event()
         statuses = [(await bot.get(f"/tracks/{t}")).status_code for t in range(1, 5)]
-        assert statuses == [200] * 4 and len(rdns._pending) == 1  # answered while DNS hangs
+        assert statuses == [429] * 4 and len(rdns._pending) == 1  # answered while DNS hangs
         resolver.release.set()
         await settle(rdns)
 
     run(main())
+
+
+def test_pending_policy_unknown_serves_like_any_visitor_until_confirmed(policy) -> None:
+    lenient = dataclasses.replace(policy, pending="unknown", _plans={})
+    resolver = FakeResolver({IP: "a.spider.yandex.ru"}, {"a.spider.yandex.ru": [IP]})
+    app, rdns = app_with(lenient, resolver)
+    bot = Visitor(app, IP, YANDEX)
+
+    async def main() -> tuple[int, int]:
+        first = (await bot.get("/tracks/1")).status_code
+        await settle(rdns)
+        return first, (await bot.get("/tracks/1")).status_code
+
+    assert run(main()) == (200, 200)
+
+
+def test_a_spoofer_from_a_residential_address_gets_nothing_while_it_is_checked(policy) -> None:
+    resolver = FakeResolver({"198.51.100.7": "host-7.broadband.example"})
+    app, rdns = app_with(policy, resolver)
+    bot = Visitor(app, "198.51.100.7", YANDEX)
+
+    async def main() -> list[int]:
+        first = (await bot.get("/tracks/1/stream")).status_code
+        await settle(rdns)
+        return [first, (await bot.get("/tracks/1/stream")).status_code, (await bot.get("/tracks/2")).status_code]
+
+    assert run(main()) == [429, 403, 403]  # then refuted: spoofed
 
 
 def test_pending_policy_spoofed_blocks_until_confirmed(policy) -> None:

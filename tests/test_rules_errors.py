@@ -39,8 +39,9 @@ CASES = {
     "unknown top-level key": (
         HEAD + "rule:\n  - id: x\nrules: []\n",
         (5, 1),
-        "unknown key 'rule' (expected one of: version, extends, catalogue, paths, exempt, verify, reverse_dns,"
-        " signatures, shadow, metrics, log, clients, subnets, memory, redis, directives, consent, sessions, rules)",
+        "unknown key 'rule' (expected one of: version, extends, catalogue, paths, exempt, apps, verify,"
+        " reverse_dns, signatures, shadow, metrics, log, clients, subnets, memory, redis, directives, consent,"
+        " sessions, rules)",
     ),
     "unknown section key": (
         HEAD + "redis:\n  url: redis://127.0.0.1:6379\n  timeuot: 50ms\nrules: []\n",
@@ -135,8 +136,9 @@ CASES = {
     "unknown category": (
         HEAD + RULE + "    match: {category: robots}\n    action: block\n",
         (7, 23),
-        "rule 'x': match.category: unknown category 'robots' (known: ai_assistant, ai_search, ai_training, archiver,"
-        " monitoring, scraping_tool, search_engine, seo, social_preview, spoofed, unknown)",
+        "rule 'x': match.category: unknown category 'robots' (known: ai_assistant, ai_search, ai_training, app,"
+        " archiver, http_client, media_player, monitoring, scraping_tool, search_engine, seo, social_preview, spoofed,"
+        " unknown, unknown_bot, verifying)",
     ),
     "unknown agent": (
         HEAD + RULE + "    match: {agent: [GPTBot, GPTBott]}\n    action: block\n",
@@ -233,6 +235,7 @@ CASES = {
 
 def write(tmp_path: Path, text: str) -> Path:
     shutil.copy(RULES.parent / "agents.yaml", tmp_path / "agents.yaml")
+    shutil.copy(RULES.parent / "ai-robots.json", tmp_path / "ai-robots.json")
     path = tmp_path / "rules.yaml"
     path.write_text(text, encoding="utf-8")
     return path

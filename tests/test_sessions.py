@@ -296,7 +296,11 @@ def test_an_app_token_from_login_plays_and_binds_to_its_first_network(site: Site
 def test_signed_stream_urls_work_for_their_path_until_they_expire(site: Site) -> None:
     keys = SessionKeys(KEY)
     url = sign_stream_url(keys, "/tracks/11/stream", "user-42", expires_at=site.clock() + 300)
-    plain = {"user-agent": "CastReceiver/1.0"}
+    # A cast receiver (Chromecast: a media player, no cookies) playing a URL it was handed.
+    plain = {
+        "user-agent": "Mozilla/5.0 (X11; Linux armv7l) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/90.0.4430.225 Safari/537.36 CrKey/1.56.500000"
+    }
     assert httpx.get(site.base + url, headers=plain).status_code == 200
     other = url.replace("/tracks/11/", "/tracks/12/")
     assert httpx.get(site.base + other, headers=plain).status_code == 401

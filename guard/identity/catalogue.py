@@ -1,7 +1,9 @@
 """The crawler catalogue (rules/agents.yaml) and the User-Agent matcher built from it.
 
-Matching works on words: the User-Agent is lower-cased and split into runs of letters
-and digits, and a catalogue token matches when its own words appear consecutively.
+Matching works on words: the User-Agent is folded (see :mod:`guard.identity.lookalike`:
+lookalike characters, invisible characters, accents, case and digit-for-letter swaps
+all fold to one plain Latin spelling) and split into runs of letters and digits, and a
+catalogue token, folded the same way, matches when its own words appear consecutively.
 That makes matching whole-word ("Spider" never hits "Bytespider", "Code" never hits
 "Codec") and indifferent to separators ("ChatGPT-User", "ChatGPT User"). When several
 tokens match, the longest wins, so "Sogou web spider" beats "Spider" and
@@ -9,7 +11,9 @@ tokens match, the longest wins, so "Sogou web spider" beats "Spider" and
 LinkedIn's "LinkedInBot/1.0 (...; Apache-HttpClient ...)" is LinkedInBot.
 
 A one-word token split in two ("GPT-Bot", "GPT Bot", "(GPT)(Bot)", "Byte spider") still
-matches: two neighbouring words of at least two letters each are tried joined.
+matches: two neighbouring words of at least two letters each are tried joined. So does
+one spelt letter by letter ("G P T B o t", "G.P.T.Bot"): a run of single characters is
+tried joined, alone and with the word after it.
 """
 
 from __future__ import annotations
@@ -19,23 +23,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guard.config import validate
+from guard.errors import ConfigError
 from guard.identity.catalogue_model import CatalogueFile, catalogue_context
+from guard.identity.lookalike import DIGIT_IMAGES, fold, fold_text, maybe_spelt_out, plain_words, unicode_table
+from guard.identity.sync import Snapshot, category_for, operator_name, read_snapshot, ua_token
 from guard.yamlfile import Located, load_yaml
 
-# Bytes translation table: ASCII letters and digits kept (lower-cased), everything else a space.
-_WORD_TABLE = bytes(ord(chr(c).lower()) if chr(c).isascii() and chr(c).isalnum() else 32 for c in range(256))
+#: The category of the platform's own apps (the rules' ``apps:``).
+APP = "app"
 #: Categories of generic tools that many named crawlers are built on.
 GENERIC_CATEGORIES = frozenset({"scraping_tool"})
 
 
 def words(text: str) -> tuple[str, ...]:
-    """The lower-case ASCII alphanumeric words of ``text``."""
-    return tuple(w.decode() for w in _split(text.encode("latin-1", "replace")))
+    """The words of ``text`` in the matching alphabet (folded, lower-case ASCII)."""
+    return tuple(w.decode() for w in fold_text(text).split())
 
 
-def _split(raw: bytes) -> list[bytes]:
-    # translate + split runs in C: several times faster than a regex findall.
-    return raw.translate(_WORD_TABLE).split()
+def spelt_out(ua_words: list[bytes]) -> list[bytes]:
+    """Runs of one-character words joined, alone and with the next word.
+
+    A run may carry neighbours that are no part of the name ("x G P T B o t 1.0"), so up
+    to three one-character words are also tried off either end.
+    """
+    joined: list[bytes] = []
+    run: list[bytes] = []
+    for word in [*ua_words, b"  "]:
+        if len(word) == 1:
+            run.append(word)
+            continue
+        if len(run) > 1:
+            n = len(run)
+            for start in range(min(4, n - 1)):
+                for end in range(n, max(start + 1, n - 4), -1):
+                    joined.append(b"".join(run[start:end]))
+            if len(word) > 1 and word != b"  ":
+                joined += [b"".join(run[start:]) + word for start in range(min(4, n))]
+        run = []
+    return joined
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +82,7 @@ class Agent:
     robots_tokens: tuple[str, ...]
     example: str | None = None
     verification: Verification | None = None
+    synced: bool = False  # from the synced list (ai.robots.txt), not curated by hand
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +100,11 @@ class Catalogue:
     categories: dict[str, str]
     agents: list[Agent]
     source: str = ""  # the file it was loaded from
-    # first word -> [(token words, specificity, match)], most specific first
-    _index: dict[bytes, list[tuple[tuple[bytes, ...], tuple[int, int, int], Match]]] = field(
+    synced_file: str | None = None  # the synced list it merges (guard update-agents rewrites it)
+    # key word -> [(token words, key word's offset, specificity, match, number-shaped)], most
+    # specific first. A multi-word token is keyed by its rarest-looking word, so that words
+    # every browser sends ("windows", "like", "60" folded to "go") seldom lead anywhere.
+    _index: dict[bytes, list[tuple[tuple[bytes, ...], int, tuple[int, int, int], Match, bool]]] = field(
         default_factory=dict, repr=False
     )
 
@@ -83,19 +112,35 @@ class Catalogue:
     _halves: frozenset[bytes] = field(default_factory=frozenset, repr=False)
 
     def __post_init__(self) -> None:
+        unicode_table()  # built once per process here, at start-up, not by the first odd request
         halves: set[bytes] = set()
         for agent in self.agents:
             named = agent.category not in GENERIC_CATEGORIES
             for token in agent.ua_tokens:
-                token_words = tuple(_split(token.encode("latin-1", "replace")))
+                token_words = tuple(fold_text(token).split())
                 specificity = (int(named), len(token_words), len(token))
-                self._index.setdefault(token_words[0], []).append((token_words, specificity, Match(agent, token)))
+                # Spelt only with letters a digit folds to ("so", "go"): a number could fold to it.
+                numberish = all(_numberish(w) for w in token_words)
+                offset = _key_word(token_words)
+                entry = (token_words, offset, specificity, Match(agent, token), numberish)
+                self._index.setdefault(token_words[offset], []).append(entry)
+                if len(token_words) > 1:
+                    # Written as one word too: "ClaudeWeb", or spelt out "C l a u d e - W e b".
+                    joined = b"".join(token_words)
+                    self._index.setdefault(joined, []).append(((joined,), 0, specificity, Match(agent, token), False))
                 if len(token_words) == 1:
                     word = token_words[0]
-                    halves.update(word[:cut] for cut in range(2, len(word) - 1))
+                    # Not halves spelt only with letters a digit folds to: numbers ("15") would hit them.
+                    halves.update(h for h in (word[:cut] for cut in range(2, len(word) - 1)) if not _numberish(h))
         self._halves = frozenset(halves)
         for candidates in self._index.values():
-            candidates.sort(key=lambda c: c[1], reverse=True)
+            candidates.sort(key=lambda c: c[2], reverse=True)
+
+    def with_apps(self, apps: list[tuple[str, tuple[str, ...]]]) -> Catalogue:
+        """This catalogue and the platform's own apps (name, User-Agent tokens): category ``app``."""
+        extra = [Agent(name, "this platform", APP, tokens, ()) for name, tokens in apps]
+        categories = {**self.categories, APP: "The platform's own apps."}
+        return Catalogue(categories, [*self.agents, *extra], self.source, self.synced_file)
 
     def by_name(self, name: str) -> Agent | None:
         """The agent called ``name`` (case-insensitive), if any."""
@@ -108,32 +153,83 @@ class Catalogue:
         Bytes are taken as the raw header value; text is encoded as Latin-1 (as ASGI decodes).
         """
         raw = user_agent if isinstance(user_agent, bytes) else user_agent.encode("latin-1", "replace")
-        ua_words = _split(raw)
-        index = self._index
+        return self.lookup(raw)[0]
+
+    def lookup(self, raw: bytes) -> tuple[Match | None, list[bytes]]:
+        """The best catalogue hit in the raw header value, and its folded words."""
+        ua_words = fold(raw).split()
+        words_ = ua_words
         if not self._halves.isdisjoint(ua_words):
             # A token split in two: add the joined neighbours as words of their own.
-            ua_words += [a + b for a, b in itertools.pairwise(ua_words) if a in self._halves and len(b) >= 2]
-        if index.keys().isdisjoint(ua_words):
-            return None  # the common case: an ordinary browser
+            words_ = ua_words + [a + b for a, b in itertools.pairwise(ua_words) if a in self._halves and len(b) >= 2]
+        if maybe_spelt_out(raw):
+            words_ = words_ + spelt_out(ua_words)
+        index = self._index
+        if index.keys().isdisjoint(words_):
+            return None, ua_words  # the common case: an ordinary browser
         best: tuple[tuple[int, int, int], Match] | None = None
-        for i, word in enumerate(ua_words):
-            for token_words, specificity, hit in index.get(word, ()):
+        for i, word in enumerate(words_):
+            for token_words, offset, specificity, hit, numberish in index.get(word, ()):
                 n = len(token_words)
-                if n == 1 or tuple(ua_words[i : i + n]) == token_words:
+                start = i - offset
+                if (n == 1 or (start >= 0 and tuple(words_[start : start + n]) == token_words)) and not (
+                    numberish and _only_numbers(raw, word)
+                ):
                     if best is None or specificity > best[0]:
                         best = (specificity, hit)
                     break  # candidates are sorted: the first hit here is this position's best
-        return best[1] if best else None
+        return (best[1] if best else None), ua_words
+
+
+# Words of browser User-Agents, never a good key for a multi-word token.
+_COMMON_WORDS = frozenset(
+    fold_text(w)
+    for w in (
+        *("mozilla", "windows", "nt", "win64", "like", "gecko", "khtml", "applewebkit", "chrome", "safari", "mobile"),
+        *("linux", "android", "compatible", "version", "macintosh", "intel", "mac", "os", "iphone", "cpu", "build"),
+        *("http", "https", "www", "com", "org"),
+    )
+)
+
+
+def _key_word(token_words: tuple[bytes, ...]) -> int:
+    """The position of the word a token is looked up by: its longest uncommon word."""
+    ranked = sorted(range(len(token_words)), key=lambda i: (token_words[i] not in _COMMON_WORDS, len(token_words[i])))
+    return ranked[-1]
+
+
+def _numberish(word: bytes) -> bool:
+    return set(word.decode()) <= DIGIT_IMAGES
+
+
+def _only_numbers(raw: bytes, folded: bytes) -> bool:
+    """Whether ``folded`` is in the User-Agent only as a number (``607`` is not "got")."""
+    numbers = words_ = False
+    for word in plain_words(raw):
+        if fold(word) == folded:
+            if word.isdigit():
+                numbers = True
+            else:
+                words_ = True
+    return numbers and not words_
 
 
 def load_catalogue(path: str | Path) -> Catalogue:
-    """Load and validate a catalogue file; errors name file and line."""
-    doc = load_yaml(path)
-    return parse_catalogue(doc)
+    """Load and validate a catalogue file (and the synced list it names); errors name file and line."""
+    return parse_catalogue(load_yaml(path), Path(path).parent)
 
 
-def parse_catalogue(doc: Located) -> Catalogue:
-    """Validate parsed YAML (see :mod:`guard.identity.catalogue_model`) into a :class:`Catalogue`."""
+def parse_catalogue_with(path: str | Path, snapshot: Snapshot) -> Catalogue:
+    """The catalogue at ``path`` merged with ``snapshot`` instead of the synced file it names."""
+    return parse_catalogue(load_yaml(path), Path(path).parent, snapshot)
+
+
+def parse_catalogue(doc: Located, base_dir: Path | None = None, snapshot: Snapshot | None = None) -> Catalogue:
+    """Validate parsed YAML (see :mod:`guard.identity.catalogue_model`) into a :class:`Catalogue`.
+
+    The synced list the file names (``synced:``, relative to ``base_dir``) is merged in,
+    or ``snapshot`` in its place.
+    """
     model = validate(CatalogueFile, doc, catalogue_context(doc.data))
     agents = [
         Agent(
@@ -149,4 +245,35 @@ def parse_catalogue(doc: Located) -> Catalogue:
         )
         for entry in model.agents
     ]
-    return Catalogue(dict(model.categories), agents, doc.file)
+    synced_file = None
+    if model.synced is not None:
+        synced_file = str((base_dir or Path(doc.file).parent) / model.synced)
+        if snapshot is None:
+            snapshot = read_snapshot(synced_file)
+    if snapshot is not None:
+        for agent in synced_agents(agents, snapshot):
+            if agent.category not in model.categories:
+                raise ConfigError(doc.file, None, f"the synced list needs category {agent.category!r}")
+            agents.append(agent)
+    return Catalogue(dict(model.categories), agents, doc.file, synced_file)
+
+
+def synced_agents(curated: list[Agent], snapshot: Snapshot) -> list[Agent]:
+    """Agents for the synced names that no curated agent claims (by name or robots token).
+
+    Names that differ only in case ("Webzio-Extended", "webzio-extended") make one agent.
+    """
+    claimed = {a.name.lower() for a in curated} | {t.lower() for a in curated for t in a.robots_tokens}
+    groups: dict[str, list[str]] = {}
+    for name in snapshot.agents:
+        if name.lower() not in claimed:
+            groups.setdefault(name.lower(), []).append(name)
+    out = []
+    for names in groups.values():
+        name = names[0]
+        entry = snapshot.agents[name]
+        token = ua_token(name)
+        ua = (token,) if words(token) else ()
+        category = category_for(entry["function"])
+        out.append(Agent(name, operator_name(entry["operator"]), category, ua, tuple(names), synced=True))
+    return out

@@ -66,7 +66,11 @@ class AgentEntry(Section):
         description="Tokens matched in the User-Agent (case-insensitive, whole words). Default: the name. "
         "`[]`: a robots.txt-only token that never appears in a User-Agent.",
     )
-    robots: list[Text] | None = Field(None, description="Tokens this agent obeys in robots.txt. Default: the name.")
+    robots: list[Text] | None = Field(
+        None,
+        description="Tokens this agent obeys in robots.txt. Default: the name. "
+        "`[]`: a client that is no crawler (a media player): robots.txt does not apply to it.",
+    )
     example: str | None = Field(None, description="A real User-Agent string sent by the agent (for tests and docs).")
     verify: Verify | None = Field(None, description=Verify.__doc__)
 
@@ -74,6 +78,12 @@ class AgentEntry(Section):
 class CatalogueFile(Section):
     """A crawler catalogue."""
 
+    synced: str | None = Field(
+        None,
+        description="The synced list of AI agents (ai.robots.txt's robots.json, as written by "
+        "`guard update-agents`), relative to this file. Its names that no agent here claims (by name or "
+        "robots token) become agents, with a category mapped from the list's `function`; agents here win.",
+    )
     categories: dict[str, str] = Field(min_length=1, description="Each category name, with what it means.")
     agents: list[AgentEntry] = Field(min_length=1, description="The known agents.")
 

@@ -14,6 +14,7 @@ from functools import lru_cache
 
 from guard.identity.address import Client
 from guard.identity.catalogue import Agent, Catalogue
+from guard.identity.kinds import BROWSER, kind_of, plain_browser_platform
 from guard.identity.ranges import RangeVerifier
 from guard.identity.rdns import ReverseDNSVerifier
 from guard.lru import LRU
@@ -54,7 +55,7 @@ class Identifier:
         verifier: RangeVerifier | None = None,
         cache_size: int = 16384,
         rdns: ReverseDNSVerifier | None = None,
-        pending: str = "unknown",
+        pending: str = "verifying",
     ) -> None:
         self.catalogue = catalogue
         self.verify_categories = verify_categories
@@ -65,21 +66,33 @@ class Identifier:
 
     def from_user_agent(self, user_agent: str) -> Identity:
         """What the User-Agent string alone says (its claim, unverified), cached per string."""
-        identity = self._cache.get(user_agent)
+        key = user_agent
+        identity = self._cache.get(key)
         if identity is None:
-            raw = user_agent.encode("latin-1", "replace")
-            if len(raw) > MAX_UA_CHARS:  # padded: keep both ends, where tokens hide
-                half = MAX_UA_CHARS // 2
-                hit = self.catalogue.match(raw[:half] + b" " + raw[-half:])
-            else:
-                hit = self.catalogue.match(raw)
+            try:
+                raw = user_agent.encode("latin-1")  # the header's bytes, as ASGI decoded them
+            except UnicodeEncodeError:  # text from elsewhere (guard explain --ua): as a client sends it
+                raw = user_agent.encode("utf-8")
+                user_agent = raw.decode("latin-1")
             # A stable hash (the same in every process) to key per-browser counters.
             digest = format(zlib.crc32(raw), "08x")
+            if len(raw) > MAX_UA_CHARS:  # padded: keep both ends, where tokens hide
+                half = MAX_UA_CHARS // 2
+                raw = raw[:half] + b" " + raw[-half:]
+                user_agent = raw.decode("latin-1")
+            platform = plain_browser_platform(user_agent)
+            if platform is not None:  # a mainstream browser's string: a name can only hide in here
+                hit = self.catalogue.lookup(platform.encode("latin-1"))[0]
+                category = BROWSER
+            else:
+                hit, ua_words = self.catalogue.lookup(raw)
+                # Not named: a browser by its structure, a bot by its own words, else a program.
+                category = kind_of(user_agent, ua_words) if hit is None else ""
             if hit is None:
-                identity = Identity("unknown", ua_hash=digest)
+                identity = Identity(category, None, None, False, digest)
             else:
                 identity = Identity(hit.agent.category, hit.agent, hit.token, ua_hash=digest)
-            self._cache.put(user_agent, identity)
+            self._cache.put(key, identity)
         return identity
 
     def identify(self, user_agent: str | None, client: Client) -> Identity:

@@ -28,6 +28,7 @@ from guard.ops.arguments import (
     cidr,
     fail,
     header,
+    http_url,
     ip_address,
     number,
     parse,
@@ -411,6 +412,35 @@ def cmd_update_ranges(args: argparse.Namespace) -> int:
     return 0 if not report.failed and not hosting.failed else FAILED
 
 
+# -- guard update-agents -------------------------------------------------------------------------
+
+
+def add_update_agents(sub: SubParsers) -> None:
+    from guard.identity.sync import ROBOTS_JSON_URL
+
+    parser = sub.add_parser("update-agents", help="sync the catalogue's AI agents from the ai.robots.txt list")
+    options = Options(parser)
+    _rules_option(options, "rules file (its catalogue names the synced file)")
+    options.add("--url", default=ROBOTS_JSON_URL, type=http_url, help="robots.json to sync from")
+    options.add("--timeout", default=10.0, type=number(float, 0, above=True), help="seconds for the download")
+    options.add("--dry-run", action="store_true", help="print the changes, write nothing")
+    parser.set_defaults(run=cmd_update_agents)
+
+
+def cmd_update_agents(args: argparse.Namespace) -> int:
+    from guard.identity.sync import SyncError, update_agents
+    from guard.policy.rules import load_rules
+
+    catalogue = load_rules(_rules_path(args)).catalogue
+    try:
+        report, snapshot = update_agents(catalogue.source, args.url, timeout=args.timeout, dry_run=args.dry_run)
+    except SyncError as exc:
+        raise CommandError(f"{exc}; kept {catalogue.synced_file or 'the catalogue'} as it was") from None
+    print("\n".join(report.lines(snapshot)))
+    print(f"{'would write' if args.dry_run else 'written to'} {catalogue.synced_file}")
+    return 0
+
+
 # -- guard robots --------------------------------------------------------------------------------
 
 
@@ -443,6 +473,7 @@ COMMANDS: list[Callable[[SubParsers], None]] = [
     add_explain,
     add_top,
     add_update_ranges,
+    add_update_agents,
     add_robots,
     add_consent,
     add_license,

@@ -101,7 +101,7 @@ async def explain(
         rules.append(entry)
 
     robots = None
-    if identity.agent is not None and guard.robots is not None:
+    if identity.agent is not None and identity.agent.robots_tokens and guard.robots is not None:
         allowed, line = guard.robots.check(identity.agent.robots_tokens, path + ("?" + query if query else ""))
         robots = {"allowed": allowed, "rule": line.line if line else None}
 

@@ -99,6 +99,12 @@ class Decision:
 
 ALLOW = Decision("allow")
 MINT = Decision("allow", mint=True)
+VERIFYING_RULE = Rule(
+    id="reverse-dns-pending",
+    match=Match(),
+    action="throttle",
+    description="a claimed crawler whose reverse DNS check is still running: come back shortly",
+)
 ROBOTS_RULE = Rule(
     id="robots-txt", match=Match(), action="block", description="a crawler fetching what its robots.txt group disallows"
 )
@@ -214,13 +220,17 @@ class Guard:
 
     async def decide(self, facts: Facts) -> Decision:
         """The decision for a request, counting it where the rules say so."""
+        if facts.identity.category == "verifying":
+            # A real crawler retries and is verified by then; a spoofer gets nothing meanwhile.
+            reason = VERIFYING_RULE.description or ""
+            return Decision("throttle", VERIFYING_RULE, reason, self.policy.pending_retry_after)
         plan = self.policy.plan(*facts.plan_key)
         shadowed = tuple((rule, block_reason(rule)) for rule in plan.shadow_blocks)
         terminal = plan.terminal
         if terminal is not None and terminal.action in ("block", "challenge"):
             return Decision(terminal.action, terminal, block_reason(terminal), shadowed=shadowed)
         agent = facts.identity.agent
-        if agent is not None and self.robots is not None:
+        if agent is not None and agent.robots_tokens and self.robots is not None:
             # A crawler is held to its own robots.txt group, whatever the rules allow.
             target = facts.path + ("?" + facts.query if facts.query else "")
             allowed, rule = self.robots.check(agent.robots_tokens, target)

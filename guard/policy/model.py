@@ -54,8 +54,12 @@ from guard.policy.paths import OTHER, pattern_problem
 
 #: Categories that exist beside the catalogue's own.
 BUILTIN_CATEGORIES = {
-    "unknown": "Not in the catalogue: an ordinary browser, or a tool that hides.",
+    "unknown": "Not in the catalogue, shaped like a browser's User-Agent: a browser, or a tool that hides.",
     "spoofed": "Claims to be a verifiable crawler but failed verification.",
+    "unknown_bot": "Not in the catalogue, but declares itself automated (bot word, contact URL or e-mail).",
+    "http_client": "Not in the catalogue, neither a browser by structure nor a known media player or app.",
+    "verifying": "Claims a crawler checked by reverse DNS, and the check is still running.",
+    "app": "One of the platform's own apps, named in the rules' `apps:`.",
 }
 ACTIONS = ("allow", "block", "throttle", "challenge")
 #: What a rule's ``match.session`` can name (see guard/sessions/tokens.py).
@@ -280,11 +284,13 @@ class ReverseDns(Section):
     enabled: bool = Field(
         True, description="Check claims of crawlers that publish only hostnames (Yandex, Baidu, ...) in the background."
     )
-    pending: Literal["unknown", "spoofed"] = Field(
-        "unknown",
-        description="How a request is judged while its lookup runs: `unknown` (counted like any visitor) "
-        "or `spoofed` (blocked).",
+    pending: Literal["verifying", "unknown", "spoofed"] = Field(
+        "verifying",
+        description="How a request is judged while its lookup runs: `verifying` (answered 429 with a short "
+        "Retry-After: a real crawler comes back once verified, a spoofer gets nothing), `unknown` (counted "
+        "like any visitor) or `spoofed` (blocked).",
     )
+    retry_after: Duration = Field(10.0, description="The Retry-After of the 429 a `verifying` request gets.")
 
 
 class Signatures(Section):
@@ -479,7 +485,9 @@ class Match(Section):
     """A rule's conditions: all must hold. Empty or absent: every request."""
 
     category: OneOrMany[CategoryRef] = Field(
-        [], description="One or a list of categories: the catalogue's, `unknown` or `spoofed`."
+        [],
+        description="One or a list of categories: the catalogue's, or `unknown`, `spoofed`, `unknown_bot`, "
+        "`http_client`, `verifying`, `app`.",
     )
     agent: OneOrMany[AgentRef] = Field([], description="One or a list of catalogue agent names (any case).")
     path: OneOrMany[GroupRef] = Field([], description="One or a list of path groups (or `other`).")
@@ -678,6 +686,24 @@ class Sessions(Section):
     )
 
 
+def _app_token(value: str) -> str:
+    from guard.identity.catalogue import words
+
+    if not words(value):
+        raise problem(f"token '{value}' has no letters or digits to match")
+    return value
+
+
+class App(Section):
+    """One of the platform's own apps: category `app`, served like a listener and counted like one."""
+
+    name: str = Field(min_length=1, description="Display name, e.g. `Music iOS`.")
+    ua: list[Annotated[str, AfterValidator(_app_token)]] = Field(
+        min_length=1,
+        description="Tokens of its User-Agent, matched like catalogue tokens (whole words, lookalikes folded).",
+    )
+
+
 class RulesFile(Section):
     """A guard rules file."""
 
@@ -699,6 +725,11 @@ class RulesFile(Section):
         "with a matching pattern, or to `other`.",
     )
     exempt: OneOrMany[GroupRef] = Field([], description="Path groups never checked or counted.")
+    apps: list[App] = Field(
+        [],
+        description="The platform's own apps, so that they are not taken for `http_client`: category `app`, "
+        "served like a listener and counted by the same limits (anyone can copy an app's User-Agent).",
+    )
     verify: OneOrMany[CatalogueCategoryRef] = Field(
         [],
         description="Categories whose claims are checked against the operator's IP ranges or reverse DNS; "

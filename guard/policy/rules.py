@@ -130,7 +130,8 @@ class Policy:
     forwarded_header: str = "x-forwarded-for"  # the one header trusted proxies write
     memory_max_entries: int = 200_000
     reverse_dns: bool = True
-    pending: str = "unknown"
+    pending: str = "verifying"
+    pending_retry_after: float = 10.0
     signatures_file: str | None = None
     shadow: bool = False  # the whole policy in shadow mode: log and count, enforce nothing
     metrics_path: str | None = None
@@ -250,6 +251,8 @@ def _load_catalogue(doc: Located, root: dict, base_dir: Path) -> Catalogue | Non
 
 def compile_policy(spec: model.RulesFile, catalogue: Catalogue, doc: Located, base_dir: Path) -> Policy:
     """The request path's structures from a validated model."""
+    if spec.apps:
+        catalogue = catalogue.with_apps([(app.name, tuple(app.ua)) for app in spec.apps])
     directives = spec.directives
     merge = directives.merge_robots
     if merge is not None and merge != "upstream":
@@ -271,6 +274,7 @@ def compile_policy(spec: model.RulesFile, catalogue: Catalogue, doc: Located, ba
         memory_max_entries=spec.memory.max_entries,
         reverse_dns=spec.reverse_dns.enabled,
         pending=spec.reverse_dns.pending,
+        pending_retry_after=spec.reverse_dns.retry_after,
         signatures_file=str(base_dir / spec.signatures.directory) if spec.signatures.directory else None,
         shadow=spec.shadow,
         metrics_path=spec.metrics.path,
