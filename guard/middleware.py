@@ -137,7 +137,7 @@ class GuardMiddleware:
             verifier=RangeVerifier.from_directory(self._ranges_for(policy)),
             namespace=settings.namespace,
             rdns=reverse_dns,
-            hosting=HostingRanges.from_directory(self._ranges_for(policy) / "hosting"),
+            hosting=HostingRanges.from_directory(self._hosting_for(policy)),
             sessions=sessions,
         )
         self._session_override, self._session_keys = sessions, session_keys
@@ -283,6 +283,13 @@ class GuardMiddleware:
 
     def _ranges_for(self, policy: Policy) -> Path:
         return self._ranges_dir if self._ranges_dir is not None else ranges_dir(policy)
+
+    def _hosting_for(self, policy: Policy) -> Path:
+        """Hosting providers' ranges: ``ranges/hosting`` beside the rules file if there, else beside the catalogue."""
+        beside_rules = Path(policy.source).parent / "ranges" / "hosting"
+        if self._ranges_dir is None and beside_rules.is_dir():
+            return beside_rules
+        return self._ranges_for(policy) / "hosting"
 
     def _start_background(self) -> None:
         """Once per event loop: flush `guard top` tallies, watch the rules files."""
