@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from guard.consent.gate import ConsentGate, build_gate
 from guard.consent.settings import ConsentSettings
 from guard.errors import ConfigError
-from guard.identity.ranges import HostingRanges, RangeVerifier
+from guard.identity.ranges import HostingRanges, RangeVerifier, hosting_directory
 from guard.identity.rdns import ReverseDNSVerifier
 from guard.identity.signatures import check_signature
 from guard.ops.metrics import MetricsEndpoint
@@ -286,10 +286,7 @@ class GuardMiddleware:
 
     def _hosting_for(self, policy: Policy) -> Path:
         """Hosting providers' ranges: ``ranges/hosting`` beside the rules file if there, else beside the catalogue."""
-        beside_rules = Path(policy.source).parent / "ranges" / "hosting"
-        if self._ranges_dir is None and beside_rules.is_dir():
-            return beside_rules
-        return self._ranges_for(policy) / "hosting"
+        return hosting_directory(policy.source, self._ranges_for(policy))
 
     def _start_background(self) -> None:
         """Once per event loop: flush `guard top` tallies, watch the rules files."""

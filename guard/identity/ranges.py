@@ -161,6 +161,12 @@ class HostingRanges:
 _hosting_cache: dict[tuple, HostingRanges] = {}
 
 
+def hosting_directory(rules_file: str | Path, ranges: Path) -> Path:
+    """Where the hosting snapshots are: ``ranges/hosting`` beside the rules file if there, else under ``ranges``."""
+    beside_rules = Path(rules_file).parent / "ranges" / "hosting"
+    return beside_rules if beside_rules.is_dir() else ranges / "hosting"
+
+
 def _span(prefix: object) -> tuple[int, int, int] | None:
     """``(version, first, last)`` address of a CIDR string (None if it is not one)."""
     if not isinstance(prefix, str):

@@ -15,7 +15,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from guard.identity.ranges import HostingRanges, RangeVerifier
+from guard.identity.ranges import HostingRanges, RangeVerifier, hosting_directory
 from guard.policy.rules import Policy, load_rules
 
 log = logging.getLogger("guard")
@@ -55,7 +55,8 @@ class RulesReloader:
                 policy = await asyncio.to_thread(load_rules, self.rules_path)
                 ranges = self._ranges_for(policy)
                 verifier = await asyncio.to_thread(RangeVerifier.from_directory, ranges)
-                hosting = await asyncio.to_thread(HostingRanges.from_directory, ranges / "hosting")
+                hosting_dir = hosting_directory(policy.source, ranges)
+                hosting = await asyncio.to_thread(HostingRanges.from_directory, hosting_dir)
             except Exception as exc:  # ConfigError above all: say where, keep enforcing the old rules
                 log.error("guard: rules not reloaded (%s), keeping the last good rules: %s", why, exc)
                 self._stamps = self.stamps(self._current())
