@@ -717,7 +717,8 @@ class RulesFile(Section):
     catalogue: str = Field(
         "agents.yaml",
         description="The crawler catalogue, relative to this file, or `shipped` (the catalogue that comes with "
-        "guard). The crawlers' published IP ranges are read from the `ranges/` folder beside it.",
+        "guard). The crawlers' published IP ranges are read from a `ranges/` folder beside this file, or "
+        "else beside the catalogue.",
     )
     paths: dict[GroupName, OneOrMany[PathPattern]] = Field(
         min_length=1,

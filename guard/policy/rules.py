@@ -196,12 +196,14 @@ class Policy:
 
 
 def ranges_dir(policy: Policy) -> Path:
-    """Where the published IP ranges of the policy's crawlers live: ``ranges/`` beside its catalogue.
+    """Where the published IP ranges live: ``ranges/`` beside the rules file if there is one, else beside its catalogue.
 
     A catalogue and its agents' ranges travel together, so a rules file that names the
-    shipped catalogue gets the shipped ranges wherever the file itself lives.
+    shipped catalogue (or extends the shipped rules) from a folder of its own gets the
+    shipped ranges wherever it lives.
     """
-    return Path(policy.catalogue.source).parent / "ranges"
+    own = Path(policy.source).parent / "ranges"
+    return own if own.is_dir() else Path(policy.catalogue.source).parent / "ranges"
 
 
 def load_rules(path: str | Path) -> Policy:
