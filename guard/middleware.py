@@ -8,7 +8,10 @@ server's own, so streaming and Range responses are not buffered or altered).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
+import secrets
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -52,6 +55,24 @@ def default_rules_path() -> Path:
     from importlib.resources import files
 
     return Path(str(files("guard.shipped").joinpath("default.yaml")))
+
+
+def budget_key(store: Store | None) -> bytes | None:
+    """The key of the budgets' hash: ``$GUARD_BUDGET_KEY``, else random for the embedded store.
+
+    Instances that share Redis must hash alike, so without the variable they fall back to
+    a key anyone can derive, and guard says so once at start-up.
+    """
+    configured = os.environ.get("GUARD_BUDGET_KEY", "").strip()
+    if configured:
+        return hashlib.sha256(configured.encode()).digest()
+    if store is None or isinstance(store, MemoryStore):
+        return secrets.token_bytes(32)  # one process: nobody else has to agree
+    log.warning(
+        "guard: no $GUARD_BUDGET_KEY: hour and day budgets hash tracks with a key anyone can derive; "
+        "set the same secret on every instance"
+    )
+    return None
 
 
 class GuardMiddleware:
@@ -139,6 +160,7 @@ class GuardMiddleware:
             rdns=reverse_dns,
             hosting=HostingRanges.from_directory(self._hosting_for(policy)),
             sessions=sessions,
+            budget_key=budget_key(store),
         )
         self._session_override, self._session_keys = sessions, session_keys
         self.sessions = self._sessions_for(policy)

@@ -142,6 +142,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     os.environ["GUARD_CONSENT"] = consent = args.consent or consent_choice("")
     if not os.environ.get("GUARD_SESSION_KEY"):  # one random session key for all of the demo's workers
         os.environ["GUARD_SESSION_KEY"] = secrets.token_urlsafe(32)
+    if not os.environ.get("GUARD_BUDGET_KEY"):  # and one budget key, so that its workers count alike
+        os.environ["GUARD_BUDGET_KEY"] = secrets.token_urlsafe(32)
     return _run_server(args, "guard.demo.app:app_from_env", "guard demo", f"  consent={consent}")
 
 

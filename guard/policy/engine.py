@@ -9,6 +9,7 @@ its further requests cost no store round trip.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -129,8 +130,14 @@ class Guard:
         signatures: SignatureVerifier | None = None,
         hosting: HostingRanges | None = None,
         sessions: SessionSettings | None = None,
+        budget_key: bytes | None = None,
     ) -> None:
-        """``sessions`` overrides the policy's ``sessions:`` section (None: the policy's)."""
+        """``sessions`` overrides the policy's ``sessions:`` section (None: the policy's).
+
+        ``budget_key`` keys the hash of what hour and day budgets count (see
+        :meth:`budget_item`); instances that share a store must share it. None: a key derived
+        from ``namespace``, which anyone can compute.
+        """
         self.store: Store = store if store is not None else MemoryStore(policy.memory_max_entries)
         self.clock = clock
         self.namespace = namespace
@@ -142,6 +149,7 @@ class Guard:
         self.robots: RobotsTxt | None = None  # set by whoever serves robots.txt (the middleware)
         self._bans: LRU[str, float] = LRU(65536)  # survives policy changes, like the store
         self.hosting = hosting
+        self._budget_key = budget_key or hashlib.sha256(b"guard budgets:" + namespace.encode()).digest()
         self._sessions = sessions
         self.sessions: SessionSettings | None = None  # None: sessions are off
         # Addresses over their minting limit, until about when they may mint again: their
@@ -312,11 +320,22 @@ class Guard:
             track_id = track if rule.counts_tracks else None
             if track_id is not None and rule.limit.counts == "session":  # type: ignore[union-attr]
                 track_id = who["session"]  # distinct sessions (of a network) that fetch tracks
+            if track_id is not None and isinstance(rule.limit, Budget):
+                track_id = self.budget_item(track_id)
             escalation = self._escalation(rule, client, prefix, ua) if ban is not None else None
             checks.append(
                 Check(f"{prefix}{rule.id}:{who[rule.key]}", rule.limit, track_id, ban, rule.shadow, escalation)
             )
         return checks
+
+    def budget_item(self, value: str) -> str:
+        """What a budget adds to its HyperLogLog for ``value``: a keyed hash of it.
+
+        The sketches' own hash is public (Redis's MurmurHash64A and seed): counting raw
+        track ids would let a scraper pick, offline, tracks that fall into a few registers
+        and are counted as a handful whatever their number. Under a secret key nobody can.
+        """
+        return hashlib.blake2b(value.encode("utf-8"), key=self._budget_key[:64], digest_size=8).hexdigest()
 
     @staticmethod
     def _escalation(rule: Rule, client: Client, prefix: str, ua: str) -> Escalation | None:
