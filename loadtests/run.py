@@ -71,6 +71,12 @@ def main() -> int:
     env = {"GUARD_REDIS_URL": store.url, "GUARD_TRUSTED_PROXIES": "127.0.0.1/32"}
     if args.day:
         env["GUARD_DEMO_DAY_SPEED"] = str(args.day)
+        # The day mix measures budgets, not outages (--chaos does): on a starved machine a
+        # 50 ms Redis call times out, each worker counts alone (fail open) and the shared
+        # budgets are not what is being measured. A patient timeout keeps counting shared.
+        rules = out / "day_rules.yaml"
+        rules.write_text("version: 1\nextends: default\nredis: {timeout: 2s}\n")
+        env["GUARD_RULES"] = str(rules)
         args.weights = args.weights or DAY_WEIGHTS
     chaos: dict[str, float] = {}
     try:
