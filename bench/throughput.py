@@ -107,7 +107,7 @@ def banned_cost(redis_url: str, redis_port: int) -> dict:
         store = RedisStore.from_url(redis_url, timeout=1.0)
         guard = Guard(load_rules(HERE.parent / "rules" / "default.yaml"), store)
         client = ClientResolver().resolve({"client": ("192.0.2.1", 1), "headers": []})
-        ua = "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0.0.0 Safari/537.36"
+        ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
         track = 0
         while True:  # fetch distinct tracks until banned
             track += 1
