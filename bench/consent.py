@@ -34,6 +34,8 @@ CHROME = (
 )
 GPTBOT = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)"
 
+from guard.testing import http_scope  # noqa: E402
+
 
 async def call(app, path: str, ip: str, headers: list[tuple[bytes, bytes]]) -> int:
     status = [0]
@@ -45,20 +47,7 @@ async def call(app, path: str, ip: str, headers: list[tuple[bytes, bytes]]) -> i
         if message["type"] == "http.response.start":
             status[0] = message["status"]
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"music.example"), *headers],
-        "client": (ip, 40000),
-        "server": ("127.0.0.1", 8000),
-    }
+    scope = http_scope(path, ip, [(b"host", b"music.example"), *headers])
     await app(scope, receive, send)
     return status[0]
 

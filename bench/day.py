@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 from guard.identity.ranges import HostingRanges  # noqa: E402
 from guard.middleware import GuardMiddleware  # noqa: E402
 from guard.sessions.settings import SessionSettings  # noqa: E402
+from guard.testing import http_scope  # noqa: E402
 
 DAY = 86400.0
 START = 1_800_057_600.0  # a midnight, UTC
@@ -110,20 +111,7 @@ class Day:
             headers.append((b"cookie", request.jar["cookie"].encode()))
         if request.range_header:
             headers.append((b"range", request.range_header.encode()))
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "https",
-            "path": request.path,
-            "raw_path": request.path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": headers,
-            "client": (request.ip, 40000),
-            "server": ("127.0.0.1", 443),
-        }
+        scope = http_scope(request.path, request.ip, headers, scheme="https", port=443)
         answer = Answer(0)
 
         async def receive() -> dict:

@@ -29,6 +29,7 @@ from guard.demo.app import create_app
 from guard.policy.rules import load_rules
 from guard.sessions import SessionKeys, SessionSettings
 from guard.sessions.tokens import SessionCodec
+from guard.testing import http_scope
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROME = (
@@ -64,20 +65,7 @@ async def call(app, path: str, ip: str, headers: list[tuple[bytes, bytes]]) -> t
             out[0] = message["status"]
             out[1] = next((v for k, v in message.get("headers", ()) if k == b"set-cookie"), None)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"music.example"), (b"user-agent", CHROME.encode()), *headers],
-        "client": (ip, 40000),
-        "server": ("127.0.0.1", 8000),
-    }
+    scope = http_scope(path, ip, [(b"host", b"music.example"), (b"user-agent", CHROME.encode()), *headers])
     await app(scope, receive, send)
     return out[0], out[1]
 

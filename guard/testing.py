@@ -44,6 +44,26 @@ def wait_for_http(url: str, timeout: float = 20.0, process: subprocess.Popen | N
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
+def http_scope(
+    path: str, client: str, headers: list[tuple[bytes, bytes]], *, scheme: str = "http", port: int = 8000
+) -> dict:
+    """An ASGI HTTP scope for a GET of ``path`` from ``client``, for driving an app in process."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": scheme,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": (client, 40000),
+        "server": ("127.0.0.1", port),
+    }
+
+
 @contextmanager
 def demo_process(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
     """``guard demo`` on a free loopback port for the duration of the block; yields its base URL."""
