@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,21 +44,33 @@ class Visitor:
     """Sends requests into an ASGI app as one client address (in process, no network).
 
     Like a browser, it keeps cookies (the session), and loads documents as navigations
-    while audio and API calls are the page's own fetches. ``cookies=False`` makes a client
-    that keeps none.
+    while audio and API calls are the page's own fetches. A listener's player lives on a
+    page: audio asked for without a session cookie first loads the track's page, which
+    issues one (``pages_first=False``: straight for the audio). ``cookies=False`` makes a
+    client that keeps none.
     """
 
-    def __init__(self, app, ip: str, user_agent: str | None = CHROME, *, cookies: bool = True) -> None:
+    def __init__(
+        self, app, ip: str, user_agent: str | None = CHROME, *, cookies: bool = True, pages_first: bool = True
+    ) -> None:
         self.app = app
         self.ip = ip
         self.user_agent = user_agent
         self.keeps_cookies = cookies
+        self.pages_first = pages_first and cookies
         self.cookies = httpx.Cookies()
         self._transport = httpx.ASGITransport(app=app, client=(ip, 40000))
 
     async def get(
         self, path: str, headers: dict[str, str | bytes] | None = None, method: str = "GET"
     ) -> httpx.Response:
+        if self.pages_first and "guard_session" not in self.cookies:
+            page = player_page(path)
+            if page is not None:
+                await self._send(page, None, "GET")
+        return await self._send(path, headers, method)
+
+    async def _send(self, path: str, headers: dict[str, str | bytes] | None, method: str) -> httpx.Response:
         sent = {**fetch_headers(path), **(headers or {})}
         jar = self.cookies if self.keeps_cookies else None
         async with httpx.AsyncClient(transport=self._transport, base_url="http://testserver", cookies=jar) as client:
@@ -70,6 +83,14 @@ class Visitor:
             if self.keeps_cookies:
                 self.cookies = client.cookies
             return response
+
+
+def player_page(path: str) -> str | None:
+    """The page whose player fetches the audio at ``path`` (None: ``path`` is not audio)."""
+    match = re.match(r"/tracks/([^/?]+)/stream", path)
+    if match is not None:
+        return f"/tracks/{match.group(1)}"
+    return "/" if path.startswith("/audio/") else None
 
 
 def fetch_headers(path: str) -> dict[str, str]:

@@ -318,8 +318,9 @@ class Guard:
                 who[rule.key] = _who(rule.key, client) or rule.key
             ban = None if rule.shadow else rule.ban  # a shadow rule never escalates
             track_id = track if rule.counts_tracks else None
-            if track_id is not None and rule.limit.counts == "session":  # type: ignore[union-attr]
-                track_id = who["session"]  # distinct sessions (of a network) that fetch tracks
+            if track_id is not None and rule.limit.counts != "track":  # type: ignore[union-attr]
+                # distinct sessions (of a network), or User-Agents (of a session), that fetch tracks
+                track_id = who["session"] if rule.limit.counts == "session" else ua  # type: ignore[union-attr]
             if track_id is not None and isinstance(rule.limit, Budget):
                 track_id = self.budget_item(track_id)
             escalation = self._escalation(rule, client, prefix, ua) if ban is not None else None

@@ -36,9 +36,9 @@ from typing import NamedTuple
 
 from guard.stores.hll import SLICES
 
-#: What a distinct limit counts: tracks (the path's {track}), or sessions (the ``session`` key
-#: of the request: its signed session, else its address and User-Agent).
-DISTINCT_VALUES = ("track", "session")
+#: What a distinct limit counts: tracks (the path's {track}), sessions (the ``session`` key
+#: of the request: its signed session, else its address and User-Agent), or User-Agents.
+DISTINCT_VALUES = ("track", "session", "user_agent")
 
 #: What a limit counts by: ``ip`` (the client), ``ip_ua`` (the client with one User-Agent),
 #: ``subnet`` (the client's first network level), ``session`` (the signed session, else as

@@ -518,10 +518,12 @@ class Limit(Section):
     )
     requests: int | None = Field(None, ge=1, le=10**9, description="Requests per `per`, sustained.")
     burst: int | None = Field(None, ge=1, le=10**9, description="Requests allowed back to back (default: `requests`).")
-    distinct: Literal["track", "session"] | None = Field(
+    distinct: Literal["track", "session", "user_agent"] | None = Field(
         None,
-        description="Count distinct values instead of requests: `track` (the `{track}` of the path), or "
-        "`session` (the different sessions fetching tracks, as the `session` key names them).",
+        description="Count distinct values instead of requests: `track` (the `{track}` of the path), "
+        "`session` (the different sessions fetching tracks, as the `session` key names them), or "
+        "`user_agent` (the different User-Agents fetching tracks, e.g. per session: a browser and its "
+        "media stack are two).",
     )
     max: int | None = Field(None, ge=1, le=10**6, description="With `distinct`: most distinct values per `per`.")
 
