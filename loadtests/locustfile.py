@@ -141,7 +141,8 @@ class HonestAICrawler(Persona):
 
 
 class StealthScraper(Persona):
-    """Browser User-Agent, one address, walking track ids."""
+    """Browser User-Agent, one address, walking track ids: the page (for a session, which its
+    cookie jar keeps), the metadata and the audio of each, fast."""
 
     persona = "stealth scraper"
     wait_time = between(0.05, 0.2)
@@ -154,8 +155,9 @@ class StealthScraper(Persona):
     @task
     def scrape(self) -> None:
         self.next_track += 1
-        self.fetch(f"/api/tracks/{self.next_track}", expect_served=False, name="metadata")
-        self.fetch(f"/tracks/{self.next_track}/stream", expect_served=False, name="audio")
+        self.fetch(f"/tracks/{self.next_track}", expect_served=False, name="page", headers=NAVIGATE)
+        self.fetch(f"/api/tracks/{self.next_track}", expect_served=False, name="metadata", headers=FETCH)
+        self.fetch(f"/tracks/{self.next_track}/stream", expect_served=False, name="audio", headers=MEDIA)
 
 
 class RotatingScraper(Persona):
@@ -239,15 +241,16 @@ class DayListener(Persona):
     @task
     def listen(self) -> None:
         track = rng.choice(self.favourites) if rng.random() < 0.3 else rng.randint(1, 100_000)
-        self.fetch(f"/tracks/{track}", expect_served=True, name="page")
+        self.fetch(f"/tracks/{track}", expect_served=True, name="page", headers=NAVIGATE)
         for start in range(rng.randint(2, 4)):
-            headers = {"Range": f"bytes={start * 65536}-{start * 65536 + 65535}"}
+            headers = {**MEDIA, "Range": f"bytes={start * 65536}-{start * 65536 + 65535}"}
             self.fetch(f"/tracks/{track}/stream", expect_served=True, name="audio range", headers=headers)
 
 
 class DayPatientScraper(Persona):
-    """One address, one browser, one track every 10 s of the target's day, all day: the day
-    budget (300 tracks per session, or per address and User-Agent) stops it."""
+    """One address, one browser, one track every 10 s of the target's day, all day, keeping its
+    cookies: refused audio for want of a session (401), it loads the track's page for one and
+    tries again. The session's day budget (300 tracks) stops it."""
 
     persona = "day patient scraper"
 
@@ -262,12 +265,17 @@ class DayPatientScraper(Persona):
     @task
     def scrape(self) -> None:
         self.next_track += 1
-        self.fetch(f"/tracks/{self.next_track}/stream", expect_served=False, name="audio")
+        path = f"/tracks/{self.next_track}/stream"
+        if self.fetch(path, expect_served=False, name="audio", headers=MEDIA) == 401:
+            self.fetch(f"/tracks/{self.next_track}", expect_served=False, name="page", headers=NAVIGATE)
+            self.fetch(path, expect_served=False, name="audio", headers=MEDIA)
 
 
 class DayUARotator(DayPatientScraper):
-    """One address, a new browser User-Agent every track, one track every 3 s of the day:
-    every User-Agent is a new session to count, and the address's session budget stops it."""
+    """One address, a new browser User-Agent every track, one track every 3 s of the day, keeping
+    its cookie jar: a session moved to another kind of device is refused, and one passed between
+    User-Agents of one platform meets the session's User-Agent limit; the address's budget of
+    sessions stops the new ones."""
 
     persona = "day ua rotator"
 
@@ -281,8 +289,8 @@ class DayUARotator(DayPatientScraper):
 
 
 class DaySubnetRotator(DayPatientScraper):
-    """A new address in one /24 (and a new User-Agent) every track, one track a second of the day:
-    the /24's budgets stop it."""
+    """A new address in one /24, a new User-Agent and an empty cookie jar every track, one track a
+    second of the day: the /24's budgets of tracks and of sessions stop it."""
 
     persona = "day subnet rotator"
 
@@ -293,6 +301,7 @@ class DaySubnetRotator(DayPatientScraper):
     def scrape(self) -> None:
         self.address = f"192.0.2.{rng.randint(1, 254)}"
         self.user_agent = f"{rng.choice(BROWSERS)} r/{rng.randint(1, 10**9)}"
+        self.client.cookies.clear()
         super().scrape()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -20,13 +21,17 @@ HOSTING = RULES.parent / "ranges" / "hosting"
 T0 = 1_800_000_000.0
 
 
-def policy_with(tmp_path: Path, rules: str):
+def shipped_text(sessions: bool = True) -> str:
+    """The shipped rules file, readable from anywhere; ``sessions=False`` turns its sessions off."""
+    text = RULES.read_text().replace("catalogue: agents.yaml", f"catalogue: {RULES.parent / 'agents.yaml'}")
+    return text if sessions else re.sub(r"\nsessions:\n(  .*\n|\s*\n)*", "\nsessions: null\n", text)
+
+
+def policy_with(tmp_path: Path, rules: str, sessions: bool = True):
     """The shipped file with its rules replaced by ``rules`` (YAML list items)."""
-    text = RULES.read_text()
-    head = text[: text.index("\nrules:")]
-    path = tmp_path / "rules.yaml"
-    head = head.replace("catalogue: agents.yaml", f"catalogue: {RULES.parent / 'agents.yaml'}")
-    path.write_text(head + "\nrules:\n" + rules)
+    text = shipped_text(sessions)
+    path = tmp_path / ("rules.yaml" if sessions else "no-sessions.yaml")
+    path.write_text(text[: text.index("\nrules:")] + "\nrules:\n" + rules)
     return load_rules(path)
 
 
@@ -60,7 +65,7 @@ def guard_for(policy) -> Guard:
 
 def get(guard: Guard, ip: str, track: int, ua: str = CHROME, session: str | None = None):
     client = guard.resolver.resolve({"client": (ip, 1), "headers": []})
-    signed = Session(session, T0) if session is not None else None
+    signed = Session(session, T0, state="page") if session is not None else None  # a page was loaded
     facts = guard.facts(client, ua, f"/tracks/{track}/stream", session=signed)
     return run(guard.decide(facts))
 
@@ -127,7 +132,9 @@ def test_sessions_behind_one_address_have_their_own_budgets(tmp_path) -> None:
     # A family: the same iPhone User-Agent, one address, four sessions: 5 tracks each.
     got = [served(guard, [("198.51.100.7", 100 * s + n, CHROME, f"phone{s}") for n in range(8)]) for s in range(4)]
     assert got == [5, 5, 5, 5]
-    # Without a session the counter is the address and User-Agent (ip_ua): one budget for all of them.
+    # Sessions off, the counter is the address and User-Agent (ip_ua): one budget for all of them.
+    guard = guard_for(policy_with(tmp_path, BUDGETS, sessions=False))
+    assert guard.sessions is None
     other = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
     assert served(guard, [("203.0.113.8", 900 + n, other) for n in range(8)]) == 5
     assert served(guard, [("203.0.113.8", 950 + n, CHROME) for n in range(8)]) == 5  # another UA: another key
@@ -204,16 +211,22 @@ def day_of(guard: Guard, clock: list[float], ip: str, sid: str | None, pace: flo
     return got
 
 
-def shipped_guard(clock: list[float]) -> Guard:
+def shipped_guard(clock: list[float], rules: Path = RULES) -> Guard:
     hosting = HostingRanges.from_directory(HOSTING)
-    return Guard(load_rules(RULES), MemoryStore(), clock=lambda: clock[0], hosting=hosting)
+    return Guard(load_rules(rules), MemoryStore(), clock=lambda: clock[0], hosting=hosting)
 
 
-def test_the_shipped_rules_give_a_scraper_keeping_one_session_300_tracks_a_day() -> None:
+def test_the_shipped_rules_give_a_scraper_keeping_one_session_300_tracks_a_day(tmp_path) -> None:
     clock = [T0 - T0 % 86400]
     guard = shipped_guard(clock)
     assert 295 <= day_of(guard, clock, "198.51.100.7", "one-session", 10) <= 305  # HyperLogLog: about 1%
-    # Without a session (no cookies) the budget is the address and User-Agent's: the same.
+    # Without a session (no cookies) there is no audio at all.
+    assert get(guard, "198.51.100.8", 1).action == "challenge"
+    # With sessions off, the budget is the address and User-Agent's: the same 300.
+    (tmp_path / "no-sessions.yaml").write_text(shipped_text(sessions=False))
+    clock[0] = T0 - T0 % 86400
+    guard = shipped_guard(clock, tmp_path / "no-sessions.yaml")
+    assert guard.sessions is None
     assert 295 <= day_of(guard, clock, "198.51.100.8", None, 10) <= 305
 
 
@@ -239,8 +252,10 @@ def test_a_network_has_a_budget_of_sessions_too(tmp_path) -> None:
     guard = guard_for(policy_with(tmp_path, rules))
     # A new session for every track (what a scraper rotating sessions does): three are let in.
     assert [get(guard, "198.51.100.9", n, CHROME, f"fresh{n}").allowed for n in range(6)] == [True] * 3 + [False] * 3
-    # The sessions already counted keep listening; without cookies, each User-Agent is a session.
+    # The sessions already counted keep listening.
     assert all(get(guard, "198.51.100.9", 100 + n, CHROME, f"fresh{n % 3}").allowed for n in range(30))
+    # Sessions off, each User-Agent of an address is a session.
+    guard = guard_for(policy_with(tmp_path, rules, sessions=False))
     assert get(guard, "198.51.100.10", 1, CHROME).allowed and get(guard, "198.51.100.10", 2, CHROME).allowed
     uas = [f"{CHROME} r{n}" for n in range(5)]
     assert [get(guard, "198.51.100.10", 3, ua).allowed for ua in uas] == [True, True, False, False, False]
@@ -258,7 +273,7 @@ def test_rules_match_hosting_networks_and_explain_says_why(tmp_path) -> None:
 """
     guard = guard_for(policy_with(tmp_path, rules))
     assert not get(guard, "3.5.140.2", 1).allowed and get(guard, "3.5.140.2", 1).rule_id == "data-centre-audio"
-    assert get(guard, "198.51.100.7", 1).allowed
+    assert get(guard, "198.51.100.7", 1, CHROME, "a-listener").allowed
     report = run(explain(guard, user_agent=CHROME, ip="198.51.100.7", path="/tracks/1/stream"))
     line = next(r for r in report["rules"] if r["id"] == "data-centre-audio")
     assert line["result"] == "no match: the address is not in a hosting provider's ranges, rule wants network hosting"

@@ -120,7 +120,7 @@ def test_a_shadow_limit_is_counted_but_not_enforced(policy) -> None:
 def test_global_shadow_mode_enforces_nothing_but_logs_everything(policy, caplog) -> None:
     app = create_app(dataclasses.replace(policy, shadow=True), clock=FakeClock())
     caplog.set_level(logging.INFO, logger="guard.decisions")
-    assert run(Visitor(app, "198.51.100.4", GPTBOT).get("/tracks/1/stream")).status_code == 200
+    assert run(Visitor(app, "198.51.100.4", GPTBOT, pages_first=False).get("/tracks/1/stream")).status_code == 200
     record = json.loads(caplog.records[-1].getMessage())
     assert record["action"] == "block" and record["enforced"] is False and record["rule"] == "ai-training"
     assert metric(app, "guard_decisions_total", action="block", rule="ai-training", shadow="true") == 1

@@ -11,31 +11,36 @@ from support import GPTBOT, browser_user_agents, run
 from guard.identity.address import ClientResolver
 from guard.policy.engine import Guard
 from guard.policy.limits import Ban, Check, DistinctLimit, RateLimit
+from guard.sessions.tokens import Session
 from guard.stores.memory import MemoryStore
 from guard.stores.redis import RedisStore
 
 T0 = 1_800_000_000.0
 
 
-def traffic(seed: int, n: int) -> list[tuple[float, str, str, str]]:
-    """A reproducible mix: listeners, a bulk fetcher, a UA rotator, a subnet rotator, crawlers."""
+def traffic(seed: int, n: int) -> list[tuple[float, str, str, str, str | None]]:
+    """A reproducible mix: listeners, a bulk fetcher, a UA and session rotator, a subnet rotator
+    (without sessions), crawlers; each request with the session it carries, if any."""
     rng = random.Random(seed)
     uas = browser_user_agents()
     out = []
-    for _ in range(n):
+    for n in range(n):
         persona = rng.random()
         if persona < 0.25:
             ip, ua, track = f"198.51.100.{rng.randint(1, 5)}", uas[rng.randint(0, 4)], rng.randint(1, 30)
+            session: str | None = f"{ip}/{ua}"
         elif persona < 0.4:
-            ip, ua, track = "192.0.2.77", uas[7], rng.randint(1, 5000)
+            ip, ua, track, session = "192.0.2.77", uas[7], rng.randint(1, 5000), "bulk"
         elif persona < 0.7:
             ip, ua, track = "192.0.2.78", rng.choice(uas), rng.randint(1, 5000)
-        elif persona < 0.9:
+            session = f"rotating-{n % 400}"
+        elif persona < 0.92:
             ip, ua, track = f"203.0.113.{rng.randint(1, 254)}", uas[9], rng.randint(1, 5000)
+            session = f"{ip}/{ua}" if persona < 0.9 else None
         else:
-            ip, ua, track = "192.0.2.99", GPTBOT, rng.randint(1, 50)
+            ip, ua, track, session = "192.0.2.99", GPTBOT, rng.randint(1, 50), None
         path = rng.choice((f"/tracks/{track}/stream", f"/api/tracks/{track}", f"/tracks/{track}", "/"))
-        out.append((rng.choice((0.0, 0.0, 0.0, 0.01, 0.03, 0.1)), ip, ua, path))
+        out.append((rng.choice((0.0, 0.0, 0.0, 0.01, 0.03, 0.1)), ip, ua, path, session))
     return out
 
 
@@ -48,12 +53,13 @@ def test_memory_and_redis_give_the_same_decision_for_every_request(policy, redis
     async def main() -> list:
         differences = []
         outcomes = set()
-        for n, (step, ip, ua, path) in enumerate(traffic(seed=7, n=8000)):
+        for n, (step, ip, ua, path, sid) in enumerate(traffic(seed=7, n=8000)):
             clock[0] += step
             client = resolver.resolve({"client": (ip, 1), "headers": []})
+            session = Session(sid, T0, state="page") if sid is not None else None
             decided = []
             for guard in guards:
-                d = await guard.decide(guard.facts(client, ua, path))
+                d = await guard.decide(guard.facts(client, ua, path, session=session))
                 decided.append((d.action, d.rule_id, d.retry_after_header))
             outcomes.add(decided[0][:2])
             if decided[0] != decided[1]:
@@ -63,9 +69,11 @@ def test_memory_and_redis_give_the_same_decision_for_every_request(policy, redis
 
     differences, outcomes = run(main())
     assert differences == []
-    # The traffic exercised allows, blocks, throttles and bans (else the comparison proves little).
-    assert {a for a, _ in outcomes} == {"allow", "block", "throttle"}
+    # The traffic exercised allows, blocks, throttles, bans and challenges (else the comparison
+    # proves little).
+    assert {a for a, _ in outcomes} == {"allow", "block", "throttle", "challenge"}
     assert {"ai-training", "track-sprint", "address-tracks", "subnet-tracks"} <= {r for _, r in outcomes}
+    assert "session-required" in {r for _, r in outcomes}
     assert redis_store.stats.errors == 0 and redis_store.stats.fallbacks == 0
 
 
@@ -130,9 +138,12 @@ def test_keys_are_namespaced_hash_tagged_and_expire(policy, redis_server, redis_
     guard = Guard(policy, store, namespace="music")
     client = ClientResolver().resolve({"client": ("2001:db8:1:2:3:4:5:6", 1), "headers": []})
 
+    session = Session("a-listener", T0, state="page")
+
     async def main() -> None:
         for track in range(1, 60):
-            await guard.decide(guard.facts(client, browser_user_agents()[1], f"/tracks/{track}/stream"))
+            facts = guard.facts(client, browser_user_agents()[1], f"/tracks/{track}/stream", session=session)
+            await guard.decide(facts)
         await store.close()
 
     run(main())
@@ -164,15 +175,15 @@ def test_concurrent_requests_share_round_trips_and_keep_their_verdicts(policy, r
     redis_guard = Guard(policy, store, clock=lambda: clock[0])
     resolver = ClientResolver()
     requests = [
-        (resolver.resolve({"client": (ip, 1), "headers": []}), ua, path)
-        for _, ip, ua, path in traffic(seed=3, n=400)
-        if "GPTBot" not in ua
+        (resolver.resolve({"client": (ip, 1), "headers": []}), ua, path, Session(sid, T0, state="page"))
+        for _, ip, ua, path, sid in traffic(seed=3, n=400)
+        if sid is not None
     ]
 
     async def main() -> tuple[list, list]:
-        expected = [await memory_guard.decide(memory_guard.facts(*r)) for r in requests]
+        expected = [await memory_guard.decide(memory_guard.facts(*r[:3], session=r[3])) for r in requests]
         # All at once: they queue in the same event-loop tick and go out in batches.
-        got = await asyncio.gather(*(redis_guard.decide(redis_guard.facts(*r)) for r in requests))
+        got = await asyncio.gather(*(redis_guard.decide(redis_guard.facts(*r[:3], session=r[3])) for r in requests))
         await store.close()
         return expected, got
 

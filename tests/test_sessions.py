@@ -391,10 +391,7 @@ def test_rolling_the_key_file_and_reloading_keeps_then_ends_old_sessions(tmp_pat
     key_file = tmp_path / "session.key"
     key_file.write_text("o" * 40 + "\n")
     rules = tmp_path / "rules.yaml"
-    text = RULES.read_text().replace("catalogue: agents.yaml", f"catalogue: {RULES.parent / 'agents.yaml'}")
-    rules.write_text(
-        text.replace("\nrules:\n", "\nsessions: {issue: [pages], require: [audio], key_file: session.key}\nrules:\n", 1)
-    )
+    rules.write_text("version: 1\nextends: default\nsessions: {key_file: session.key}\n")
     app = create_app(str(rules), clock=FakeClock(), reload_interval=0)
     browser = Visitor(app, "198.51.100.60")
 
