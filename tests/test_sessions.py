@@ -406,3 +406,33 @@ def test_rolling_the_key_file_and_reloading_keeps_then_ends_old_sessions(tmp_pat
         return statuses
 
     assert run(main()) == [200, 200, 200, 401]
+
+
+def test_explain_reads_the_session_and_says_why_audio_needs_one(shipped) -> None:
+    from guard.ops.explain import explain, format_text
+
+    clock = FakeClock()
+    app = create_app(shipped, clock=clock, session_keys=SessionKeys(KEY))
+    guard, sessions = app.guard, app.sessions
+    cookie = issue_token(SessionKeys(KEY), CHROME, "198.51.100.9", now=clock())
+
+    async def ask(**headers: str) -> dict:
+        sent = [(k.encode(), v.encode()) for k, v in headers.items()]
+        return await explain(
+            guard, user_agent=CHROME, ip="198.51.100.9", path="/tracks/1/stream", headers=sent, sessions=sessions
+        )
+
+    none = run(ask())
+    assert none["decision"]["action"] == "challenge" and none["decision"]["rule"] == "session-required"
+    assert none["session"]["state"] == "none" and none["session"]["required_here"] is True
+    assert "session:  none; this path requires one" in format_text(none)
+
+    forged = run(ask(cookie="guard_session=" + cookie[:-4] + "AAAA"))
+    assert forged["decision"]["action"] == "challenge" and forged["session"]["problem"]
+
+    proven = run(ask(cookie="guard_session=" + cookie))
+    assert proven["decision"]["action"] == "allow"
+    assert proven["session"]["state"] == "proven" and proven["session"]["platform"] == "windows"
+    assert "session:  proven (id " in format_text(proven)
+    counters = [r for r in proven["rules"] if r["id"] == "session-day"]
+    assert counters[0]["counter"]["key"].endswith(":s:" + proven["session"]["id"])  # counted by the session

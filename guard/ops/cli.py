@@ -269,7 +269,8 @@ def add_explain(sub: SubParsers) -> None:
         default=[],
         type=header,
         metavar="'Name: value'",
-        help="another request header, e.g. 'X-Forwarded-For: 203.0.113.9' (repeatable)",
+        help="another request header, e.g. 'X-Forwarded-For: 203.0.113.9' or 'Cookie: guard_session=...' "
+        "(repeatable)",
         show_default=False,
     )
     _rules_option(options)
@@ -311,7 +312,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         )
         request = {"user_agent": args.ua, "ip": args.ip, "path": args.path, "headers": headers}
         try:
-            report = await explain(middleware.guard, **request)
+            report = await explain(middleware.guard, sessions=middleware.sessions, **request)
             report["consent"] = await explain_request(middleware, **request)
             return report
         finally:

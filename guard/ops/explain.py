@@ -14,6 +14,8 @@ from guard.identity.address import format_ip, parse_ip
 from guard.identity.identify import describe_browser
 from guard.policy.engine import Guard, block_reason, limit_text
 from guard.policy.rules import Match, Rule
+from guard.sessions.gate import Reading
+from guard.sessions.service import Sessions
 
 
 def _why_not(
@@ -42,9 +44,19 @@ def _why_not(
 
 
 async def explain(
-    guard: Guard, *, user_agent: str | None, ip: str, path: str, headers: list[tuple[bytes, bytes]] | None = None
+    guard: Guard,
+    *,
+    user_agent: str | None,
+    ip: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    sessions: Sessions | None = None,
 ) -> dict[str, Any]:
-    """The full reasoning for one request, as a JSON-able dict. Nothing is counted."""
+    """The full reasoning for one request, as a JSON-able dict. Nothing is counted.
+
+    ``sessions`` (the middleware's) reads the session the request carries: its cookie among
+    ``headers``, or a signed stream URL in ``path``.
+    """
     query = ""
     if "?" in path:
         path, query = path.split("?", 1)
@@ -55,7 +67,11 @@ async def explain(
     claim = guard.identifier.from_user_agent(user_agent) if user_agent and user_agent.strip() else None
     if claim and claim.agent and guard.identifier.rdns and claim.category in guard.identifier.verify_categories:
         await guard.identifier.rdns.check(claim.agent, client)  # a tool may wait for DNS; requests never do
-    facts = guard.facts(client, user_agent, path, None, query)
+    reading = None
+    if sessions is not None:
+        scope = {"type": "http", "method": "GET", "path": path, "query_string": query.encode(), "headers": all_headers}
+        reading = sessions.read(scope, client, user_agent, guard.clock())
+    facts = guard.facts(client, user_agent, path, None, query, reading.session if reading else None)
     identity = facts.identity
     policy = guard.policy
     plan = policy.plan(*facts.plan_key)
@@ -105,10 +121,14 @@ async def explain(
         allowed, line = guard.robots.check(identity.agent.robots_tokens, path + ("?" + query if query else ""))
         robots = {"allowed": allowed, "rule": line.line if line else None}
 
+    required = guard.sessions is not None and facts.where.group in guard.sessions.require
     if exempt:
         decision = {"action": "allow", "rule": None, "reason": f"path group {facts.where.group} is exempt"}
-    elif plan.terminal is not None and plan.terminal.action == "block":
-        decision = {"action": "block", "rule": plan.terminal.id, "reason": block_reason(plan.terminal)}
+    elif plan.terminal is not None and plan.terminal.action in ("block", "challenge"):
+        decision = {"action": plan.terminal.action, "rule": plan.terminal.id, "reason": block_reason(plan.terminal)}
+    elif required and facts.session is None:
+        problem = (reading.problem if reading else None) or "a session is required"
+        decision = {"action": "challenge", "rule": "session-required", "reason": problem}
     elif robots is not None and not robots["allowed"]:
         decision = {"action": "block", "rule": "robots-txt", "reason": f"robots.txt: {robots['rule']}"}
     else:
@@ -146,6 +166,7 @@ async def explain(
             "hash_tag": client.tag,
             "hosting": client.provider,
         },
+        "session": _session_report(guard, facts, reading),
         "identity": {
             "category": identity.category,
             "agent": identity.agent.name if identity.agent else None,
@@ -195,6 +216,7 @@ def format_text(report: dict[str, Any]) -> str:
         + (f", agent {i['agent']} ({i['operator']}), token {i['token']!r}, {verified}" if i["agent"] else "")
         + (f" by {i['evidence']}" if i["evidence"] else ""),
         f"browser:  {i['browser'] or '-'}",
+        *_session_lines(report.get("session")),
         f"path:     {report['request']['path']} -> group {p['group']}"
         + (f", track {p['track']}" if p["track"] else "")
         + (f" (spelled {p['track_raw']!r})" if p["track"] and p["track_raw"] != p["track"] else "")
@@ -216,3 +238,34 @@ def format_text(report: dict[str, Any]) -> str:
             shown = {k: v for k, v in counter.items() if k not in ("key", "kind")}
             lines.append(f"  {'':<24}   counter {counter['key']}: {shown}")
     return "\n".join(lines) + "\n"
+
+
+def _session_lines(session: dict[str, Any] | None) -> list[str]:
+    if session is None:
+        return []
+    if session["id"] is None:
+        why = f" ({session['problem']})" if session["problem"] else ""
+        need = "; this path requires one" if session["required_here"] else ""
+        return [f"session:  none{why}{need}"]
+    proven = f", proven for {session['proven_for_s']} s" if session["proven_for_s"] else ""
+    return [
+        f"session:  {session['state']} (id {session['id']}, {session['platform']}, "
+        f"expires in {session['expires_in_s']} s{proven})"
+    ]
+
+
+def _session_report(guard: Guard, facts: Any, reading: Reading | None) -> dict[str, Any] | None:
+    """The session the request carries, as rules see it (None: sessions are off)."""
+    if guard.sessions is None:
+        return None
+    session = facts.session
+    now = guard.clock()
+    return {
+        "state": facts.session_state,
+        "id": session.id if session is not None else None,
+        "platform": session.platform if session is not None else None,
+        "expires_in_s": round(session.issued_at + guard.sessions.ttl - now) if session is not None else None,
+        "proven_for_s": round(session.proven_until - now) if session is not None and session.proven_until > now else None,
+        "problem": reading.problem if reading is not None else None,
+        "required_here": facts.where.group in guard.sessions.require,
+    }
