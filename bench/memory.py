@@ -2,8 +2,11 @@
 
 Usage: python bench/memory.py [--addresses 1000000] [--max-entries 200000] [--out bench/results/memory.json]
 
-Each request comes from a new address (rotating through a /8, a new /24 every 256) with a
-browser User-Agent and a new track, so every limit of the shipped rules creates entries.
+Each address (rotating through a /8, a new /24 every 256) with a browser User-Agent loads a
+page without a session (the minting counters) and fetches a new track's audio with a
+session of its own (the minute windows and every hour and day budget: per session,
+address, /24, /16, sessions per address and subnet, User-Agents per session), so every
+limit of the shipped rules creates entries.
 Prints and saves the store's entry count and the process's resident memory (VmRSS) as it
 goes: the count stops at the bound and memory levels off instead of growing.
 """
@@ -35,6 +38,7 @@ def main() -> None:
 
     from guard.policy.engine import Guard
     from guard.policy.rules import load_rules
+    from guard.sessions.tokens import Session
     from guard.stores.memory import MemoryStore
 
     policy = load_rules(ROOT / "rules" / "default.yaml")
@@ -48,7 +52,10 @@ def main() -> None:
         for n in range(1, args.addresses + 1):
             address = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
             client = guard.resolver.resolve({"client": (address, 1)})
-            await guard.decide(guard.facts(client, ua, f"/api/tracks/{n % 100000 + 1}"))
+            track = n % 100000 + 1
+            await guard.decide(guard.facts(client, ua, f"/tracks/{track}"))
+            session = Session(f"s{n}", 1_800_000_000.0, state="page")
+            await guard.decide(guard.facts(client, ua, f"/tracks/{track}/stream", session=session))
             if n % step == 0:
                 samples.append({"addresses": n, "entries": len(store), "rss_mib": round(rss_mib(), 1)})
                 print(samples[-1], flush=True)
