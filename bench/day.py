@@ -280,10 +280,10 @@ def scrape(
             yield from load_page(scraper, ip, agent, cookies, track)
         answer = yield Request(ip, f"/tracks/{track}/stream", agent, cookies)
         scraper.requests += 1
-        if answer.status in (401, 429) and cookies is not None:
-            if (yield from load_page(scraper, ip, agent, cookies, track)):
-                answer = yield Request(ip, f"/tracks/{track}/stream", agent, cookies)
-                scraper.requests += 1
+        refused = answer.status in (401, 429) and cookies is not None
+        if refused and (yield from load_page(scraper, ip, agent, cookies, track)):
+            answer = yield Request(ip, f"/tracks/{track}/stream", agent, cookies)
+            scraper.requests += 1
         if answer.status == 200:
             scraper.tracks.add(track)
         elif answer.status == 429 and answer.retry_after > 0:

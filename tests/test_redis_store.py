@@ -24,7 +24,7 @@ def traffic(seed: int, n: int) -> list[tuple[float, str, str, str, str | None]]:
     rng = random.Random(seed)
     uas = browser_user_agents()
     out = []
-    for n in range(n):
+    for i in range(n):
         persona = rng.random()
         if persona < 0.25:
             ip, ua, track = f"198.51.100.{rng.randint(1, 5)}", uas[rng.randint(0, 4)], rng.randint(1, 30)
@@ -33,7 +33,7 @@ def traffic(seed: int, n: int) -> list[tuple[float, str, str, str, str | None]]:
             ip, ua, track, session = "192.0.2.77", uas[7], rng.randint(1, 5000), "bulk"
         elif persona < 0.7:
             ip, ua, track = "192.0.2.78", rng.choice(uas), rng.randint(1, 5000)
-            session = f"rotating-{n % 400}"
+            session = f"rotating-{i % 400}"
         elif persona < 0.92:
             ip, ua, track = f"203.0.113.{rng.randint(1, 254)}", uas[9], rng.randint(1, 5000)
             session = f"{ip}/{ua}" if persona < 0.9 else None

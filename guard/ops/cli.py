@@ -269,8 +269,7 @@ def add_explain(sub: SubParsers) -> None:
         default=[],
         type=header,
         metavar="'Name: value'",
-        help="another request header, e.g. 'X-Forwarded-For: 203.0.113.9' or 'Cookie: guard_session=...' "
-        "(repeatable)",
+        help="another request header, e.g. 'X-Forwarded-For: 203.0.113.9' or 'Cookie: guard_session=...' (repeatable)",
         show_default=False,
     )
     _rules_option(options)

@@ -260,12 +260,13 @@ def _session_report(guard: Guard, facts: Any, reading: Reading | None) -> dict[s
         return None
     session = facts.session
     now = guard.clock()
+    proven = session is not None and session.proven_until > now
     return {
         "state": facts.session_state,
         "id": session.id if session is not None else None,
         "platform": session.platform if session is not None else None,
         "expires_in_s": round(session.issued_at + guard.sessions.ttl - now) if session is not None else None,
-        "proven_for_s": round(session.proven_until - now) if session is not None and session.proven_until > now else None,
+        "proven_for_s": round(session.proven_until - now) if proven and session is not None else None,
         "problem": reading.problem if reading is not None else None,
         "required_here": facts.where.group in guard.sessions.require,
     }
