@@ -270,7 +270,8 @@ def scrape(
     refused for want of a session (401) or by a soft limit (429), it loads the track's page
     as a browser does, solves the challenge if that page is one (see :func:`solve`), and
     tries the audio again; a 429 that no page load cures is waited out, or with ``renew``,
-    when it asks for more than ten minutes, answered by emptying the jar (a new session).
+    when it asks for more than ten minutes (or on a 403), answered by emptying the jar (a
+    new session).
     """
     track = first_track
     while True:
@@ -286,11 +287,11 @@ def scrape(
             scraper.requests += 1
         if answer.status == 200:
             scraper.tracks.add(track)
+        elif renew and cookies and (answer.status == 403 or answer.retry_after > 600):
+            cookies.clear()  # held up or banned: the next page mints another session
+            yield pace
+            continue
         elif answer.status == 429 and answer.retry_after > 0:
-            if renew and answer.retry_after > 600 and cookies:
-                cookies.clear()  # the next page mints another session
-                yield pace
-                continue
             yield max(pace, answer.retry_after)
             continue  # the same track again
         track = track % CATALOGUE + 1

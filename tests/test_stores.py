@@ -93,4 +93,18 @@ def test_memory_store_is_bounded() -> None:
     limit = RateLimit(requests=10, per=60, burst=10)
     for n in range(50_000):
         store.apply_sync(T0, [Check(f"k:{n}", limit)])
-    assert len(store) == 1000
+    assert len(store) == 900  # a tenth of the bound is kept for bans
+
+
+def test_a_flood_of_new_clients_cannot_evict_a_running_ban() -> None:
+    store = MemoryStore(max_entries=1000)
+    limit, ban = DistinctLimit("track", max=1, per=60), Ban(after=1, within=60, duration=3600)
+    banned = Check("k:scraper", limit, "1", ban)
+    store.apply_sync(T0, [banned])
+    assert store.apply_sync(T0, [Check("k:scraper", limit, "2", ban)]).banned_until == T0 + 3600
+    flood = RateLimit(requests=10, per=60, burst=10)
+    for n in range(50_000):  # a rotation through 50,000 addresses: every counter of theirs is new
+        store.apply_sync(T0 + 1, [Check(f"k:{n}", flood), Check(f"k:{n}:tracks", limit, str(n))])
+    assert len(store) <= 1000
+    verdict = store.apply_sync(T0 + 2, [Check("k:scraper", limit, "3", ban)])
+    assert verdict.denied == 0 and verdict.banned_until is not None  # still banned

@@ -173,8 +173,8 @@ class Escalation(NamedTuple):
     ``address_key`` and ``subnet_key`` are the rule's keys for the client's whole address
     and subnet (bans at ``+ ":b"``; the address's hold at ``address_key + ":h"``, the
     subnet's banned addresses at ``subnet_key + ":e"``). For the ``client`` scope,
-    ``seen_key`` is the address's record of the User-Agents it has seen and ``ua`` this
-    request's User-Agent hash. ``marker`` (one per hash tag) holds the latest end of any
+    ``seen_key`` is the address's record of the devices it has seen and ``ua`` this
+    request's device: its session, else its User-Agent hash. ``marker`` (one per hash tag) holds the latest end of any
     hold, address or subnet ban under the tag: while it has passed, a request looks no
     further, so the common case costs one read.
     """

@@ -1,12 +1,15 @@
 """The embedded store: counters in this process's memory, bounded in size.
 
-Every key (GCRA timestamp, distinct-value window, strike counter, ban) is one entry in a
-single LRU table of at most ``max_entries``. A scraper rotating through a million
+Every key (GCRA timestamp, distinct-value window, strike counter, ban) is one entry in an
+LRU table, at most ``max_entries`` in all. A scraper rotating through a million
 addresses evicts its own oldest entries instead of growing memory; the subnet-level
-limits still see it. The arithmetic is the Redis store's Lua script (lua/apply.lua)
-step for step, in whole microseconds, so both give the same verdicts. An hour or day
-budget is one entry too: a :class:`~guard.stores.hll.SlicedSketch` (sparse HyperLogLog
-slices computing Redis's own registers and estimate).
+limits still see it. Bans, and what they hold (an address's hold, a subnet's banned
+addresses, the hash tag's marker), live in a table of their own (a tenth of the bound):
+a flood of new clients evicts counters, never a ban that is still running. The arithmetic
+is the Redis store's Lua script (lua/apply.lua) step for step, in whole microseconds, so
+both give the same verdicts. An hour or day budget is one entry too: a
+:class:`~guard.stores.hll.SlicedSketch` (sparse HyperLogLog slices computing Redis's own
+registers and estimate).
 """
 
 from __future__ import annotations
@@ -41,13 +44,15 @@ class MemoryStore:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
-        # One LRU table for every kind of entry; reads do not refresh, writes do.
-        self._entries: LRU[str, Any] = LRU(max_entries)
+        # LRU tables (reads do not refresh, writes do): bans and holds, and everything else.
+        held = max(1, max_entries // 10)
+        self._held: LRU[str, Any] = LRU(held)
+        self._entries: LRU[str, Any] = LRU(max(1, max_entries - held))
         # Bans ever started (an upper bound on those alive): lets the common case skip ban lookups.
         self._bans = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._held)
 
     async def apply(self, now: float, checks: Sequence[Check]) -> Verdict:
         return self.apply_sync(now, checks)
@@ -57,15 +62,16 @@ class MemoryStore:
         now_us = to_us(now)
         entries = self._entries
         if self._bans:
+            held = self._held.peek
             scoped: bool | None = None  # any hold, address or subnet ban alive under this hash tag
             for i, check in enumerate(checks):
                 if check.ban is not None:
-                    until = entries.peek(check.ban_key)
+                    until = held(check.ban_key)
                     if until is not None and until > now_us:
                         return Verdict.from_us(i, until - now_us, until)
                     if check.escalation is not None:
                         if scoped is None:
-                            scoped = (entries.peek(check.escalation.marker) or 0) > now_us
+                            scoped = (held(check.escalation.marker) or 0) > now_us
                         until = self._scoped_ban(now_us, check, check.escalation) if scoped else None
                         if until is not None:
                             return Verdict.from_us(i, until - now_us, until)
@@ -120,17 +126,17 @@ class MemoryStore:
 
     async def peek(self, now: float, checks: Sequence[Check]) -> list[dict[str, Any]]:
         """Each check's counters as they stand, changing nothing (for ``guard explain``)."""
-        get = self._entries.peek
+        get, held = self._entries.peek, self._held.peek
         now_us = to_us(now)
         return [
-            budget_state(get(c.key), now_us, c, get(c.ban_key))
+            budget_state(get(c.key), now_us, c, held(c.ban_key))
             if isinstance(c.limit, Budget)
             else peek_entry(
                 {
                     "window": get(c.key) if isinstance(c.limit, DistinctLimit) else None,
                     "tat": None if isinstance(c.limit, DistinctLimit) else get(c.key),
                     "strikes": get(c.strike_key),
-                    "ban": get(c.ban_key),
+                    "ban": held(c.ban_key),
                 },
                 now_us,
                 c,
@@ -140,7 +146,7 @@ class MemoryStore:
 
     async def peek_scopes(self, now: float, checks: Sequence[Check]) -> list[dict[str, Any] | None]:
         """Each check's ban scope as it stands (None: no scope beyond its key), for ``guard explain``."""
-        now_us, get = to_us(now), self._entries.peek
+        now_us, get = to_us(now), self._held.peek
         states: list[dict[str, Any] | None] = []
         for c in checks:
             e = c.escalation
@@ -155,6 +161,7 @@ class MemoryStore:
 
     async def close(self) -> None:
         self._entries.clear()
+        self._held.clear()
 
     # -- internals ------------------------------------------------------------------
 
@@ -170,7 +177,7 @@ class MemoryStore:
         if strikes[0] >= ban.after:
             entries.pop(check.strike_key)
             until = now_us + ban.duration_us
-            self._entries.put(check.ban_key, until)
+            self._held.put(check.ban_key, until)
             self._bans += 1
             if check.escalation is not None:
                 self._escalate(now_us, check, check.escalation, until)
@@ -192,8 +199,8 @@ class MemoryStore:
 
     def _scoped_ban(self, now_us: int, check: Check, e: Escalation) -> int | None:
         """When the check's address or subnet is banned, or its address is held and this
-        User-Agent is new there (it then inherits the ban): the ban's end; else None."""
-        get = self._entries.peek
+        device is new there (it then inherits the ban): the ban's end; else None."""
+        get = self._held.peek
         for key in (e.address_key, e.subnet_key):
             if key != check.key:
                 until = get(key + ":b")
@@ -204,14 +211,14 @@ class MemoryStore:
             if hold is not None and hold[1] > now_us:
                 first = self._seen(now_us, e).get(e.ua)
                 if first is None or first >= hold[0]:
-                    self._entries.put(check.ban_key, hold[1])
+                    self._held.put(check.ban_key, hold[1])
                     return hold[1]
         return None
 
     def _escalate(self, now_us: int, check: Check, e: Escalation, until: int) -> None:
         """A ban just started on ``check.key``: hold its address, and escalate when it is one too many."""
         assert check.ban is not None
-        entries = self._entries
+        entries = self._held
         if e.scope == "subnet":
             self._ban_until(e, e.subnet_key, until, check.key)
             return
@@ -235,13 +242,13 @@ class MemoryStore:
 
     def _ban_until(self, e: Escalation, key: str, until: int, own: str) -> None:
         if key != own:
-            value = max(until, self._entries.peek(key + ":b") or 0)
-            self._entries.put(key + ":b", value)
+            value = max(until, self._held.peek(key + ":b") or 0)
+            self._held.put(key + ":b", value)
             self._bans += 1
             self._mark(e, value)
 
     def _mark(self, e: Escalation, until: int) -> None:
-        self._entries.put(e.marker, max(until, self._entries.peek(e.marker) or 0))
+        self._held.put(e.marker, max(until, self._held.peek(e.marker) or 0))
 
     def _seen(self, now_us: int, e: Escalation) -> dict[str, int]:
         """The User-Agents seen on the address (hash: first sight), if the record is alive."""
