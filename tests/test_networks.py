@@ -63,9 +63,10 @@ def guard_for(policy) -> Guard:
     return Guard(policy, MemoryStore(), clock=lambda: T0, hosting=HostingRanges.from_directory(HOSTING))
 
 
-def get(guard: Guard, ip: str, track: int, ua: str = CHROME, session: str | None = None):
+def get(guard: Guard, ip: str, track: int, ua: str = CHROME, session: str | None = None, proven: bool = False):
     client = guard.resolver.resolve({"client": (ip, 1), "headers": []})
-    signed = Session(session, T0, state="page") if session is not None else None  # a page was loaded
+    until = T0 + 2 * 86400 if proven else 0.0  # a solved challenge
+    signed = Session(session, T0, state="page", proven_until=until) if session is not None else None
     facts = guard.facts(client, ua, f"/tracks/{track}/stream", session=signed)
     return run(guard.decide(facts))
 
@@ -279,3 +280,30 @@ def test_rules_match_hosting_networks_and_explain_says_why(tmp_path) -> None:
     assert line["result"] == "no match: the address is not in a hosting provider's ranges, rule wants network hosting"
     report = run(explain(guard, user_agent=CHROME, ip="3.5.140.2", path="/tracks/1/stream"))
     assert report["decision"]["rule"] == "data-centre-audio" and report["client"]["hosting"] == "aws"
+
+
+def test_a_scraper_cannot_start_over_with_a_new_session_on_its_address() -> None:
+    """A session that spends its budget is banned and holds its address: a fresh session there
+    inherits the ban; sessions seen there before go on; a second banned session bans the address."""
+    clock = [T0 - T0 % 86400]
+    guard = shipped_guard(clock)
+    ip = "198.51.100.40"
+    assert get(guard, ip, 1, CHROME, "colleague").allowed  # another person's session, seen here first
+    assert get(guard, ip, 2, CHROME, "early-bird").allowed  # a scraper's second session, seeded early
+    got = 0
+    for track in range(100, 400):
+        decision = get(guard, ip, track, CHROME, "scraper", proven=True)  # it solves the challenges
+        clock[0] += 10
+        if not decision.allowed:
+            break
+        got += 1
+    assert got == 200 and decision.action == "block" and decision.rule_id == "session-hour"
+    fresh = get(guard, ip, 500, CHROME, "fresh-jar")  # the same browser, a new cookie jar
+    assert fresh.action == "block" and fresh.retry_after == decision.retry_after - 10
+    assert get(guard, ip, 501, CHROME, "colleague").allowed  # seen before the ban: goes on
+    for track in range(600, 900):  # the seeded session spends its budget too...
+        if not get(guard, ip, track, CHROME, "early-bird", proven=True).allowed:
+            break
+        clock[0] += 10
+    after = get(guard, ip, 901, CHROME, "colleague")  # ...and two banned sessions ban the address
+    assert after.action == "block" and "banned" in after.reason
