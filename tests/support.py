@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from guard.sessions.tokens import Session, platform_of
 from guard.testing import free_port, wait_for_http
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +40,17 @@ class FakeClock:
 def browser_user_agents() -> list[str]:
     lines = (DATA / "browser_user_agents.txt").read_text(encoding="utf-8").splitlines()
     return [line for line in lines if line and not line.startswith("#")]
+
+
+def device_session(ip: str, user_agent: str | None, *, state: str = "page", issued_at: float = 0.0) -> Session:
+    """The session a device (one address and User-Agent) holds once its browser loaded a page.
+
+    For tests that call the engine (``Guard.facts(..., session=...)``) with no middleware
+    to issue one: the same device always gets the same session id, as a browser keeps its
+    cookie, and two devices never share one.
+    """
+    sid = hashlib.blake2s(f"{ip} {user_agent}".encode(), digest_size=12).hexdigest()
+    return Session(sid, issued_at, state, platform=platform_of(user_agent))
 
 
 class Visitor:

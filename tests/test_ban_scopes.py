@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from support import FakeClock, browser_user_agents, run
+from support import FakeClock, browser_user_agents, device_session, run
 
 from guard.policy.engine import Guard
 from guard.policy.limits import SEEN_MAX
@@ -31,8 +31,9 @@ def make_guard(request, policy):
 
 
 async def visit(guard: Guard, ip: str, ua: str, path: str):
+    """One request of the device (address, User-Agent), with the session its browser holds."""
     client = guard.resolver.resolve({"client": (ip, 1), "headers": []})
-    return await guard.decide(guard.facts(client, ua, path))
+    return await guard.decide(guard.facts(client, ua, path, session=device_session(ip, ua)))
 
 
 async def scrape_until_banned(guard: Guard, clock: FakeClock, ip: str, ua: str, first: int = 1):
