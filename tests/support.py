@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from guard.sessions.challenge import solves
 from guard.sessions.tokens import Session, platform_of
 from guard.testing import free_port, wait_for_http
 
@@ -104,6 +106,28 @@ def player_page(path: str) -> str | None:
     if match is not None:
         return f"/tracks/{match.group(1)}"
     return "/" if path.startswith("/audio/") else None
+
+
+def browser_get(client: httpx.Client, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    """GET ``path`` with a cookie-keeping ``client`` as a browser would: audio asked for without a
+    session cookie first loads its player's page (a navigation), which issues the session."""
+    if "guard_session" not in client.cookies:
+        page = player_page(path)
+        if page is not None:
+            client.get(page, headers={**(headers or {}), **NAVIGATE})
+    return client.get(path, headers=headers)
+
+
+def solve_challenge(page: httpx.Response) -> str:
+    """The answer URL of a challenge page, found the way the page's script finds it."""
+    assert page.status_code == 403 and page.headers["x-guard-challenge"] == "proof-of-work", page.text[:300]
+    match = re.search(r"var C = (\{.*?\});", page.text)
+    assert match, page.text[:300]
+    config = json.loads(match.group(1))
+    counter = 0
+    while not solves(config["token"], str(counter), config["bits"]):
+        counter += 1
+    return f"{config['base']}&n={counter}"
 
 
 def fetch_headers(path: str) -> dict[str, str]:
