@@ -17,7 +17,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from protego import Protego
-from support import CHROME, GPTBOT, RULES, FakeClock, Visitor, run
+from support import CHROME, GPTBOT, RULES, FakeClock, Visitor, browser_get, fetch_headers, run
 
 from guard.consent import admin
 from guard.consent.ledger import Access, RedisLedger, totals
@@ -336,20 +336,23 @@ def test_robots_txt_adds_the_licence_and_content_signals_and_parsers_read_it_as_
 
 
 def test_browser_responses_carry_the_artists_choice(platform: Platform) -> None:
-    def get(path: str) -> httpx.Response:
-        return httpx.get(platform.base + path, headers={"user-agent": CHROME, "x-forwarded-for": "198.51.100.40"})
-
     platform.run(platform.app.consent.source.refresh())  # type: ignore[attr-defined]  # as the background task does
-    opted = get("/tracks/7")
-    assert opted.status_code == 200 and opted.headers["content-usage"] == "train-ai=y"
-    assert opted.headers["tdm-reservation"] == "1" and opted.headers["tdm-policy"].endswith("/license.xml")
-    artist = get("/artists/a7")
-    assert artist.headers["content-usage"] == "train-ai=y"
-    other = get("/tracks/8")
-    assert other.headers["content-usage"] == "train-ai=n" and other.headers["x-robots-tag"] == "noai, noimageai"
-    assert 'rel="license"' in other.headers["link"]
-    audio = get("/tracks/7/stream")
-    assert audio.status_code == 200 and audio.content.startswith(b"ID3")  # the body is untouched
+    browser = {"user-agent": CHROME, "x-forwarded-for": "198.51.100.40"}
+    with httpx.Client(base_url=platform.base, headers=browser) as client:
+
+        def get(path: str) -> httpx.Response:  # pages as navigations, the audio with the pages' session
+            return browser_get(client, path, headers=fetch_headers(path))
+
+        opted = get("/tracks/7")
+        assert opted.status_code == 200 and opted.headers["content-usage"] == "train-ai=y"
+        assert opted.headers["tdm-reservation"] == "1" and opted.headers["tdm-policy"].endswith("/license.xml")
+        artist = get("/artists/a7")
+        assert artist.headers["content-usage"] == "train-ai=y"
+        other = get("/tracks/8")
+        assert other.headers["content-usage"] == "train-ai=n" and other.headers["x-robots-tag"] == "noai, noimageai"
+        assert 'rel="license"' in other.headers["link"]
+        audio = get("/tracks/7/stream")
+        assert audio.status_code == 200 and audio.content.startswith(b"ID3")  # the body is untouched
 
 
 # -- the demo as shipped -------------------------------------------------------------------------
