@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from support import CHROME, GPTBOT
+from support import CHROME, GPTBOT, NAVIGATE
 
 from guard.testing import demo_process
 
@@ -24,11 +24,14 @@ def test_gptbot_is_refused_audio_with_the_rule_id(demo: str) -> None:
 
 
 def test_a_browser_gets_the_audio_and_range_requests(demo: str) -> None:
-    r = httpx.get(demo + "/tracks/1/stream", headers={"user-agent": CHROME})
-    assert r.status_code == 200 and r.headers["content-type"] == "audio/mpeg"
-    assert r.content.startswith(b"ID3")
-    part = httpx.get(demo + "/tracks/1/stream", headers={"user-agent": CHROME, "range": "bytes=100-199"})
-    assert part.status_code == 206 and part.content == r.content[100:200]
+    with httpx.Client(base_url=demo, headers={"user-agent": CHROME}) as browser:
+        page = browser.get("/tracks/1", headers=NAVIGATE)  # the player's page sets the session
+        assert page.status_code == 200 and "guard_session" in browser.cookies
+        r = browser.get("/tracks/1/stream")
+        assert r.status_code == 200 and r.headers["content-type"] == "audio/mpeg"
+        assert r.content.startswith(b"ID3")
+        part = browser.get("/tracks/1/stream", headers={"range": "bytes=100-199"})
+        assert part.status_code == 206 and part.content == r.content[100:200]
 
 
 def test_robots_txt_tells_gptbot_the_rules(demo: str) -> None:
