@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import CHROME, GPTBOT, ROOT, RULES, FakeClock, free_port, run, wait_for_http
+from support import CHROME, GPTBOT, NAVIGATE, ROOT, RULES, FakeClock, free_port, run, wait_for_http
 
 from guard.forwardauth import AUTH_PATH, NGINX_PATH, ForwardAuth
 
@@ -44,8 +44,16 @@ def nginx_asks(uri: str, user_agent: str, client: str = "198.51.100.20", method:
     return {"x-original-uri": uri, "x-original-method": method, "x-forwarded-for": client, "user-agent": user_agent}
 
 
+def session_cookie(answer: httpx.Response) -> dict[str, str]:
+    """The Cookie header a browser sends after a page whose auth answer set the session (the
+    proxy relays guard's Set-Cookie with the page)."""
+    assert answer.status_code == 200 and answer.headers["set-cookie"].startswith("guard_session=")
+    return {"cookie": answer.headers["set-cookie"].split(";", 1)[0]}
+
+
 def test_nginx_subrequests_allow_a_browser_with_the_signals_and_deny_gptbot(auth) -> None:
-    allowed = ask(auth, nginx_asks("/tracks/1/stream", CHROME))
+    cookie = session_cookie(ask(auth, {**nginx_asks("/tracks/1", CHROME), **NAVIGATE}))  # the player's page
+    allowed = ask(auth, {**nginx_asks("/tracks/1/stream", CHROME), **cookie})
     assert allowed.status_code == 200
     assert allowed.headers["content-usage"] == "train-ai=n"
     denied = ask(auth, nginx_asks("/tracks/1/stream", GPTBOT))
@@ -79,7 +87,9 @@ def test_traefik_and_caddy_headers_get_the_real_status(auth) -> None:
 def test_envoy_sends_the_original_path_after_the_prefix(auth) -> None:
     headers = {"x-forwarded-for": "198.51.100.22", "user-agent": GPTBOT}
     assert ask(auth, headers, path=AUTH_PATH + "/tracks/1/stream").status_code == 403
-    assert ask(auth, {**headers, "user-agent": CHROME}, path=AUTH_PATH + "/tracks/1/stream").status_code == 200
+    browser = {**headers, "user-agent": CHROME}
+    cookie = session_cookie(ask(auth, {**browser, **NAVIGATE}, path=AUTH_PATH + "/tracks/1"))  # the player's page
+    assert ask(auth, {**browser, **cookie}, path=AUTH_PATH + "/tracks/1/stream").status_code == 200
 
 
 def test_only_trusted_proxies_may_ask(auth) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from support import CHROME, FakeClock, serving
+from support import CHROME, NAVIGATE, FakeClock, serving
 
 from guard.forwardauth import AUTH_PATH, NGINX_PATH, ForwardAuth
 
@@ -39,7 +39,10 @@ def test_traefik_or_caddy_cannot_be_told_another_uri_by_the_client(forward_auth:
     page = {**proxy_sets, "x-forwarded-uri": "/", "user-agent": SCRAPER}
     assert httpx.get(forward_auth + AUTH_PATH, headers=page).status_code == 200
     browser = {**proxy_sets, "user-agent": CHROME}
-    assert httpx.get(forward_auth + AUTH_PATH, headers=browser).status_code == 200
+    with httpx.Client(base_url=forward_auth) as client:  # the proxy relays the page's session cookie
+        player_page = {**browser, **NAVIGATE, "x-forwarded-uri": "/tracks/1"}
+        assert client.get(AUTH_PATH, headers=player_page).status_code == 200 and "guard_session" in client.cookies
+        assert client.get(AUTH_PATH, headers=browser).status_code == 200
 
 
 def test_nginx_endpoint_reads_only_what_nginx_sets(forward_auth: str) -> None:
