@@ -222,11 +222,14 @@ def test_through_nginx_gptbot_gets_403(site) -> None:
 
 def test_through_nginx_chrome_gets_the_audio_and_a_range_gets_206(site) -> None:
     base, _, audio = site
-    whole = httpx.get(base + "/tracks/1/stream", headers={"user-agent": CHROME})
-    assert whole.status_code == 200 and whole.content == audio
-    assert whole.headers["content-usage"] == "train-ai=n"
-    part = httpx.get(base + "/tracks/1/stream", headers={"user-agent": CHROME, "range": "bytes=100-199"})
-    assert part.status_code == 206 and part.content == audio[100:200]
+    with httpx.Client(base_url=base, headers={"user-agent": CHROME}) as browser:
+        browser.get("/tracks/1", headers=NAVIGATE)  # the player's page (the static site redirects to a folder)
+        assert "guard_session" in browser.cookies  # nginx relays the session guard set on the page
+        whole = browser.get("/tracks/1/stream")
+        assert whole.status_code == 200 and whole.content == audio
+        assert whole.headers["content-usage"] == "train-ai=n"
+        part = browser.get("/tracks/1/stream", headers={"range": "bytes=100-199"})
+        assert part.status_code == 206 and part.content == audio[100:200]
 
 
 def test_through_nginx_robots_txt_comes_from_guard(site) -> None:
