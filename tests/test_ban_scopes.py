@@ -212,19 +212,42 @@ def test_both_stores_agree_on_escalation_traffic(policy, redis_url) -> None:
 
 def test_explain_shows_the_scope_that_holds_a_new_user_agent(make_guard) -> None:
     from guard.ops.explain import explain, format_text
+    from guard.sessions import SessionKeys
+    from guard.sessions.service import Sessions
 
     guard, clock = make_guard()
+    assert guard.sessions is not None
+    sessions = Sessions(guard.sessions, SessionKeys.generate())
+
+    def cookie(ua: str) -> list[tuple[bytes, bytes]]:
+        """The cookie the device sends: explain reads its session the way the middleware does."""
+        token = sessions.gate.codec.dumps(device_session("198.51.100.35", ua, issued_at=clock()))
+        return [(b"cookie", f"guard_session={token}".encode())]
 
     async def main() -> None:
         await listen(guard, clock, "198.51.100.35", UAS[1], range(1, 2))
         banned = await scrape_until_banned(guard, clock, "198.51.100.35", UAS[0])
-        new = await explain(guard, user_agent=UAS[2], ip="198.51.100.35", path="/api/tracks/0042")
+        new = await explain(
+            guard,
+            user_agent=UAS[2],
+            ip="198.51.100.35",
+            path="/api/tracks/0042",
+            headers=cookie(UAS[2]),
+            sessions=sessions,
+        )
         assert new["decision"]["action"] == "block" and new["decision"]["rule"] == banned.rule_id
         sprint = next(r for r in new["rules"] if r["id"] == "track-sprint")["counter"]
         assert sprint["ban_scope"]["scope"] == "client" and sprint["ban_scope"]["user_agent_new_here"] is True
         assert new["path"]["track"] == "42" and new["path"]["track_raw"] == "0042"
         assert "spelled '0042'" in format_text(new)
-        old = await explain(guard, user_agent=UAS[1], ip="198.51.100.35", path="/api/tracks/42")
+        old = await explain(
+            guard,
+            user_agent=UAS[1],
+            ip="198.51.100.35",
+            path="/api/tracks/42",
+            headers=cookie(UAS[1]),
+            sessions=sessions,
+        )
         assert old["decision"]["action"] == "allow"  # a device seen before the ban is not held
         sprint = next(r for r in old["rules"] if r["id"] == "track-sprint")["counter"]
         assert sprint["ban_scope"]["user_agent_new_here"] is False
