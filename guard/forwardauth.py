@@ -177,13 +177,11 @@ class _Denial:
         if message.get("more_body"):
             return
         status = self.start["status"]
-        reason = self.body.decode("utf-8", "replace").strip().splitlines()[0] if self.body.strip() else str(status)
         headers = [(k, v) for k, v in self.start.get("headers", ()) if k != b"content-length"]
-        headers += [
-            (b"x-guard-status", str(status).encode()),
-            (b"x-guard-reason", reason[:300].encode("latin-1", "replace")),
-            (b"content-length", str(len(self.body)).encode()),
-        ]
+        if not any(k == b"x-guard-reason" for k, _ in headers):  # a challenge page names its own
+            reason = self.body.decode("utf-8", "replace").strip().splitlines()[0] if self.body.strip() else str(status)
+            headers.append((b"x-guard-reason", reason[:300].encode("latin-1", "replace")))
+        headers += [(b"x-guard-status", str(status).encode()), (b"content-length", str(len(self.body)).encode())]
         sent = status if not self.nginx or status in (401, 403) else 403
         await self.send({**self.start, "status": sent, "headers": headers})
         await self.send({"type": "http.response.body", "body": self.body})

@@ -30,10 +30,15 @@ def make_guard(request, policy):
     return make
 
 
+ISSUED: dict[tuple[int, str, str], float] = {}
+
+
 async def visit(guard: Guard, ip: str, ua: str, path: str):
-    """One request of the device (address, User-Agent), with the session its browser holds."""
+    """One request of the device (address, User-Agent), with the session its browser holds:
+    issued on the device's first request, as its first page would have."""
     client = guard.resolver.resolve({"client": (ip, 1), "headers": []})
-    return await guard.decide(guard.facts(client, ua, path, session=device_session(ip, ua)))
+    issued = ISSUED.setdefault((id(guard), ip, ua), guard.clock())
+    return await guard.decide(guard.facts(client, ua, path, session=device_session(ip, ua, issued_at=issued)))
 
 
 async def scrape_until_banned(guard: Guard, clock: FakeClock, ip: str, ua: str, first: int = 1):

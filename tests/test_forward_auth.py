@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import CHROME, GPTBOT, NAVIGATE, ROOT, RULES, FakeClock, free_port, run, wait_for_http
+from support import CHROME, GPTBOT, NAVIGATE, ROOT, RULES, FakeClock, free_port, run, solve_challenge, wait_for_http
 
 from guard.forwardauth import AUTH_PATH, NGINX_PATH, ForwardAuth
 
@@ -260,3 +260,25 @@ def _scrape_through(base: str) -> None:
     assert responses[0].status_code == 404  # allowed: the static upstream has no API
     assert int(throttled[0].headers["retry-after"]) >= 1
     assert "429 Too Many Requests: guard rule" in throttled[0].text
+
+
+def test_through_nginx_a_challenged_page_load_gets_the_challenge_and_its_answer_sets_the_session(site) -> None:
+    base, _, audio = site
+    with httpx.Client(base_url=base, headers={"user-agent": CHROME}) as browser:
+        # Straight to the audio URL as a page load, with no session: the challenge page, from
+        # guard through the snippet's @guard_denied, with its reason as a line of its own.
+        page = browser.get("/tracks/1/stream", headers=NAVIGATE)
+        assert page.headers["content-type"].startswith("text/html")
+        assert page.headers["x-guard-reason"] == "challenge: a session is required"
+        answer = browser.get(solve_challenge(page), headers=NAVIGATE)  # /.guard/challenge, routed to guard
+        assert answer.status_code == 303 and answer.headers["location"] == "/tracks/1/stream"
+        assert "guard_session" in browser.cookies
+        played = browser.get("/tracks/1/stream", headers={"range": "bytes=0-99"})
+        assert played.status_code == 206 and played.content == audio[:100]
+
+
+def test_a_challenge_answers_forward_auth_with_a_reason_line_not_its_html(auth) -> None:
+    page = ask(auth, {**nginx_asks("/tracks/1/stream", CHROME), **NAVIGATE})
+    assert page.status_code == 403 and page.headers["x-guard-status"] == "403"
+    assert page.headers["x-guard-challenge"] == "proof-of-work"
+    assert page.headers["x-guard-reason"] == "challenge: a session is required"

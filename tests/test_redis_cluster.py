@@ -28,7 +28,7 @@ def test_cluster_gives_the_memory_store_decisions_and_spreads_keys(policy, clust
 
     async def main() -> int:
         differences = 0
-        for step, ip, ua, path in traffic(seed=11, n=3000):
+        for step, ip, ua, path, _ in traffic(seed=11, n=3000):
             clock[0] += step
             client = resolver.resolve({"client": (ip, 1), "headers": []})
             a, b = [await g.decide(g.facts(client, ua, path)) for g in guards]

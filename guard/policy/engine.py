@@ -23,6 +23,7 @@ from guard.identity.signatures import SignatureCheck, SignatureVerifier
 from guard.lru import LRU
 from guard.policy.limits import (
     DEFAULT_SCOPE,
+    SEEN_FOR_US,
     Budget,
     Check,
     DistinctLimit,
@@ -312,6 +313,10 @@ class Guard:
         who["session"] = f"s:{session.id}" if session is not None else ip_ua
         # What a held address remembers as a device seen there: its session, else its User-Agent.
         device = who["session"] if session is not None else ua
+        # A session issued within the day an address remembers its devices counts as seen from
+        # then on (its minting request was recorded under its User-Agent); whole seconds: round up.
+        fresh = session is not None and to_us(session.issued_at) > to_us(self.clock()) - SEEN_FOR_US
+        since = to_us(session.issued_at + 1) if fresh and session is not None else 0
         track = facts.where.track  # canonical and bounded (guard.policy.tracks)
         checks = []
         for rule in limits:
@@ -325,7 +330,7 @@ class Guard:
                 track_id = who["session"] if rule.limit.counts == "session" else ua  # type: ignore[union-attr]
             if track_id is not None and isinstance(rule.limit, Budget):
                 track_id = self.budget_item(track_id)
-            escalation = self._escalation(rule, client, prefix, device) if ban is not None else None
+            escalation = self._escalation(rule, client, prefix, device, since) if ban is not None else None
             checks.append(
                 Check(f"{prefix}{rule.id}:{who[rule.key]}", rule.limit, track_id, ban, rule.shadow, escalation)
             )
@@ -341,14 +346,14 @@ class Guard:
         return hashlib.blake2b(value.encode("utf-8"), key=self._budget_key[:64], digest_size=8).hexdigest()
 
     @staticmethod
-    def _escalation(rule: Rule, client: Client, prefix: str, device: str) -> Escalation | None:
+    def _escalation(rule: Rule, client: Client, prefix: str, device: str, since: int) -> Escalation | None:
         """Where the rule's ban reaches beyond its key: the client's address and subnet (docs/bans.md)."""
         scope = ban_scope(rule)
         if scope is None or client.via:  # the shared bucket of unidentifiable clients is one key
             return None
         seen = f"{prefix}seen:{client.key}" if scope == "client" else ""
         address, subnet = f"{prefix}{rule.id}:{client.key}", f"{prefix}{rule.id}:{client.subnet}"
-        return Escalation(scope, address, subnet, seen, device if seen else "", f"{prefix}scoped")
+        return Escalation(scope, address, subnet, seen, device if seen else "", f"{prefix}scoped", since if seen else 0)
 
     def mint_checks(self, client: Client) -> list[Check]:
         """Shadow checks that limit new sessions per address and per subnet (exceeded: no session)."""

@@ -174,7 +174,10 @@ class Escalation(NamedTuple):
     and subnet (bans at ``+ ":b"``; the address's hold at ``address_key + ":h"``, the
     subnet's banned addresses at ``subnet_key + ":e"``). For the ``client`` scope,
     ``seen_key`` is the address's record of the devices it has seen and ``ua`` this
-    request's device: its session, else its User-Agent hash. ``marker`` (one per hash tag) holds the latest end of any
+    request's device: its session, else its User-Agent hash. ``since`` is when that session
+    was issued (µs; 0 without one): a session issued before a hold started counts as seen
+    there, though its first request with it (the page that minted it) was recorded under
+    its User-Agent. ``marker`` (one per hash tag) holds the latest end of any
     hold, address or subnet ban under the tag: while it has passed, a request looks no
     further, so the common case costs one read.
     """
@@ -185,6 +188,7 @@ class Escalation(NamedTuple):
     seen_key: str = ""
     ua: str = ""
     marker: str = ""
+    since: int = 0
 
 
 class Check(NamedTuple):

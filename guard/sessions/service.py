@@ -87,12 +87,13 @@ class Sessions:
 
     def refusal(self, reading: Reading, decision: Decision, path: str, query: str) -> Reply:
         """The answer to a ``challenge`` decision: the interstitial for a page load, else 401 or 429."""
+        why = reading.problem or decision.reason or "a session is required"
         if reading.request.navigation:
             here = path + ("?" + query if query else "")
             token = self.challenges.issue(reading, reading.now)
             body = self.challenges.page(token, here)
-            return Reply(403, body, ((b"x-guard-challenge", b"proof-of-work"),), HTML)
-        why = reading.problem or decision.reason or "a session is required"
+            reason = f"challenge: {why}"[:300].encode("latin-1", "replace")  # the page's body is HTML
+            return Reply(403, body, ((b"x-guard-challenge", b"proof-of-work"), (b"x-guard-reason", reason)), HTML)
         if decision.retry_after is not None:  # a challenge over a soft limit: slow down
             text = f"429 Too Many Requests: {why}; open this site's page in a browser to continue.\n"
             return Reply(429, text.encode(), ((b"retry-after", (decision.retry_after_header or "1").encode()),))

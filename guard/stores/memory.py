@@ -154,7 +154,7 @@ class MemoryStore:
                 states.append(None)
                 continue
             hold = get(e.address_key + ":h")
-            first = self._seen(now_us, e).get(e.ua)
+            first = self._seen(now_us, e).get(e.ua) or e.since or None
             address_ban, subnet_ban = get(e.address_key + ":b"), get(e.subnet_key + ":b")
             states.append(scope_state(c, e, now_us, address_ban, subnet_ban, hold[:2] if hold else None, first))
         return states
@@ -209,7 +209,7 @@ class MemoryStore:
         if e.scope == "client":
             hold = get(e.address_key + ":h")
             if hold is not None and hold[1] > now_us:
-                first = self._seen(now_us, e).get(e.ua)
+                first = self._seen(now_us, e).get(e.ua) or e.since or None
                 if first is None or first >= hold[0]:
                     self._held.put(check.ban_key, hold[1])
                     return hold[1]
@@ -230,6 +230,7 @@ class MemoryStore:
             hold[2] += 1
             entries.put(e.address_key + ":h", hold)
             self._mark(e, hold[1])
+            self._forget_device(now_us, e)
             if hold[2] < ESCALATE_UAS:
                 return
         self._ban_until(e, e.address_key, until, check.key)
@@ -255,13 +256,20 @@ class MemoryStore:
         record = self._entries.peek(e.seen_key)
         return record[1] if record is not None and record[0] > now_us else {}
 
+    def _forget_device(self, now_us: int, e: Escalation) -> None:
+        """The banned device counts as first seen now: under another User-Agent it is new there."""
+        record = self._entries.peek(e.seen_key)
+        ends, seen = record if record is not None and record[0] > now_us else (now_us + SEEN_FOR_US, {})
+        seen[e.ua] = now_us
+        self._entries.put(e.seen_key, (ends, seen))
+
     def _remember_ua(self, now_us: int, e: Escalation) -> None:
         record = self._entries.peek(e.seen_key)
         ends, seen = record if record is not None and record[0] > now_us else (0, {})
         if e.ua in seen and ends - now_us > SEEN_REFRESH_US:
             return  # known, and the record is fresh: nothing to write
         if e.ua not in seen and len(seen) < SEEN_MAX:
-            seen[e.ua] = now_us
+            seen[e.ua] = min(now_us, e.since) if e.since else now_us  # a session: seen since issued
         self._entries.put(e.seen_key, (now_us + SEEN_FOR_US, seen))
 
     def _window(self, key: str, horizon_us: int) -> dict[str, int]:

@@ -209,6 +209,7 @@ class RedisStore:
             assert e is not None
             start_until = [int(v) for v in hold] if hold[0] is not None and hold[1] is not None else None
             first_seen = int(first) if first is not None and seen_end is not None and seen_end > now_us else None
+            first_seen = first_seen or e.since or None
             found[id(c)] = scope_state(
                 c, e, now_us, int(address_ban or 0), int(subnet_ban or 0), start_until, first_seen
             )
@@ -359,4 +360,4 @@ def _escalation_line(ban: Ban, e: Escalation) -> str:
     """A check's ban scope for the script (its ``e|`` line), with the escalation constants."""
     subnet_us = round(ban.duration_us * SUBNET_SHARE)
     head = f"e|{e.scope}|{ESCALATE_UAS}|{ESCALATE_ADDRESSES}|{subnet_us}|{SEEN_FOR_US}|{SEEN_REFRESH_US}|{SEEN_MAX}"
-    return f"{head}|{e.address_key}|{e.subnet_key}|{e.marker}|{e.seen_key}|{e.ua}"
+    return f"{head}|{e.address_key}|{e.subnet_key}|{e.marker}|{e.seen_key}|{e.ua}|{e.since}"

@@ -18,7 +18,7 @@
 --            shadow = 1: exceeding it is reported, never denies (and is not recorded).
 --          A check with a ban scope beyond its key is followed by its escalation line:
 --          e|scope|uas|addresses|subnet_us|seen_for_us|seen_refresh_us|seen_max|address_key|subnet_key|
---            marker|seen_key|ua
+--            marker|seen_key|ua|since
 --            (see the ban-scope functions below and guard.policy.limits.Escalation).
 -- Returns four integers per request: denied check (1-based, 0 = allowed), retry_us,
 -- banned_until_us (0 = none), and a bit mask of the shadow checks that would have denied
@@ -38,11 +38,12 @@ end
 -- ---- ban scopes (docs/bans.md; MemoryStore._scoped_ban, _escalate, _remember_ua) ----------
 
 local function parse_escalation(line)
-  local scope, uas, addresses, subnet_us, seen_for, seen_refresh, seen_max, akey, skey, marker, seen, ua =
-    string.match(line, '^e|(%a+)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|([^|]+)|([^|]+)|([^|]+)|([^|]*)|(.*)$')
+  local scope, uas, addresses, subnet_us, seen_for, seen_refresh, seen_max, akey, skey, marker, seen, ua, since =
+    string.match(line,
+      '^e|(%a+)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|([^|]+)|([^|]+)|([^|]+)|([^|]*)|([^|]*)|(%d+)$')
   return {scope = scope, uas = tonumber(uas), addresses = tonumber(addresses), subnet_us = tonumber(subnet_us),
     seen_for = tonumber(seen_for), seen_refresh = tonumber(seen_refresh), seen_max = tonumber(seen_max),
-    akey = akey, skey = skey, marker = marker, seen = seen, ua = ua}
+    akey = akey, skey = skey, marker = marker, seen = seen, ua = ua, since = tonumber(since)}
 end
 
 -- Whether any hold, address or subnet ban is alive under this hash tag (one read per request).
@@ -82,6 +83,9 @@ local function scoped_ban(now, c)
     local hold_until = tonumber(hold[2] or '0')
     if hold_until > now then
       local first = first_seen(now, e)
+      if not first and e.since > 0 then
+        first = e.since -- a session issued before the hold: seen, though not yet under its own name
+      end
       if not first or tonumber(first) >= tonumber(hold[1]) then
         redis.call('SET', c.key .. ':b', fmt(hold_until), 'PX', ms(hold_until - now))
         return hold_until
@@ -98,6 +102,17 @@ local function ban_until(e, key, until_us, own, now)
     redis.call('SET', key .. ':b', fmt(value), 'PX', ms(value - now))
     mark(e, value, now)
   end
+end
+
+-- The banned device counts as first seen now: under another User-Agent it is new there.
+local function forget_device(now, e)
+  local ends = tonumber(redis.call('ZSCORE', e.seen, '') or '0')
+  if ends <= now then
+    redis.call('DEL', e.seen)
+    redis.call('ZADD', e.seen, fmt(now + e.seen_for), '')
+    redis.call('PEXPIRE', e.seen, ms(e.seen_for))
+  end
+  redis.call('ZADD', e.seen, fmt(now), e.ua)
 end
 
 -- A ban just started on c.key: hold its address, and escalate when it is one too many.
@@ -119,6 +134,7 @@ local function escalate(now, c, until_us)
     redis.call('HSET', hkey, 's', fmt(start), 'u', fmt(hold_until), 'n', n)
     redis.call('PEXPIRE', hkey, ms(hold_until - now))
     mark(e, hold_until, now)
+    forget_device(now, e)
     if n < e.uas then
       return
     end
@@ -145,7 +161,11 @@ local function remember_ua(now, e)
     return -- known, and the record is fresh: nothing to write
   end
   if not known and redis.call('ZCARD', e.seen) - (ends > 0 and 1 or 0) < e.seen_max then
-    redis.call('ZADD', e.seen, fmt(now), e.ua)
+    local first = now
+    if e.since > 0 and e.since < now then
+      first = e.since -- a session: seen since it was issued
+    end
+    redis.call('ZADD', e.seen, fmt(first), e.ua)
   end
   redis.call('ZADD', e.seen, fmt(now + e.seen_for), '')
   redis.call('PEXPIRE', e.seen, ms(e.seen_for))
