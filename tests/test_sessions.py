@@ -436,3 +436,32 @@ def test_explain_reads_the_session_and_says_why_audio_needs_one(shipped) -> None
     assert "session:  proven (id " in format_text(proven)
     counters = [r for r in proven["rules"] if r["id"] == "session-day"]
     assert counters[0]["counter"]["key"].endswith(":s:" + proven["session"]["id"])  # counted by the session
+
+
+def test_a_listener_who_keeps_using_the_site_is_renewed_and_one_back_after_a_night_is_not_fresh(
+    site: Site,
+) -> None:
+    codec = SessionCodec(SessionKeys(KEY))
+    browser = site.browser()
+    browser.page()
+    first = codec.loads(browser.token or "")
+    assert first is not None
+    site.clock.advance(13 * 3600)  # past half of the day a session lives
+    metadata = browser.get("/api/tracks/7", sec_fetch_mode="cors", accept="application/json")
+    renewed = codec.loads(browser.token or "")
+    assert "set-cookie" in metadata.headers and renewed is not None
+    assert renewed.id == first.id and renewed.issued_at > first.issued_at  # same budgets, a new day
+    site.clock.advance(13 * 3600)  # the first token would have expired by now
+    assert browser.audio().status_code == 206
+
+    # Back after a night away, the tab still open: the player's API call mints the next
+    # session, which is not "fresh" (this browser had loaded a page), so audio plays on.
+    site.clock.advance(30 * 3600)
+    browser.get("/api/tracks/8", sec_fetch_mode="cors", accept="application/json")
+    after = codec.loads(browser.token or "")
+    assert after is not None and after.id != first.id and after.state == "page"
+    assert browser.audio(8).status_code == 206
+    # A script that never loaded a page still gets a "fresh" session from the API, and no audio.
+    script = site.browser(ip="198.51.100.9")
+    script.get("/api/tracks/8", sec_fetch_mode="cors", accept="application/json")
+    assert script.audio(8).status_code == 401

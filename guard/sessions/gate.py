@@ -45,6 +45,7 @@ class Reading:
     signed_url: bool = False
     request: Request = Request()
     now: float = 0.0
+    lapsed: bool = False  # an expired session of this client's that had loaded a page
 
     @property
     def presented(self) -> bool:
@@ -95,7 +96,7 @@ class SessionGate:
             session = self._from_url(path, query, now, platform)
             if session is not None:
                 return Reading(session, None, False, platform, family, tag, True, request, now)
-        problem = None
+        problem, lapsed = None, False
         for token in request.cookies:
             session = self.codec.loads(token)
             if session is None:
@@ -103,6 +104,12 @@ class SessionGate:
                 continue
             if session.issued_at + s.ttl <= now or session.issued_at > now + 300:
                 problem = "the session has expired"
+                # A browser back after a night away: its next session need not start "fresh".
+                lapsed = lapsed or (
+                    session.issued_at <= now
+                    and session.state != "fresh"
+                    and binding_problem(session, family, tag, platform) is None
+                )
                 continue
             wrong = binding_problem(session, family, tag, platform)
             if wrong is not None:
@@ -110,7 +117,7 @@ class SessionGate:
                 continue
             bound = bind(session, family, tag)
             return Reading(bound, None, bound != session, platform, family, tag, False, request, now)
-        return Reading(None, problem, False, platform, family, tag, False, request, now)
+        return Reading(None, problem, False, platform, family, tag, False, request, now, lapsed)
 
     def _from_url(self, path: str, query: str, now: float, platform: str) -> Session | None:
         prefix = self.settings.url_param + "="
@@ -145,12 +152,17 @@ class SessionGate:
         if session is None:
             if not minted:
                 return None
-            state = "page" if navigation else "fresh"
+            state = "page" if navigation or reading.lapsed else "fresh"
             return self.codec.new(now, reading.platform, reading.family, reading.tag, state=state)
         if reading.signed_url:
             return None
-        if navigation and session.state == "fresh" and group in self.settings.issue:
+        issuing = group in self.settings.issue
+        if navigation and session.state == "fresh" and issuing:
             return replace(session, state="page")  # the browser loaded a page: no longer "fresh"
+        if issuing and now - session.issued_at > self.settings.ttl / 2:
+            # Past half its life: renewed (same id, same budgets), so a listener who keeps
+            # using the site is never cut off mid-track by the session's end.
+            return replace(session, issued_at=float(int(now)))
         return session if reading.changed else None
 
     def set_cookie(self, session: Session, https: bool, now: float) -> bytes:
