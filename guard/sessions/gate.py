@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from itsdangerous import BadSignature
 from starlette.types import Scope
@@ -23,18 +23,18 @@ from guard.sessions.tokens import platform_of as platform_of
 MAX_COOKIES = 4  # same-named cookies tried (a partitioned and an unpartitioned copy, ...)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
-    """The few request headers sessions look at, read once."""
+    """The few request headers sessions look at, read once. Treat as read-only."""
 
     cookies: tuple[str, ...] = ()  # values of our cookie, in the order sent
     navigation: bool = False  # a browser loading a document (not a fetch, media or API call)
     https: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reading:
-    """A request's session as read: valid (and bound to this client), refused, or absent."""
+    """A request's session as read: valid (and bound to this client), refused, or absent. Treat as read-only."""
 
     session: Session | None
     problem: str | None  # why a presented token was refused; None when valid or none sent
@@ -43,7 +43,7 @@ class Reading:
     family: int
     tag: str
     signed_url: bool = False
-    request: Request = Request()
+    request: Request = field(default_factory=Request)
     now: float = 0.0
     lapsed: bool = False  # an expired session of this client's that had loaded a page
 
@@ -116,7 +116,7 @@ class SessionGate:
                 problem = wrong
                 continue
             bound = bind(session, family, tag)
-            return Reading(bound, None, bound != session, platform, family, tag, False, request, now)
+            return Reading(bound, None, bound is not session, platform, family, tag, False, request, now)
         return Reading(None, problem, False, platform, family, tag, False, request, now, lapsed)
 
     def _from_url(self, path: str, query: str, now: float, platform: str) -> Session | None:

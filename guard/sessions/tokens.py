@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from itsdangerous import BadSignature, Signer
 
 from guard.errors import ConfigError
+from guard.lru import LRU
 
 #: Session states a rule can match (``session:`` in a rule's ``match``).
 STATES = ("none", "fresh", "page", "proven")
@@ -57,9 +58,23 @@ class Session:
         return "proven" if self.proven_until > now else self.state
 
 
+_platforms: LRU[str, str] = LRU(16384)
+
+
 def platform_of(user_agent: str | None) -> str:
-    """The platform family a browser and its media stack both name in their User-Agents."""
-    ua = (user_agent or "").lower()
+    """The platform family a browser and its media stack both name in their User-Agents (cached per string)."""
+    if not user_agent:
+        return "other"
+    found = _platforms.peek(user_agent)
+    if found is None:
+        found = _platform_of(user_agent)
+        if len(user_agent) <= 1024:
+            _platforms.put(user_agent, found)
+    return found
+
+
+def _platform_of(user_agent: str) -> str:
+    ua = user_agent.lower()
     if any(t in ua for t in ("iphone", "ipad", "ipod", "macintosh", "mac os x", "applecoremedia", "cfnetwork")):
         return "apple"  # iPadOS Safari claims a Mac; its AppleCoreMedia says iPad
     if any(t in ua for t in ("android", "stagefright", "exoplayer", "dalvik")):
@@ -73,8 +88,20 @@ def platform_of(user_agent: str | None) -> str:
     return "other"
 
 
+_tags: LRU[tuple[int, int, int, int], tuple[int, str]] = LRU(65536)
+
+
 def network_tag(version: int, number: int, ipv4_prefix: int, ipv6_prefix: int) -> tuple[int, str]:
-    """``(family, tag)``: a short hash of the client's network (its /24 or /48 by default)."""
+    """``(family, tag)``: a short hash of the client's network (its /24 or /48 by default), cached."""
+    key = (version, number, ipv4_prefix, ipv6_prefix)
+    found = _tags.peek(key)
+    if found is None:
+        found = _network_tag(version, number, ipv4_prefix, ipv6_prefix)
+        _tags.put(key, found)
+    return found
+
+
+def _network_tag(version: int, number: int, ipv4_prefix: int, ipv6_prefix: int) -> tuple[int, str]:
     if version == 4:
         bits, prefix = 32, ipv4_prefix
     elif version == 6:
@@ -146,12 +173,24 @@ class _KeptKeySigner(Signer):
         return key
 
 
+#: Tokens whose signature was checked, per codec: a token is immutable, so a returning
+#: browser's token is verified once, not on every request (expiry and binding are still
+#: checked per request by the caller). Only valid tokens are kept.
+VERIFIED_TOKENS = 65536
+
+
 class SessionCodec:
-    """Turns sessions into signed tokens and back (no I/O; a few microseconds each way)."""
+    """Turns sessions into signed tokens and back (no I/O; a few microseconds each way).
+
+    Tokens that verified are remembered (at most :data:`VERIFIED_TOKENS`, least recently
+    used first out): the same token again costs a dictionary lookup instead of an HMAC.
+    The codec belongs to one set of keys; a new key set (a reload) makes a new codec.
+    """
 
     def __init__(self, keys: SessionKeys) -> None:
         self.keys = keys
         self._signer = keys.signer("guard.session")
+        self._verified: LRU[str, Session] = LRU(VERIFIED_TOKENS)
 
     def new(self, now: float, platform: str, family: int, tag: str, *, state: str = "fresh") -> Session:
         """A new session bound to one network (of address ``family``) and a platform."""
@@ -174,6 +213,15 @@ class SessionCodec:
 
     def loads(self, token: str) -> Session | None:
         """The session in ``token``, or None when it is not one of ours (bad signature, junk)."""
+        known = self._verified.peek(token)
+        if known is not None:
+            return known
+        session = self._verify(token)
+        if session is not None:
+            self._verified.put(token, session)
+        return session
+
+    def _verify(self, token: str) -> Session | None:
         if not token or len(token) > MAX_TOKEN or not token.isascii():
             return None
         try:
@@ -191,10 +239,10 @@ class SessionCodec:
 
 
 def bind(session: Session, family: int, tag: str) -> Session:
-    """``session`` with its slot for address ``family`` set to ``tag``."""
+    """``session`` with its slot for address ``family`` set to ``tag`` (itself when it already is)."""
     if family == 6:
-        return replace(session, net6=tag)
-    return replace(session, net4=tag)
+        return session if session.net6 == tag else replace(session, net6=tag)
+    return session if session.net4 == tag else replace(session, net4=tag)
 
 
 def binding_problem(session: Session, family: int, tag: str, platform: str) -> str | None:
