@@ -243,8 +243,9 @@ class GuardMiddleware:
         cookie: list[tuple[bytes, bytes]] = []
         try:
             client = guard.resolver.resolve(scope)
-            signed = check_signature(guard.signatures, scope, guard.clock)
-            query = scope.get("query_string", b"").decode("latin-1")
+            signed = check_signature(guard.signatures, scope, guard.clock) if guard.signatures is not None else None
+            query_string = scope.get("query_string")
+            query = query_string.decode("latin-1") if query_string else ""
             user_agent = _user_agent(scope)
             reading = sessions.read(scope, client, user_agent, guard.clock()) if sessions is not None else None
             session = reading.session if reading is not None else None
@@ -320,7 +321,8 @@ class GuardMiddleware:
 
 def _user_agent(scope: Scope) -> str | None:
     # Every User-Agent line counts: a name split over two lines is still the name.
-    values = [value for key, value in scope.get("headers", ()) if key == b"user-agent"]
-    if not values:
-        return None
-    return (values[0] if len(values) == 1 else b" ".join(values)).decode("latin-1")
+    found = None
+    for key, value in scope.get("headers", ()):
+        if key == b"user-agent":
+            found = value if found is None else found + b" " + value
+    return found.decode("latin-1") if found is not None else None

@@ -184,7 +184,7 @@ class ClientResolver:
         self.client_prefix = {4: client_prefix[0], 6: client_prefix[1]}
         self.forwarded_header = forwarded_header
         self._header = forwarded_header.encode("latin-1")
-        self._peers: LRU[str, Client] = LRU(65536)
+        self._peers: LRU[str, tuple[Client, bool]] = LRU(65536)  # the peer, and whether it is a trusted proxy
         self._forwarded: LRU[str, Client | bool] = LRU(65536)  # False: no usable client
         self._garbling: set[str] = set()  # proxies whose last forwarded header named no usable client
         #: Times a trusted proxy started (or stopped) sending chains without a usable client.
@@ -196,11 +196,13 @@ class ClientResolver:
         host = peer[0] if peer else None
         if not isinstance(host, str):
             return UNKNOWN_CLIENT
-        client = self._peers.get(host)
-        if client is None:
+        known = self._peers.get(host)
+        if known is None:
             client = self.client(parse_ip(host), host)
-            self._peers.put(host, client)
-        if not self.trusted or not self.trusted.contains(client.version, client.number):
+            known = (client, bool(self.trusted) and self.trusted.contains(client.version, client.number))
+            self._peers.put(host, known)
+        client, trusted = known
+        if not trusted:
             return client
         wanted = self._header
         lines = [value for key, value in scope.get("headers", ()) if key == wanted]

@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from guard.identity.address import Client, ClientResolver
 from guard.identity.identify import Identifier, Identity
@@ -44,10 +45,15 @@ from guard.stores.memory import MemoryStore
 
 Clock = Callable[[], float]
 
+#: Clients whose prepared check keys are kept (least recently seen first out): a few kilobytes each.
+PREPARED_CLIENTS = 8192
+_TRACK = object()  # a prepared check counts the request's track
+_HASHED_TRACK = object()  # ... its keyed hash (budgets)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class Facts:
-    """Everything the rules look at for one request."""
+    """Everything the rules look at for one request. Treat as read-only (not frozen: cheaper to build)."""
 
     client: Client
     identity: Identity
@@ -156,6 +162,7 @@ class Guard:
         # Addresses over their minting limit, until about when they may mint again: their
         # further attempts skip the mint checks, so they do not use up their subnet's budget.
         self._mint_paused: LRU[str, float] = LRU(65536)
+        self._hashed: LRU[str, str] = LRU(65536)  # budget_item's hashes, per value
         self.use_policy(policy)
 
     def use_policy(
@@ -193,6 +200,11 @@ class Guard:
         # Everything is built first and assigned together: a request sees one policy or the other.
         self.policy, self.resolver, self.identifier, self.signatures = policy, resolver, identifier, signatures
         self.sessions = self._sessions or policy.sessions
+        # Checks prepared per client (keys, bans, scopes): rebuilt for the new rules and resolver.
+        self._prepared: LRU[tuple[str, str, str, str | None, int], dict[int, tuple[str, Escalation | None, Any]]] = LRU(
+            PREPARED_CLIENTS
+        )
+        self._mint: LRU[str, tuple[Client, tuple[Check, Check]]] = LRU(PREPARED_CLIENTS)
 
     # -- facts ------------------------------------------------------------------------
 
@@ -233,8 +245,9 @@ class Guard:
             # A real crawler retries and is verified by then; a spoofer gets nothing meanwhile.
             reason = VERIFYING_RULE.description or ""
             return Decision("throttle", VERIFYING_RULE, reason, self.policy.pending_retry_after)
-        plan = self.policy.plan(*facts.plan_key)
-        shadowed = tuple((rule, block_reason(rule)) for rule in plan.shadow_blocks)
+        key = facts.plan_key
+        plan = self.policy._plans.get(key) or self.policy.plan(*key)  # memoised: a dict lookup
+        shadowed = tuple((rule, block_reason(rule)) for rule in plan.shadow_blocks) if plan.shadow_blocks else ()
         terminal = plan.terminal
         if terminal is not None and terminal.action in ("block", "challenge"):
             return Decision(terminal.action, terminal, block_reason(terminal), shadowed=shadowed)
@@ -302,48 +315,95 @@ class Guard:
         return kept
 
     def checks(self, facts: Facts, limits: tuple[Rule, ...]) -> list[Check]:
-        """The store checks for ``limits``; all of a request's keys share one hash tag, its widest network."""
+        """The store checks for ``limits``; all of a request's keys share one hash tag, its widest network.
+
+        What a check holds apart from the request's track (its key, limit, ban and ban
+        scope) depends on the client alone: it is built once per client and rule and kept
+        (see :data:`PREPARED_CLIENTS`); a request only adds its track, hashed once for all
+        its budgets.
+        """
         client = facts.client
-        prefix = f"{self.namespace}:{{{client.tag}}}:"
         ua = facts.identity.ua_hash
-        # Clients a proxy forwarded without a usable address share one strict bucket: no key per UA.
-        ip_ua = client.key if client.via else f"{client.key}#{ua}"
-        who = {"ip": client.key, "ip_ua": ip_ua, "subnet": client.subnet}
         session = getattr(facts, "session", None)  # a signed session, when the request carries one
-        who["session"] = f"s:{session.id}" if session is not None else ip_ua
-        # What a held address remembers as a device seen there: its session, else its User-Agent.
-        device = who["session"] if session is not None else ua
         # A session issued within the day an address remembers its devices counts as seen from
         # then on (its minting request was recorded under its User-Agent); whole seconds: round up.
         fresh = session is not None and to_us(session.issued_at) > to_us(self.clock()) - SEEN_FOR_US
         since = to_us(session.issued_at + 1) if fresh and session is not None else 0
+        who = (client.ip, client.via, ua, session.id if session is not None else None, since)
+        prepared = self._prepared.get(who)
+        if prepared is None:
+            prepared = {}
+            self._prepared.put(who, prepared)
         track = facts.where.track  # canonical and bounded (guard.policy.tracks)
+        hashed = None
         checks = []
         for rule in limits:
-            assert rule.limit is not None and rule.key is not None  # the parser gives every limit rule both
-            if rule.key not in who:  # limits_for kept only rules the client has a key for
-                who[rule.key] = _who(rule.key, client) or rule.key
-            ban = None if rule.shadow else rule.ban  # a shadow rule never escalates
-            track_id = track if rule.counts_tracks else None
-            if track_id is not None and rule.limit.counts != "track":  # type: ignore[union-attr]
-                # distinct sessions (of a network), or User-Agents (of a session), that fetch tracks
-                track_id = who["session"] if rule.limit.counts == "session" else ua  # type: ignore[union-attr]
-            if track_id is not None and isinstance(rule.limit, Budget):
-                track_id = self.budget_item(track_id)
-            escalation = self._escalation(rule, client, prefix, device, since) if ban is not None else None
-            checks.append(
-                Check(f"{prefix}{rule.id}:{who[rule.key]}", rule.limit, track_id, ban, rule.shadow, escalation)
-            )
+            found = prepared.get(id(rule))
+            if found is None:
+                found = prepared[id(rule)] = self._prepare(rule, client, ua, session, since)
+            key, escalation, counts = found
+            if track is None or counts is None:
+                item = None
+            elif counts is _TRACK:
+                item = track
+            elif counts is _HASHED_TRACK:
+                if hashed is None:
+                    hashed = self.budget_item(track)
+                item = hashed
+            else:
+                item = counts  # the request's session (of a network) or User-Agent, the same every time
+            checks.append(Check(key, rule.limit, item, None if rule.shadow else rule.ban, rule.shadow, escalation))  # type: ignore[arg-type]
         return checks
 
+    def _prepare(
+        self, rule: Rule, client: Client, ua: str, session: Session | None, since: int
+    ) -> tuple[str, Escalation | None, Any]:
+        """``rule``'s key for this client, its ban scope, and what it counts on a path with a track:
+        the track (:data:`_TRACK`), its hash (:data:`_HASHED_TRACK`), the session or User-Agent
+        (text), or None. Only text and tuples of text: the garbage collector need not watch what
+        is kept."""
+        assert rule.limit is not None and rule.key is not None  # the parser gives every limit rule both
+        prefix = f"{self.namespace}:{{{client.tag}}}:"
+        # Clients a proxy forwarded without a usable address share one strict bucket: no key per UA.
+        ip_ua = client.key if client.via else f"{client.key}#{ua}"
+        if rule.key == "ip":
+            who = client.key
+        elif rule.key == "ip_ua":
+            who = ip_ua
+        elif rule.key == "subnet":
+            who = client.subnet
+        elif rule.key == "session":
+            who = f"s:{session.id}" if session is not None else ip_ua
+        else:  # limits_for kept only rules the client has a key for
+            who = _who(rule.key, client) or rule.key
+        ban = None if rule.shadow else rule.ban  # a shadow rule never escalates
+        session_key = f"s:{session.id}" if session is not None else ip_ua
+        # What a held address remembers as a device seen there: its session, else its User-Agent.
+        device = session_key if session is not None else ua
+        escalation = self._escalation(rule, client, prefix, device, since) if ban is not None else None
+        counts: Any = None
+        if rule.counts_tracks:
+            budget = isinstance(rule.limit, Budget)
+            if rule.limit.counts != "track":  # type: ignore[union-attr]
+                # distinct sessions (of a network), or User-Agents (of a session), that fetch tracks
+                counted = session_key if rule.limit.counts == "session" else ua  # type: ignore[union-attr]
+                counts = self.budget_item(counted) if budget else counted
+            else:
+                counts = _HASHED_TRACK if budget else _TRACK
+        return f"{prefix}{rule.id}:{who}", escalation, counts
+
     def budget_item(self, value: str) -> str:
-        """What a budget adds to its HyperLogLog for ``value``: a keyed hash of it.
+        """What a budget adds to its HyperLogLog for ``value``: a keyed hash of it (cached).
 
         The sketches' own hash is public (Redis's MurmurHash64A and seed): counting raw
         track ids would let a scraper pick, offline, tracks that fall into a few registers
         and are counted as a handful whatever their number. Under a secret key nobody can.
         """
-        return hashlib.blake2b(value.encode("utf-8"), key=self._budget_key[:64], digest_size=8).hexdigest()
+        hashed = self._hashed.peek(value)
+        if hashed is None:
+            hashed = hashlib.blake2b(value.encode("utf-8"), key=self._budget_key[:64], digest_size=8).hexdigest()
+            self._hashed.put(value, hashed)
+        return hashed
 
     @staticmethod
     def _escalation(rule: Rule, client: Client, prefix: str, device: str, since: int) -> Escalation | None:
@@ -358,11 +418,18 @@ class Guard:
     def mint_checks(self, client: Client) -> list[Check]:
         """Shadow checks that limit new sessions per address and per subnet (exceeded: no session)."""
         assert self.sessions is not None
-        prefix = f"{self.namespace}:{{{client.tag}}}:mint:"
-        return [
-            Check(f"{prefix}ip:{client.key}", self.sessions.mint_per_address, shadow=True),
-            Check(f"{prefix}subnet:{client.subnet}", self.sessions.mint_per_subnet, shadow=True),
-        ]
+        found = self._mint.peek(client.ip)
+        if found is None or found[0] is not client:
+            prefix = f"{self.namespace}:{{{client.tag}}}:mint:"
+            found = (
+                client,
+                (
+                    Check(f"{prefix}ip:{client.key}", self.sessions.mint_per_address, shadow=True),
+                    Check(f"{prefix}subnet:{client.subnet}", self.sessions.mint_per_subnet, shadow=True),
+                ),
+            )
+            self._mint.put(client.ip, found)
+        return list(found[1])
 
     def _pause_minting(self, key: str, now: float) -> None:
         assert self.sessions is not None

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
+from guard.lru import LRU
 from guard.policy.tracks import canonicaliser, track_types
 
 OTHER = "other"
@@ -120,8 +121,7 @@ def pattern_problem(pattern: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class PathMatch:
+class PathMatch(NamedTuple):
     """Which group a path belongs to, and the track id it names, if any.
 
     ``track`` is the canonical id that distinct-track limits count; ``raw`` the path
@@ -143,9 +143,20 @@ class PathGroups:
             for name, patterns in self.groups.items()
             for p in patterns
         ]
+        self._classified: LRU[str, tuple[str, str | None, str | None]] = LRU(65536)
 
     def classify(self, path: str) -> PathMatch:
-        """The group of an already-normalised path, and its ``{track}`` capture."""
+        """The group of an already-normalised path, and its ``{track}`` capture (cached per path)."""
+        found = self._classified.peek(path)
+        if found is None:
+            match = self._classify(path)
+            if len(path) <= 512:
+                # kept as a plain tuple of text, which the garbage collector stops watching
+                self._classified.put(path, (match.group, match.track, match.raw))
+            return match
+        return PathMatch(*found)
+
+    def _classify(self, path: str) -> PathMatch:
         for name, matcher in self._matchers:
             if isinstance(matcher, Glob):
                 if matcher.match(path):
