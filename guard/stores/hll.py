@@ -138,7 +138,7 @@ class SlicedSketch:
     describe the union of the slices in the window as of slice ``current``.
     """
 
-    __slots__ = ("count", "current", "histogram", "slices", "top", "union")
+    __slots__ = ("count", "current", "histogram", "probe", "slices", "top", "union")
 
     def __init__(self) -> None:
         self.slices: dict[int, dict[int, int]] = {}
@@ -147,6 +147,9 @@ class SlicedSketch:
         self.current = -1
         self.count: int | None = 0  # estimate of the union (None: not computed since it changed)
         self.top = 0  # the largest register value in the union
+        # The last count_with that would change the union: (register, value, estimate with it),
+        # so that adding that item next sets the count without estimating again.
+        self.probe: tuple[int, int, int] | None = None
 
     def advance(self, current: int) -> None:
         """Move the window to end at slice ``current`` (slices that left it are dropped)."""
@@ -167,7 +170,7 @@ class SlicedSketch:
         histogram = [REGISTERS - len(union)] + [0] * (Q + 1)
         for value in union.values():
             histogram[value] += 1
-        self.union, self.histogram, self.count = union, histogram, None
+        self.union, self.histogram, self.count, self.probe = union, histogram, None, None
         self.top = max(union.values(), default=0)
 
     def copy(self) -> SlicedSketch:
@@ -197,10 +200,12 @@ class SlicedSketch:
         histogram[old] -= 1
         histogram[value] += 1
         try:
-            return estimate(histogram, max(self.top, value))
+            count = estimate(histogram, max(self.top, value))
         finally:
             histogram[value] -= 1
             histogram[old] += 1
+        self.probe = (index, value, count)
+        return count
 
     def add(self, item: str) -> None:
         """Record ``item`` in the current slice."""
@@ -213,7 +218,9 @@ class SlicedSketch:
             self.union[index] = value
             self.histogram[old] -= 1
             self.histogram[value] += 1
-            self.count = None
+            probe, self.probe = self.probe, None
+            # The same histogram count_with just estimated: its figure, else estimated when asked.
+            self.count = probe[2] if probe is not None and probe[0] == index and probe[1] == value else None
             self.top = max(self.top, value)
 
     def oldest(self) -> int | None:

@@ -63,8 +63,13 @@ class MemoryStore:
         entries = self._entries
         if self._bans:
             held = self._held.peek
-            scoped: bool | None = None  # any hold, address or subnet ban alive under this hash tag
+            # Any ban, hold, address or subnet ban alive under the request's hash tag (its marker);
+            # None: the checks' keys name no one marker, every ban is looked up.
+            marker = request_marker(checks)
+            scoped: bool | None = (held(marker) or 0) > now_us if marker is not None else None
             for i, check in enumerate(checks):
+                if marker is not None and not scoped:
+                    break  # nothing is banned under this tag
                 if check.ban is not None:
                     until = held(check.ban_key)
                     if until is not None and until > now_us:
@@ -76,50 +81,64 @@ class MemoryStore:
                         if until is not None:
                             return Verdict.from_us(i, until - now_us, until)
 
+        # Evaluate every check first (nothing changes), then record them all. The table is
+        # used directly: its plain dict reads, and moving a written key to the young end.
+        data = entries._data
+        get = data.get
         updates: list[tuple[str, Any, str | None]] = []
         shadowed: list[int] = []
+        escalation: Escalation | None = None
         for i, check in enumerate(checks):
             limit = check.limit
-            if isinstance(limit, Budget):
-                if check.item is None:
-                    continue
-                sketch, retry_us = self._budget(check.key, limit, now_us, check.item)
-                if retry_us is not None:
-                    if check.shadow:
-                        shadowed.append(i)
-                        continue
-                    return self._deny(now_us, i, check, retry_us, shadowed)
-                updates.append((check.key, sketch, check.item))
-            elif isinstance(limit, DistinctLimit):
-                if check.item is None:
-                    continue
-                window = self._window(check.key, now_us - limit.per_us)
-                if check.item not in window and len(window) >= limit.max:
-                    if check.shadow:
-                        shadowed.append(i)
-                        continue
-                    oldest = next(iter(window.values()))
-                    return self._deny(now_us, i, check, oldest + limit.per_us - now_us, shadowed)
-                updates.append((check.key, window, check.item))
-            else:
-                tat = entries.peek(check.key)
-                new_tat = max(tat if tat is not None else now_us, now_us) + limit.interval_us
-                allow_at = new_tat - limit.tolerance_us
+            kind = type(limit)
+            if kind is RateLimit or not (
+                kind is DistinctLimit or kind is Budget or isinstance(limit, DistinctLimit | Budget)
+            ):
+                tat = get(check.key)
+                new_tat = (tat if tat is not None and tat > now_us else now_us) + limit.interval_us  # type: ignore[union-attr]
+                allow_at = new_tat - limit.tolerance_us  # type: ignore[union-attr]
                 if allow_at > now_us:
                     if check.shadow:
                         shadowed.append(i)
                         continue
                     return self._deny(now_us, i, check, allow_at - now_us, shadowed)
                 updates.append((check.key, new_tat, None))
+            elif check.item is None:
+                continue
+            elif kind is Budget or isinstance(limit, Budget):
+                sketch, retry_us = self._budget(check.key, limit, now_us, check.item)  # type: ignore[arg-type]
+                if retry_us is not None:
+                    if check.shadow:
+                        shadowed.append(i)
+                        continue
+                    return self._deny(now_us, i, check, retry_us, shadowed)
+                updates.append((check.key, sketch, check.item))
+            else:
+                window = self._window(check.key, now_us - limit.per_us)  # type: ignore[union-attr]
+                if check.item not in window and len(window) >= limit.max:  # type: ignore[union-attr]
+                    if check.shadow:
+                        shadowed.append(i)
+                        continue
+                    oldest = next(iter(window.values()))
+                    return self._deny(now_us, i, check, oldest + limit.per_us - now_us, shadowed)  # type: ignore[union-attr]
+                updates.append((check.key, window, check.item))
+            if escalation is None and check.escalation is not None and check.escalation.scope == "client":
+                escalation = check.escalation
 
-        for key, value, item in updates:
-            if isinstance(value, SlicedSketch):
-                value.add(item or "")
-            elif item is not None:
-                value.pop(item, None)  # re-insert: the window stays ordered by last sight
-                value[item] = now_us
-            self._entries.put(key, value)
-        escalation = next((c.escalation for c in checks if c.escalation and c.escalation.scope == "client"), None)
+        move, size, evict = data.move_to_end, entries.size, data.popitem
+        for key, value, item in updates:  # LRU.put, inline
+            if item is not None:
+                if type(value) is dict:
+                    value.pop(item, None)  # re-insert: the window stays ordered by last sight
+                    value[item] = now_us
+                else:
+                    value.add(item)
+            data[key] = value
+            move(key)
+            if len(data) > size:
+                evict(last=False)
+        if escalation is None:  # a shadowed check's escalation is remembered too
+            escalation = next((c.escalation for c in checks if c.escalation and c.escalation.scope == "client"), None)
         if escalation is not None:
             self._remember_ua(now_us, escalation)
         return Verdict(shadowed=tuple(shadowed)) if shadowed else ALLOWED
@@ -179,6 +198,9 @@ class MemoryStore:
             until = now_us + ban.duration_us
             self._held.put(check.ban_key, until)
             self._bans += 1
+            marker = marker_of(check.key)
+            if marker is not None:
+                self._held.put(marker, max(until, self._held.peek(marker) or 0))
             if check.escalation is not None:
                 self._escalate(now_us, check, check.escalation, until)
             return Verdict.from_us(index, ban.duration_us, until, tuple(shadowed))
@@ -286,6 +308,28 @@ class MemoryStore:
                 break
             del window[item]
         return window
+
+
+def marker_of(key: str) -> str | None:
+    """The marker of a key's hash tag (``prefix{tag}:scoped``): the latest end of any ban under it."""
+    end = key.find("}:")
+    return key[: end + 2] + "scoped" if end >= 0 else None
+
+
+def request_marker(checks: Sequence[Check]) -> str | None:
+    """The marker all of a request's keys (and ban scopes) share, or None when they name no one marker."""
+    if not checks:
+        return None
+    marker = marker_of(checks[0].key)
+    if marker is None:
+        return None
+    head = marker[:-6]  # the keys' common prefix, "prefix{tag}:"
+    for check in checks:
+        if not check.key.startswith(head) or check.key.find("}:") != len(head) - 2:
+            return None
+        if check.escalation is not None and check.escalation.marker != marker:
+            return None
+    return marker
 
 
 def peek_entry(entries: Any, now_us: int, check: Check) -> dict[str, Any]:
