@@ -41,6 +41,7 @@ try:
 except ImportError as exc:  # an optional extra: the memory store needs none of it
     raise ImportError("the Redis store needs redis-py: pip install 'guard-asgi[redis]'") from exc
 
+from guard.lru import LRU
 from guard.policy.limits import (
     ALLOWED,
     ESCALATE_ADDRESSES,
@@ -131,6 +132,7 @@ class RedisStore:
         self._retry_at = 0.0
         self._backoff = self.backoff_min
         self._probing = False
+        self._encoded: LRU[str, tuple] = LRU(65536)  # per key: its script line but the item
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStore:
@@ -280,21 +282,25 @@ class RedisStore:
 
     # -- internals ------------------------------------------------------------------
 
-    @staticmethod
-    def _encode(now: float, checks: Sequence[Check]) -> str:
+    def _encode(self, now: float, checks: Sequence[Check]) -> str:
+        """A request's line for the script: its time, then each check (see lua/apply.lua)."""
         lines = [str(to_us(now))]
+        encoded = self._encoded
         for check in checks:
-            limit, ban = check.limit, check.ban
-            if isinstance(limit, Budget):
-                head = f"h|{limit.max}|{limit.slice_us}"
-            elif isinstance(limit, DistinctLimit):
-                head = f"d|{limit.max}|{limit.per_us}"
-            else:
-                head = f"r|{limit.interval_us}|{limit.tolerance_us}"
-            tail = f"{ban.after}|{ban.within_us}|{ban.duration_us}" if ban is not None else "0|0|0"
-            lines.append(f"{head}|{tail}|{int(check.shadow)}|{check.key}|{check.item or ''}")
-            if ban is not None and check.escalation is not None:
-                lines.append(_escalation_line(ban, check.escalation))
+            # All but the item is the same for a key every time: written once, kept per key.
+            known = encoded.peek(check.key)
+            if (
+                known is None
+                or known[0] is not check.limit
+                or known[1] is not check.ban
+                or known[2] is not check.escalation
+                or known[3] != check.shadow
+            ):
+                known = (check.limit, check.ban, check.escalation, check.shadow, *_check_lines(check))
+                encoded.put(check.key, known)
+            lines.append(known[4] + (check.item or ""))
+            if known[5]:
+                lines.append(known[5])
         return "\n".join(lines)
 
     async def _evalsha(self, keys: list[str], args: list[str]) -> list:
@@ -354,6 +360,20 @@ def budget_peek(check: Check, count: int, ban: bytes | None, now_us: int) -> dic
         state["banned_for"] = round((int(ban) - now_us) / 1e6, 3)
         state["would_deny"] = True
     return state
+
+
+def _check_lines(check: Check) -> tuple[str, str]:
+    """A check's line for the script without its item, and its escalation line ("": none)."""
+    limit, ban = check.limit, check.ban
+    if isinstance(limit, Budget):
+        head = f"h|{limit.max}|{limit.slice_us}"
+    elif isinstance(limit, DistinctLimit):
+        head = f"d|{limit.max}|{limit.per_us}"
+    else:
+        head = f"r|{limit.interval_us}|{limit.tolerance_us}"
+    tail = f"{ban.after}|{ban.within_us}|{ban.duration_us}" if ban is not None else "0|0|0"
+    escalation = _escalation_line(ban, check.escalation) if ban is not None and check.escalation is not None else ""
+    return f"{head}|{tail}|{int(check.shadow)}|{check.key}|", escalation
 
 
 def _escalation_line(ban: Ban, e: Escalation) -> str:

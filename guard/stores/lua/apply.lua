@@ -20,6 +20,9 @@
 --          e|scope|uas|addresses|subnet_us|seen_for_us|seen_refresh_us|seen_max|address_key|subnet_key|
 --            marker|seen_key|ua|since
 --            (see the ban-scope functions below and guard.policy.limits.Escalation).
+-- Every key of a request shares its hash tag ("prefix{tag}:"), and "prefix{tag}:scoped" (the
+-- marker) holds the latest end of any ban, hold, address or subnet ban under that tag: while
+-- it has passed, a request reads that one key instead of every check's ban.
 -- Returns four integers per request: denied check (1-based, 0 = allowed), retry_us,
 -- banned_until_us (0 = none), and a bit mask of the shadow checks that would have denied
 -- (bit i-1 for check i). Times are whole microseconds held in doubles: exact below 2^53.
@@ -31,8 +34,16 @@ local function ms(us)
   return math.ceil(us / 1000) + slack
 end
 
+-- Whole numbers as text, remembered for the call: string.format is slow in Redis's Lua, and a
+-- batch writes the same times and budget slice numbers over and over.
+local texts = {}
 local function fmt(us)
-  return string.format('%.0f', us)
+  local text = texts[us]
+  if not text then
+    text = string.format('%.0f', us)
+    texts[us] = text
+  end
+  return text
 end
 
 -- ---- ban scopes (docs/bans.md; MemoryStore._scoped_ban, _escalate, _remember_ua) ----------
@@ -46,24 +57,29 @@ local function parse_escalation(line)
     akey = akey, skey = skey, marker = marker, seen = seen, ua = ua, since = tonumber(since)}
 end
 
--- Whether any hold, address or subnet ban is alive under this hash tag (one read per request).
-local function scopes_alive(now, e)
-  return tonumber(redis.call('GET', e.marker) or '0') > now
+local function mark_key(marker, until_us, now)
+  if until_us > tonumber(redis.call('GET', marker) or '0') then
+    redis.call('SET', marker, fmt(until_us), 'PX', ms(until_us - now))
+  end
 end
 
 local function mark(e, until_us, now)
-  if until_us > tonumber(redis.call('GET', e.marker) or '0') then
-    redis.call('SET', e.marker, fmt(until_us), 'PX', ms(until_us - now))
-  end
+  mark_key(e.marker, until_us, now)
+end
+
+-- The marker of a request's hash tag (see above), from its first key; nil for a key without a tag.
+local function marker_of(key)
+  local prefix = string.match(key, '^(.-}:)')
+  return prefix and (prefix .. 'scoped') or nil
 end
 
 -- The User-Agents seen on an address: a sorted set of first sights, its own end under member "".
 local function first_seen(now, e)
-  local ends = tonumber(redis.call('ZSCORE', e.seen, '') or '0')
-  if ends <= now then
+  local scores = redis.call('ZMSCORE', e.seen, '', e.ua)
+  if tonumber(scores[1] or '0') <= now then
     return nil
   end
-  return redis.call('ZSCORE', e.seen, e.ua)
+  return scores[2]
 end
 
 -- The end of a ban reaching this check from its address or subnet, or from the hold on its
@@ -151,12 +167,15 @@ local function escalate(now, c, until_us)
 end
 
 local function remember_ua(now, e)
-  local ends = tonumber(redis.call('ZSCORE', e.seen, '') or '0')
+  local scores = redis.call('ZMSCORE', e.seen, '', e.ua)
+  local ends = tonumber(scores[1] or '0')
   if ends <= now then
-    redis.call('DEL', e.seen)
+    if scores[1] then
+      redis.call('DEL', e.seen)
+    end
     ends = 0
   end
-  local known = ends > 0 and redis.call('ZSCORE', e.seen, e.ua)
+  local known = ends > 0 and scores[2]
   if known and ends - now > e.seen_refresh then
     return -- known, and the record is fresh: nothing to write
   end
@@ -192,9 +211,10 @@ end
 
 -- Budgets (kind "h"): distinct values over SLICES slices of b microseconds, one
 -- HyperLogLog per slice at key..':'..<slice number>, expiring when it leaves the window.
--- The item is added to a one-element probe (key..':p', same slot, deleted at once) and
--- PFCOUNT over the window's slices and the probe is the count with the item: above max,
--- the item is refused. (guard/stores/hll.py computes the same in the memory store.)
+-- The item is added to a one-element probe (key..':p', same slot) and PFCOUNT over the
+-- window's slices and the probe is the count with the item: above max, the item is refused.
+-- A request's budgets that count the same item share one probe, deleted when the request's
+-- checks are done. (guard/stores/hll.py computes the same in the memory store.)
 local SLICES = 24
 
 local function budget_slice(c, now)
@@ -207,17 +227,21 @@ local function budget_slice(c, now)
   return current
 end
 
-local function budget_check(c, now)
+local function budget_check(c, now, probes)
   local current = budget_slice(c, now)
   local keys = {}
   for s = current - SLICES + 1, current do
     keys[#keys + 1] = c.key .. ':' .. fmt(s)
   end
-  local probe = c.key .. ':p'
-  redis.call('PFADD', probe, c.item)
+  local probe = probes[c.item]
+  if not probe then
+    probe = c.key .. ':p'
+    redis.call('PFADD', probe, c.item)
+    probes[c.item] = probe
+    probes[#probes + 1] = probe
+  end
   keys[#keys + 1] = probe
   local count = redis.call('PFCOUNT', unpack(keys))
-  redis.call('DEL', probe)
   if count <= c.a then
     return nil
   end
@@ -232,8 +256,11 @@ end
 local function budget_record(c, now)
   local current = budget_slice(c, now)
   local key = c.key .. ':' .. fmt(current)
-  redis.call('PFADD', key, c.item)
-  redis.call('PEXPIRE', key, ms((current + SLICES) * c.b - now))
+  -- A slice's expiry is fixed (when it leaves the window): set when the slice is made. PFADD
+  -- answers 0 only when the slice exists and the item changed nothing.
+  if redis.call('PFADD', key, c.item) == 1 then
+    redis.call('PEXPIRE', key, ms((current + SLICES) * c.b - now))
+  end
 end
 
 local function deny(now, i, c, retry, mask)
@@ -252,6 +279,10 @@ local function deny(now, i, c, retry, mask)
     local until_us = now + c.duration
     redis.call('DEL', skey)
     redis.call('SET', c.key .. ':b', fmt(until_us), 'PX', ms(c.duration))
+    local marker = marker_of(c.key)
+    if marker then
+      mark_key(marker, until_us, now)
+    end
     if c.esc then
       escalate(now, c, until_us)
     end
@@ -264,8 +295,24 @@ end
 
 local function apply(now, checks)
   -- 1. An existing ban answers at once (its own, or one reaching it: see the ban scopes above).
+  -- The marker says whether any is alive under the request's tag (checks whose ban scopes
+  -- keep another marker are looked at one by one).
+  local marker = checks[1] and marker_of(checks[1].key)
   local scoped = nil
+  local bans = false
+  for _, c in ipairs(checks) do
+    bans = bans or c.after > 0
+    if marker and (marker_of(c.key) ~= marker or (c.esc and c.esc.marker ~= marker)) then
+      marker = nil
+    end
+  end
+  if marker and bans then
+    scoped = tonumber(redis.call('GET', marker) or '0') > now
+  end
   for i, c in ipairs(checks) do
+    if scoped == false and marker then
+      break
+    end
     if c.after > 0 then
       local until_us = tonumber(redis.call('GET', c.key .. ':b') or '0')
       if until_us > now then
@@ -273,7 +320,7 @@ local function apply(now, checks)
       end
       if c.esc then
         if scoped == nil then
-          scoped = scopes_alive(now, c.esc)
+          scoped = tonumber(redis.call('GET', c.esc.marker) or '0') > now
         end
         until_us = scoped and scoped_ban(now, c)
         if until_us then
@@ -287,19 +334,25 @@ local function apply(now, checks)
   local pending = {}
   local mask = 0
   local bit = 1
+  local probes = {}
   for i, c in ipairs(checks) do
     local retry = nil
     local new_tat = 0
     if c.kind == 'h' then
       if c.item ~= '' then
-        retry = budget_check(c, now)
+        retry = budget_check(c, now, probes)
       end
     elseif c.kind == 'd' then
       if c.item ~= '' then
-        redis.call('ZREMRANGEBYSCORE', c.key, '-inf', fmt(now - c.b))
-        if not redis.call('ZSCORE', c.key, c.item) and redis.call('ZCARD', c.key) >= c.a then
-          local oldest = redis.call('ZRANGE', c.key, 0, 0, 'WITHSCORES')
-          retry = tonumber(oldest[2]) + c.b - now
+        -- A value seen within the window is always allowed; only a new one is counted (its
+        -- stale neighbours dropped first: members older than the window stay until then).
+        local seen = redis.call('ZSCORE', c.key, c.item)
+        if not seen or tonumber(seen) <= now - c.b then
+          redis.call('ZREMRANGEBYSCORE', c.key, '-inf', fmt(now - c.b))
+          if redis.call('ZCARD', c.key) >= c.a then
+            local oldest = redis.call('ZRANGE', c.key, 0, 0, 'WITHSCORES')
+            retry = tonumber(oldest[2]) + c.b - now
+          end
         end
       end
     else
@@ -312,11 +365,17 @@ local function apply(now, checks)
     if retry and c.shadow then
       mask = mask + bit
     elseif retry then
+      if #probes > 0 then
+        redis.call('DEL', unpack(probes))
+      end
       return deny(now, i, c, retry, mask)
     elseif c.kind == 'r' or c.item ~= '' then
       pending[#pending + 1] = {c, new_tat}
     end
     bit = bit * 2
+  end
+  if #probes > 0 then
+    redis.call('DEL', unpack(probes))
   end
   -- 3. Allowed: record the request in every counter; each key expires by itself.
   for _, p in ipairs(pending) do
