@@ -1,7 +1,8 @@
 """The applications the throughput benchmark serves (uvicorn factories).
 
 All serve the demo platform; they differ only in what stands in front of it. Settings
-come from the environment: BENCH_REDIS_URL for the Redis-backed variants.
+come from the environment: BENCH_REDIS_URL for the Redis-backed variants, BENCH_RULES for
+the guard's rules file (the shipped rules with sessions on, see bench/browsers.py).
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ import os
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from guard.demo.app import create_app, platform, track
+from guard.demo.app import create_app, platform
+
+if os.environ.get("BENCH_GC_THRESHOLD"):  # the tuned deployment of README "Performance": fewer collections
+    import gc
+
+    gc.set_threshold(*(int(n) for n in os.environ["BENCH_GC_THRESHOLD"].split(",")))
 
 
 def bare() -> Starlette:
@@ -23,30 +28,50 @@ def bare() -> Starlette:
 
 def guard_memory():
     """Guarded, embedded memory store. The load arrives through a proxy on loopback."""
-    return create_app(trusted_proxies=["127.0.0.1/32"])
+    return create_app(os.environ.get("BENCH_RULES") or None, trusted_proxies=["127.0.0.1/32"])
 
 
 def guard_redis():
-    """Guarded, Redis store."""
+    """Guarded, Redis store. A patient timeout (1 s, not 50 ms): on a starved machine a pause of
+    the process (a full garbage collection) would otherwise pass for a Redis outage, and the
+    variant would measure its local fallback instead of Redis."""
     from guard.stores.redis import RedisStore
 
-    store = RedisStore.from_url(os.environ["BENCH_REDIS_URL"])
-    return create_app(store=store, trusted_proxies=["127.0.0.1/32"])
+    store = RedisStore.from_url(os.environ["BENCH_REDIS_URL"], timeout=1.0)
+    return create_app(os.environ.get("BENCH_RULES") or None, store=store, trusted_proxies=["127.0.0.1/32"])
+
+
+def _forwarded_for(request: Request) -> str:
+    """slowapi's key: the client the trusted proxy names (as the guard counts it)."""
+    return request.headers.get("x-forwarded-for") or (request.client.host if request.client else "-")
+
+
+def _slowapi(storage_uri: str) -> Starlette:
+    """The same platform behind slowapi (the limits library): one limit on every route, per client.
+
+    Each route's endpoint carries slowapi's decorator (its ASGI middleware breaks streamed
+    responses such as the audio, so the decorator is the way that serves every request).
+    """
+    from slowapi import Limiter, _rate_limit_exceeded_handler
+    from slowapi.errors import RateLimitExceeded
+
+    limiter = Limiter(key_func=_forwarded_for, storage_uri=storage_uri)
+    routes = [
+        Route(r.path, limiter.limit("1000000/minute")(r.endpoint), methods=list(r.methods or ()))
+        for r in platform().routes
+        if isinstance(r, Route)
+    ]
+    app = Starlette(routes=routes)
+    app.state.limiter = limiter
+    app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)  # type: ignore[arg-type]
+    return app
+
+
+def slowapi_memory() -> Starlette:
+    """slowapi with its in-process memory storage."""
+    return _slowapi("memory://")
 
 
 def slowapi_redis() -> Starlette:
-    """The same JSON endpoint behind slowapi (limits library) with Redis storage."""
-    from slowapi import Limiter, _rate_limit_exceeded_handler
-    from slowapi.errors import RateLimitExceeded
-    from slowapi.util import get_remote_address
-
-    limiter = Limiter(key_func=get_remote_address, storage_uri=os.environ["BENCH_REDIS_URL"])
-
-    @limiter.limit("1000000/minute")
-    async def track_api(request: Request) -> JSONResponse:
-        return JSONResponse(track(int(request.path_params["track_id"])))
-
-    app = Starlette(routes=[Route("/api/tracks/{track_id}", track_api)])
-    app.state.limiter = limiter
-    app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)
-    return app
+    """slowapi with Redis storage."""
+    return _slowapi(os.environ["BENCH_REDIS_URL"])
