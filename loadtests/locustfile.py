@@ -79,8 +79,11 @@ class Persona(HttpUser):
         # Listeners come from all over: each from its own /24.
         return f"198.18.{self.number % 250}.{self.number // 250 % 250 + 1}"
 
-    def fetch(self, path: str, *, expect_served: bool, name: str, headers: dict | None = None) -> int:
-        """GET ``path`` and judge the answer against this persona's expectation."""
+    def fetch(
+        self, path: str, *, expect_served: bool, name: str, headers: dict | None = None, content: bool = True
+    ) -> int:
+        """GET ``path`` and judge the answer against this persona's expectation (``content=False``:
+        a page a scraper loads for its session, not counted as content obtained)."""
         sent = {"User-Agent": self.user_agent, "X-Forwarded-For": self.address, **(headers or {})}
         with self.client.get(path, headers=sent, name=f"{self.persona}: {name}", catch_response=True) as r:
             status = r.status_code
@@ -91,7 +94,7 @@ class Persona(HttpUser):
             elif expect_served and status in (401, 403, 429):
                 tally(f"{self.persona} false block")
                 r.failure(f"false block ({status})")
-            elif not expect_served and status in (200, 206):
+            elif not expect_served and status in (200, 206) and content:
                 tally(f"{self.persona} content obtained")
                 r.success()
             else:
@@ -155,7 +158,7 @@ class StealthScraper(Persona):
     @task
     def scrape(self) -> None:
         self.next_track += 1
-        self.fetch(f"/tracks/{self.next_track}", expect_served=False, name="page", headers=NAVIGATE)
+        self.fetch(f"/tracks/{self.next_track}", expect_served=False, name="page", headers=NAVIGATE, content=False)
         self.fetch(f"/api/tracks/{self.next_track}", expect_served=False, name="metadata", headers=FETCH)
         self.fetch(f"/tracks/{self.next_track}/stream", expect_served=False, name="audio", headers=MEDIA)
 
@@ -267,7 +270,7 @@ class DayPatientScraper(Persona):
         self.next_track += 1
         path = f"/tracks/{self.next_track}/stream"
         if self.fetch(path, expect_served=False, name="audio", headers=MEDIA) == 401:
-            self.fetch(f"/tracks/{self.next_track}", expect_served=False, name="page", headers=NAVIGATE)
+            self.fetch(f"/tracks/{self.next_track}", expect_served=False, name="page", headers=NAVIGATE, content=False)
             self.fetch(path, expect_served=False, name="audio", headers=MEDIA)
 
 

@@ -195,7 +195,7 @@ def render(s: dict) -> str:
         f"  5xx                 {s['server_errors_5xx']}   (must be 0)",
         f"  listener false blocks {s['listener_false_blocks']} of {s['listener_requests']} requests   (must be 0)",
         f"  verified Googlebot false blocks {s['verified_googlebot_false_blocks']}",
-        "  content obtained by scrapers (responses served / requests made):",
+        "  content obtained by scrapers (metadata and audio served / requests made, pages included):",
     ]
     for persona, got in s["content_obtained"].items():
         lines.append(f"    {persona:<22} {got:>6} / {s['scraper_requests'][persona]}")
