@@ -265,8 +265,14 @@ class DayPatientScraper(Persona):
     def wait_time(self) -> float:
         return day_seconds(10)
 
+    def before_track(self) -> None:
+        """What the persona changes before each track (nothing: one address, one browser)."""
+
     @task
     def scrape(self) -> None:
+        # One task for every Day scraper: a subclass's @task would run beside this one
+        # (locust gathers the tasks of base classes too), so subclasses override the hook.
+        self.before_track()
         self.next_track += 1
         path = f"/tracks/{self.next_track}/stream"
         if self.fetch(path, expect_served=False, name="audio", headers=MEDIA) == 401:
@@ -285,10 +291,8 @@ class DayUARotator(DayPatientScraper):
     def wait_time(self) -> float:
         return day_seconds(3)
 
-    @task
-    def scrape(self) -> None:
+    def before_track(self) -> None:
         self.user_agent = f"{rng.choice(BROWSERS)} r/{rng.randint(1, 10**9)}"
-        super().scrape()
 
 
 class DaySubnetRotator(DayPatientScraper):
@@ -300,12 +304,10 @@ class DaySubnetRotator(DayPatientScraper):
     def wait_time(self) -> float:
         return day_seconds(1)
 
-    @task
-    def scrape(self) -> None:
+    def before_track(self) -> None:
         self.address = f"192.0.2.{rng.randint(1, 254)}"
         self.user_agent = f"{rng.choice(BROWSERS)} r/{rng.randint(1, 10**9)}"
         self.client.cookies.clear()
-        super().scrape()
 
 
 PERSONAS = [
