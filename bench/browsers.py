@@ -1,9 +1,10 @@
 """Browser-like listeners for the benchmarks: the shipped rules with sessions on, and the
 requests a browser that keeps its session cookie makes.
 
-* :func:`rules_file` writes a rules file that ``extends: default`` and adds the sessions
-  block and the challenge rules of docs/sessions.md (ids the shipped rules already have
-  replace them in place, so it stays valid once the shipped rules turn sessions on).
+* :func:`rules_file` writes a rules file that ``extends: default`` with the sessions block
+  and the challenge rules of docs/sessions.md (the shipped rules now have them too: the
+  same ids replace theirs in place, and the block pins the session key to
+  ``$GUARD_SESSION_KEY``).
 * :func:`address` spreads listeners over many /24 subnets, as the throughput load does.
 * :func:`harvest_cookies` loads a track page once per listener, in process, and keeps the
   session cookie each one was given (the key is ``$GUARD_SESSION_KEY``, shared with the
