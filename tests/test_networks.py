@@ -307,3 +307,18 @@ def test_a_scraper_cannot_start_over_with_a_new_session_on_its_address() -> None
         clock[0] += 10
     after = get(guard, ip, 901, CHROME, "colleague")  # ...and two banned sessions ban the address
     assert after.action == "block" and "banned" in after.reason
+
+
+def test_audio_under_a_prefix_without_a_track_counts_each_file_as_a_track() -> None:
+    """/audio/... names no {track}: each file is counted by its path, so walking the files meets
+    the same limits and budgets as walking track ids."""
+    clock = [T0 - T0 % 86400]
+    guard = shipped_guard(clock)
+    client = guard.resolver.resolve({"client": ("198.51.100.44", 1), "headers": []})
+    session = Session("walker", T0, state="page", proven_until=T0 + 2 * 86400)
+    served = 0
+    for n in range(1000):
+        facts = guard.facts(client, CHROME, f"/audio/{n}.mp3", session=session)
+        served += run(guard.decide(facts)).allowed
+        clock[0] += 10
+    assert 195 <= served <= 205  # session-hour's 200 (HyperLogLog: about 1%), then the session's ban

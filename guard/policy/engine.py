@@ -37,6 +37,7 @@ from guard.policy.limits import (
 )
 from guard.policy.paths import PathMatch, normalise_path
 from guard.policy.rules import Match, Policy, Rule
+from guard.policy.tracks import bounded
 from guard.sessions.settings import SessionSettings
 from guard.sessions.tokens import Session
 from guard.signals.robots_matcher import RobotsTxt
@@ -335,6 +336,10 @@ class Guard:
             prepared = {}
             self._prepared.put(who, prepared)
         track = facts.where.track  # canonical and bounded (guard.policy.tracks)
+        if track is None and self.sessions is not None and facts.where.group in self.sessions.require:
+            # Audio under a prefix that names no {track} (/audio/...): each file is its own track,
+            # or a scraper walking the files would never meet a track limit or budget.
+            track = bounded("path:" + facts.path)
         hashed = None
         checks = []
         for rule in limits:
