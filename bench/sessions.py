@@ -22,6 +22,7 @@ import asyncio
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,10 @@ from guard.sessions.tokens import SessionCodec
 from guard.testing import http_scope
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from browsers import call as call_scope  # noqa: E402
+
 CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 )
@@ -50,24 +55,8 @@ class Clock:
 
 async def call(app, path: str, ip: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes | None]:
     """Status and Set-Cookie of one request; the body is not read (streaming stops at the start)."""
-    out: list = [0, None]
-
-    asked = []
-
-    async def receive() -> dict:
-        if asked:  # a streaming response listens for a disconnect: there is none
-            await asyncio.Event().wait()
-        asked.append(True)
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict) -> None:
-        if message["type"] == "http.response.start":
-            out[0] = message["status"]
-            out[1] = next((v for k, v in message.get("headers", ()) if k == b"set-cookie"), None)
-
     scope = http_scope(path, ip, [(b"host", b"music.example"), (b"user-agent", CHROME.encode()), *headers])
-    await app(scope, receive, send)
-    return out[0], out[1]
+    return await call_scope(app, scope)
 
 
 async def timed(n: int, request) -> float:
