@@ -48,8 +48,59 @@ Clock = Callable[[], float]
 
 #: Clients whose prepared check keys are kept (least recently seen first out): a few kilobytes each.
 PREPARED_CLIENTS = 8192
+#: A track counted by an exact window of at least this long is not counted again by the same
+#: client within a thirtieth of the window (see :func:`counted_until`).
+REPEAT_MIN_PER_US = 60 * 1_000_000
+REPEAT_SHARE = 30
 _TRACK = object()  # a prepared check counts the request's track
 _HASHED_TRACK = object()  # ... its keyed hash (budgets)
+
+
+class _Prepared:
+    """One client's check for one rule, built once (see :meth:`Guard.checks`), and what it counted lately.
+
+    A value counted again soon after adds nothing, so an allowed request's values are not
+    counted again until :attr:`again_at`:
+
+    * a budget: until its current slice ends. Exact: the value is in the slice already, so
+      counting it again changes no register and cannot take the estimate past the maximum
+      (every value was admitted with the estimate at or under it, and the window only loses
+      slices).
+    * an exact window of a minute or more: for a thirtieth of the window. A bounded lag: a
+      value seen again in that time keeps its earlier last sight, so it leaves the window up
+      to that much sooner (2 s of a minute).
+    * anything else (a rate, a shorter window): every time.
+
+    Meanwhile its check keeps only its ban (both stores look bans up for checks counting nothing).
+    """
+
+    __slots__ = ("again_at", "check", "counted", "counts", "idle", "share_us", "slice_us")
+
+    def __init__(self, idle: Check, counts: Any) -> None:
+        self.idle = idle  # the check counting nothing: its ban alone
+        self.counts = counts
+        self.check = idle  # the last check built with a value (reused while the value is the same)
+        self.counted: str | None = None  # the value counted lately
+        self.again_at = 0  # ... until then (µs)
+        limit = idle.limit
+        self.slice_us = limit.slice_us if type(limit) is Budget else 0
+        per_us = limit.per_us if type(limit) is DistinctLimit else 0
+        self.share_us = per_us // REPEAT_SHARE if per_us >= REPEAT_MIN_PER_US else 0
+
+    def check_for(self, item: str) -> Check:
+        """The check counting ``item``."""
+        check = self.check
+        if check.item != item:
+            idle = self.idle
+            check = self.check = Check(idle.key, idle.limit, item, idle.ban, idle.shadow, idle.escalation)
+        return check
+
+    def counted_now(self, item: str, now_us: int) -> None:
+        """``item`` was just counted (the request that counted it was allowed)."""
+        if self.slice_us:
+            self.counted, self.again_at = item, (now_us // self.slice_us + 1) * self.slice_us
+        elif self.share_us:
+            self.counted, self.again_at = item, now_us + self.share_us
 
 
 @dataclass(slots=True)
@@ -202,9 +253,7 @@ class Guard:
         self.policy, self.resolver, self.identifier, self.signatures = policy, resolver, identifier, signatures
         self.sessions = self._sessions or policy.sessions
         # Checks prepared per client (keys, bans, scopes): rebuilt for the new rules and resolver.
-        self._prepared: LRU[tuple[str, str, str, str | None, int], dict[int, tuple[str, Escalation | None, Any]]] = LRU(
-            PREPARED_CLIENTS
-        )
+        self._prepared: LRU[tuple[str, str, str, str | None, int], dict[int, _Prepared]] = LRU(PREPARED_CLIENTS)
         self._mint: LRU[str, tuple[Client, tuple[Check, Check]]] = LRU(PREPARED_CLIENTS)
 
     # -- facts ------------------------------------------------------------------------
@@ -270,10 +319,11 @@ class Guard:
             mint = group in sessions.issue and not self._mint_paused_for(facts.client.key)
         if not limits and not mint:
             return Decision("allow", shadowed=shadowed) if shadowed else ALLOW
-        checks = self.checks(facts, limits)
+        now = self.clock()
+        now_us = to_us(now)
+        checks, counting = self._checks(facts, limits, now_us)
         if mint:
             checks += self.mint_checks(facts.client)
-        now = self.clock()
         if len(self._bans):  # a ban this process already knows of costs no store call
             for i, check in enumerate(checks):
                 if check.ban is not None:
@@ -290,6 +340,8 @@ class Guard:
                 (limits[i], f"limit exceeded: {limit_text(limits[i])}") for i in verdict.shadowed if i < n
             )
         if verdict.denied is None:
+            if counting:
+                remember_counted(counting, verdict.shadowed, now_us)
             minted = mint and not any(i >= n for i in verdict.shadowed)  # over a minting limit: no new session
             if mint and n in verdict.shadowed:  # this address is over its minting limit
                 self._pause_minting(facts.client.key, now)
@@ -323,6 +375,16 @@ class Guard:
         (see :data:`PREPARED_CLIENTS`); a request only adds its track, hashed once for all
         its budgets.
         """
+        return self._checks(facts, limits, None)[0]
+
+    def _checks(
+        self, facts: Facts, limits: tuple[Rule, ...], now_us: int | None
+    ) -> tuple[list[Check], list[tuple[int, _Prepared, str]]]:
+        """:meth:`checks`, and with ``now_us``: a value this client's allowed requests counted
+        lately (see :meth:`_Prepared.count_again_at`) is not counted again: its check keeps only
+        its ban. Also returns the checks that count something (index, prepared), for
+        :func:`remember_counted`.
+        """
         client = facts.client
         ua = facts.identity.ua_hash
         session = getattr(facts, "session", None)  # a signed session, when the request carries one
@@ -341,15 +403,17 @@ class Guard:
             # or a scraper walking the files would never meet a track limit or budget.
             track = bounded("path:" + facts.path)
         hashed = None
-        checks = []
-        for rule in limits:
+        checks: list[Check] = []
+        counting: list[tuple[int, _Prepared, str]] = []
+        for i, rule in enumerate(limits):
             found = prepared.get(id(rule))
             if found is None:
                 found = prepared[id(rule)] = self._prepare(rule, client, ua, session, since)
-            key, escalation, counts = found
+            counts = found.counts
             if track is None or counts is None:
-                item = None
-            elif counts is _TRACK:
+                checks.append(found.idle)
+                continue
+            if counts is _TRACK:
                 item = track
             elif counts is _HASHED_TRACK:
                 if hashed is None:
@@ -357,16 +421,17 @@ class Guard:
                 item = hashed
             else:
                 item = counts  # the request's session (of a network) or User-Agent, the same every time
-            checks.append(Check(key, rule.limit, item, None if rule.shadow else rule.ban, rule.shadow, escalation))  # type: ignore[arg-type]
-        return checks
+            if now_us is not None and found.counted == item and found.again_at > now_us:
+                checks.append(found.idle)  # counted lately: only its ban is looked at
+                continue
+            checks.append(found.check_for(item))
+            counting.append((i, found, item))
+        return checks, counting
 
-    def _prepare(
-        self, rule: Rule, client: Client, ua: str, session: Session | None, since: int
-    ) -> tuple[str, Escalation | None, Any]:
-        """``rule``'s key for this client, its ban scope, and what it counts on a path with a track:
-        the track (:data:`_TRACK`), its hash (:data:`_HASHED_TRACK`), the session or User-Agent
-        (text), or None. Only text and tuples of text: the garbage collector need not watch what
-        is kept."""
+    def _prepare(self, rule: Rule, client: Client, ua: str, session: Session | None, since: int) -> _Prepared:
+        """``rule``'s check for this client (key, limit, ban and ban scope), and what it counts
+        on a path with a track: the track (:data:`_TRACK`), its hash (:data:`_HASHED_TRACK`),
+        the session or User-Agent (text), or None."""
         assert rule.limit is not None and rule.key is not None  # the parser gives every limit rule both
         prefix = f"{self.namespace}:{{{client.tag}}}:"
         # Clients a proxy forwarded without a usable address share one strict bucket: no key per UA.
@@ -395,7 +460,8 @@ class Guard:
                 counts = self.budget_item(counted) if budget else counted
             else:
                 counts = _HASHED_TRACK if budget else _TRACK
-        return f"{prefix}{rule.id}:{who}", escalation, counts
+        key = f"{prefix}{rule.id}:{who}"
+        return _Prepared(Check(key, rule.limit, None, ban, rule.shadow, escalation), counts)
 
     def budget_item(self, value: str) -> str:
         """What a budget adds to its HyperLogLog for ``value``: a keyed hash of it (cached).
@@ -459,6 +525,13 @@ class Guard:
             reason = f"banned after repeatedly exceeding: {limit_text(rule)}"
             return Decision("block", rule, reason, verdict.retry_after, shadowed, banned=True)
         return Decision(rule.action, rule, f"limit exceeded: {limit_text(rule)}", verdict.retry_after, shadowed)
+
+
+def remember_counted(counting: list[tuple[int, _Prepared, str]], shadowed: tuple[int, ...], now_us: int) -> None:
+    """Note what an allowed request counted (a shadow check that would have denied counted nothing)."""
+    for i, prepared, item in counting:  # the item of this request's own check: others may run meanwhile
+        if not (shadowed and i in shadowed):
+            prepared.counted_now(item, now_us)
 
 
 def _who(key: str, client: Client) -> str | None:
