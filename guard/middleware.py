@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from guard.consent.gate import ConsentGate, build_gate
 from guard.consent.settings import ConsentSettings
 from guard.errors import ConfigError
+from guard.headers import header_text, request_headers
 from guard.identity.ranges import HostingRanges, RangeVerifier, hosting_directory
 from guard.identity.rdns import ReverseDNSVerifier
 from guard.identity.signatures import check_signature
@@ -242,12 +243,13 @@ class GuardMiddleware:
         verdict = facts = signed = answer = None
         cookie: list[tuple[bytes, bytes]] = []
         try:
-            client = guard.resolver.resolve(scope)
+            headers = request_headers(scope)  # one pass over them for all that follows
+            client = guard.resolver.resolve(scope, headers)
             signed = check_signature(guard.signatures, scope, guard.clock) if guard.signatures is not None else None
             query_string = scope.get("query_string")
             query = query_string.decode("latin-1") if query_string else ""
-            user_agent = _user_agent(scope)
-            reading = sessions.read(scope, client, user_agent, guard.clock()) if sessions is not None else None
+            user_agent = header_text(headers.get(b"user-agent"))
+            reading = sessions.read(scope, client, user_agent, guard.clock(), headers) if sessions is not None else None
             session = reading.session if reading is not None else None
             facts = guard.facts(client, user_agent, scope.get("path", "/"), signed, query, session)
             exempt = guard.is_exempt(facts.where.group)
@@ -317,12 +319,3 @@ class GuardMiddleware:
         if self.top is not None:
             self._flusher = loop.create_task(self.top.run())
         self.reloader.start(loop)
-
-
-def _user_agent(scope: Scope) -> str | None:
-    # Every User-Agent line counts: a name split over two lines is still the name.
-    found = None
-    for key, value in scope.get("headers", ()):
-        if key == b"user-agent":
-            found = value if found is None else found + b" " + value
-    return found.decode("latin-1") if found is not None else None

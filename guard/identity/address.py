@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, Protocol
 
+from guard.headers import request_headers
 from guard.lru import LRU
 
 log = logging.getLogger("guard")
@@ -185,13 +186,16 @@ class ClientResolver:
         self.forwarded_header = forwarded_header
         self._header = forwarded_header.encode("latin-1")
         self._peers: LRU[str, tuple[Client, bool]] = LRU(65536)  # the peer, and whether it is a trusted proxy
-        self._forwarded: LRU[str, Client | bool] = LRU(65536)  # False: no usable client
+        self._forwarded: LRU[bytes, Client | bool] = LRU(65536)  # False: no usable client
         self._garbling: set[str] = set()  # proxies whose last forwarded header named no usable client
         #: Times a trusted proxy started (or stopped) sending chains without a usable client.
         self.unidentified_changes = 0
 
-    def resolve(self, scope: Mapping[str, Any]) -> Client:
-        """The client of ``scope`` (an ASGI HTTP scope)."""
+    def resolve(self, scope: Mapping[str, Any], headers: Mapping[bytes, bytes] | None = None) -> Client:
+        """The client of ``scope`` (an ASGI HTTP scope).
+
+        ``headers``: the scope's headers as :func:`guard.headers.request_headers` reads them,
+        when the caller already has them (else they are read here)."""
         peer = scope.get("client")
         host = peer[0] if peer else None
         if not isinstance(host, str):
@@ -204,18 +208,20 @@ class ClientResolver:
         client, trusted = known
         if not trusted:
             return client
-        wanted = self._header
-        lines = [value for key, value in scope.get("headers", ()) if key == wanted]
-        if not lines:
+        if headers is None:
+            headers = request_headers(scope)
+        chain = headers.get(self._header)
+        if chain is None:
             return client  # the proxy's own request
-        text = lines[0].decode("latin-1") if len(lines) == 1 else b",".join(lines).decode("latin-1")
-        cacheable = len(text) <= 512  # a long chain is walked each time instead of filling the cache
-        found = self._forwarded.get(text) if cacheable else None
+        # Keyed on the header's bytes as sent (a chain names the same client whichever
+        # trusted proxy passed it on): a returning client costs one lookup, no decoding.
+        cacheable = len(chain) <= 512  # a long chain is walked each time instead of filling the cache
+        found = self._forwarded.get(chain) if cacheable else None
         if found is None:
-            parsed = self._walk(text)
+            parsed = self._walk(chain.decode("latin-1"))
             found = self.client(parsed, "", self.forwarded_header) if parsed is not None else False
             if cacheable:
-                self._forwarded.put(text, found)
+                self._forwarded.put(chain, found)
         if not isinstance(found, Client):
             return self._unidentified(client)
         if self._garbling and client.ip in self._garbling:

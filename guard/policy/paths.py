@@ -64,7 +64,7 @@ class TrackPattern:
     The captured segment is handed back canonicalised by the placeholder's type.
     """
 
-    __slots__ = ("anchored", "canonical", "pieces")
+    __slots__ = ("anchored", "canonical", "match", "pieces")
 
     def __init__(self, pattern: str) -> None:
         self.anchored = pattern.endswith("$")
@@ -72,8 +72,27 @@ class TrackPattern:
         kinds = [kind or "int" for _, kind in _PLACEHOLDER.findall(body)]
         self.canonical: Callable[[str], str] = canonicaliser(kinds[-1] if kinds else "int")
         self.pieces = _PLACEHOLDER.split(body)[::3]  # literal, segment, literal, segment, ..., literal
+        #: Whether ``text`` matches, and the (last) segment that stood for ``{track}`` (raw).
+        self.match: Callable[[str], tuple[bool, str | None]] = (
+            self._match_one if len(self.pieces) == 2 else self._match_any
+        )
 
-    def match(self, text: str) -> tuple[bool, str | None]:
+    def _match_one(self, text: str) -> tuple[bool, str | None]:
+        """:meth:`_match_any` for the usual pattern, one ``{track}`` between two literals."""
+        head, tail = self.pieces
+        if not text.startswith(head):
+            return False, None
+        pos = len(head)
+        end = text.find("/", pos)
+        if end < 0:
+            end = len(text)
+        if end == pos or not text.startswith(tail, end):
+            return False, None  # a segment is never empty
+        if self.anchored and end + len(tail) != len(text):
+            return False, None
+        return True, text[pos:end]
+
+    def _match_any(self, text: str) -> tuple[bool, str | None]:
         """Whether ``text`` matches, and the (last) segment that stood for ``{track}`` (raw)."""
         pos, track = 0, None
         pieces = self.pieces
@@ -133,16 +152,26 @@ class PathMatch(NamedTuple):
     raw: str | None = None
 
 
+Matcher = tuple[str, "Glob | TrackPattern"]
+
+
 class PathGroups:
-    """Ordered, named groups of patterns."""
+    """Ordered, named groups of patterns.
+
+    A pattern whose literal head names a whole first segment (``/tracks/{track}``,
+    ``/api/``) can only match paths in that segment, so the patterns are indexed by it:
+    a path is tried against its segment's patterns and those with a shorter head
+    (``/``, ``/robots.txt``), still in file order, instead of against every pattern.
+    """
 
     def __init__(self, groups: dict[str, list[str]]) -> None:
         self.groups = {name: list(patterns) for name, patterns in groups.items()}
-        self._matchers: list[tuple[str, Glob | TrackPattern]] = [
+        self._matchers: list[Matcher] = [
             (name, TrackPattern(p) if _PLACEHOLDER.search(p) else Glob(p))
             for name, patterns in self.groups.items()
             for p in patterns
         ]
+        self._by_segment, self._unsegmented = _segment_index(self._matchers)
         self._classified: LRU[str, tuple[str, str | None, str | None]] = LRU(65536)
 
     def classify(self, path: str) -> PathMatch:
@@ -157,7 +186,10 @@ class PathGroups:
         return PathMatch(*found)
 
     def _classify(self, path: str) -> PathMatch:
-        for name, matcher in self._matchers:
+        end = path.find("/", 1)
+        segment = path[1:end] if end > 0 else path[1:]
+        candidates = self._by_segment.get(segment, self._unsegmented)
+        for name, matcher in candidates:
             if isinstance(matcher, Glob):
                 if matcher.match(path):
                     return PathMatch(name, None)
@@ -166,6 +198,31 @@ class PathGroups:
                 if matched:
                     return PathMatch(name, matcher.canonical(raw) if raw is not None else None, raw)
         return PathMatch(OTHER, None)
+
+
+def _head(matcher: Glob | TrackPattern) -> str:
+    """The literal text every path the matcher matches starts with."""
+    return matcher.parts[0] if isinstance(matcher, Glob) else matcher.pieces[0]
+
+
+def _segment_index(matchers: list[Matcher]) -> tuple[dict[str, tuple[Matcher, ...]], tuple[Matcher, ...]]:
+    """Per first path segment, the matchers that may match a path in it (in order); and those
+    for any other segment.
+
+    A head ``/seg/...`` (a slash after the first segment) only matches paths whose first
+    segment is ``seg``. A shorter head (``/``, ``/robots.txt``, ``/tra*``) may match a path
+    whose first segment starts with it, and is kept for every segment it could start.
+    """
+    segments = {_head(m)[1:].split("/", 1)[0] for _, m in matchers if "/" in _head(m)[1:]}
+
+    def fits(matcher: Glob | TrackPattern, segment: str | None) -> bool:
+        rest = _head(matcher)[1:]
+        if "/" in rest:
+            return segment is not None and rest.split("/", 1)[0] == segment
+        return segment is None or segment.startswith(rest)
+
+    by_segment = {s: tuple(m for m in matchers if fits(m[1], s)) for s in segments}
+    return by_segment, tuple(m for m in matchers if fits(m[1], None))
 
 
 def normalise_path(path: str) -> str:

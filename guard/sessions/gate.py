@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from itsdangerous import BadSignature
 from starlette.types import Scope
 
+from guard.headers import request_headers
 from guard.identity.address import Client
+from guard.lru import LRU
 from guard.policy.paths import normalise_path
 from guard.sessions.settings import SessionSettings
 from guard.sessions.tokens import MAX_TOKEN, Session, SessionCodec, SessionKeys, bind, binding_problem, network_tag
 from guard.sessions.tokens import platform_of as platform_of
 
 MAX_COOKIES = 4  # same-named cookies tried (a partitioned and an unpartitioned copy, ...)
+COOKIE_LINES = 16384  # Cookie headers whose parse is remembered (least recently added out)
+MAX_COOKIE_LINE = 4096  # longer Cookie headers are parsed each time, never kept
 
 
 @dataclass(slots=True)
@@ -52,26 +57,38 @@ class Reading:
         return self.session is not None or self.problem is not None
 
 
-def read_request(scope: Scope, cookie_name: str) -> Request:
-    """Our cookie's values and whether this is a navigation, from an ASGI scope's headers."""
-    cookies: list[str] = []
-    fetch_mode = accept = None
+def read_request(scope: Scope, cookie_name: str, headers: Mapping[bytes, bytes] | None = None) -> Request:
+    """Our cookie's values and whether this is a navigation, from an ASGI scope's headers
+    (``headers``: as :func:`guard.headers.request_headers` reads them, if already read)."""
+    if headers is None:
+        headers = request_headers(scope)
+    line = headers.get(b"cookie")
+    return request_of(scope, headers, cookie_values(line, cookie_name) if line is not None else ())
+
+
+def cookie_values(line: bytes, cookie_name: str) -> tuple[str, ...]:
+    """The values of the cookie ``cookie_name`` in a Cookie header, in order (at most :data:`MAX_COOKIES`)."""
+    values: list[str] = []
     prefix = cookie_name + "="
-    for key, value in scope.get("headers", ()):
-        if key == b"cookie" and len(cookies) < MAX_COOKIES:
-            for part in value.decode("latin-1").split(";"):
-                part = part.strip()
-                if part.startswith(prefix) and len(cookies) < MAX_COOKIES:
-                    cookies.append(part[len(prefix) :].strip('"'))
-        elif key == b"sec-fetch-mode":
-            fetch_mode = value
-        elif key == b"accept":
-            accept = value
-    method = scope.get("method", "GET")
-    # Without Sec-Fetch-Mode (older browsers, simple clients) a document request asks for HTML.
-    navigation = fetch_mode == b"navigate" if fetch_mode is not None else bool(accept and b"text/html" in accept)
-    navigation = navigation and method in ("GET", "HEAD")
-    return Request(tuple(cookies), navigation, scope.get("scheme") == "https")
+    for part in line.decode("latin-1").split(";"):
+        part = part.strip()
+        if part.startswith(prefix):
+            values.append(part[len(prefix) :].strip('"'))
+            if len(values) == MAX_COOKIES:
+                break
+    return tuple(values)
+
+
+def request_of(scope: Scope, headers: Mapping[bytes, bytes], cookies: tuple[str, ...]) -> Request:
+    """The :class:`Request` of a scope whose cookie values are already read."""
+    fetch_mode = headers.get(b"sec-fetch-mode")
+    if fetch_mode is not None:
+        navigation = fetch_mode == b"navigate"
+    else:  # Without Sec-Fetch-Mode (older browsers, simple clients) a document request asks for HTML.
+        accept = headers.get(b"accept")
+        navigation = bool(accept and b"text/html" in accept)
+    navigation = navigation and scope.get("method", "GET") in ("GET", "HEAD")
+    return Request(cookies, navigation, scope.get("scheme") == "https")
 
 
 class SessionGate:
@@ -82,6 +99,21 @@ class SessionGate:
         self.keys = keys
         self.codec = SessionCodec(keys)
         self._urls = keys.signer("guard.url")
+        # Cookie header -> our cookie's values in it: a browser sends the same header on every
+        # request. Keyed on the whole header as sent; a long one is parsed each time instead.
+        self._cookies: LRU[bytes, tuple[str, ...]] = LRU(COOKIE_LINES)
+
+    def request(self, scope: Scope, headers: Mapping[bytes, bytes]) -> Request:
+        """:func:`read_request`, with the Cookie header's parse remembered."""
+        line = headers.get(b"cookie")
+        if line is None:
+            return request_of(scope, headers, ())
+        cookies = self._cookies.peek(line)
+        if cookies is None:
+            cookies = cookie_values(line, self.settings.cookie.name)
+            if len(line) <= MAX_COOKIE_LINE:
+                self._cookies.put(line, cookies)
+        return request_of(scope, headers, cookies)
 
     # -- reading ------------------------------------------------------------------------
 

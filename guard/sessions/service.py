@@ -9,15 +9,17 @@ is a challenge, and :meth:`Sessions.answer` for the challenge's own URL.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import quote
 
 from starlette.types import Scope
 
+from guard.headers import request_headers
 from guard.identity.address import Client
 from guard.policy.engine import Decision, Facts, Guard
 from guard.sessions.challenge import Challenges
-from guard.sessions.gate import Reading, SessionGate, read_request
+from guard.sessions.gate import Reading, SessionGate
 from guard.sessions.settings import SessionSettings
 from guard.sessions.tokens import SessionKeys
 
@@ -60,12 +62,22 @@ class Sessions:
         self.gate = SessionGate(settings, keys)
         self.challenges = Challenges(settings.challenge, keys)
 
-    def read(self, scope: Scope, client: Client, user_agent: str | None, now: float) -> Reading:
-        """The session a request carries (cookie or signed URL), checked against its client."""
-        request = read_request(scope, self.settings.cookie.name)
+    def read(
+        self,
+        scope: Scope,
+        client: Client,
+        user_agent: str | None,
+        now: float,
+        headers: Mapping[bytes, bytes] | None = None,
+    ) -> Reading:
+        """The session a request carries (cookie or signed URL), checked against its client.
+
+        ``headers``: the scope's headers as :func:`guard.headers.request_headers` reads them,
+        when the caller already has them (else they are read here)."""
+        request = self.gate.request(scope, headers if headers is not None else request_headers(scope))
+        query = scope.get("query_string")
         path = scope.get("path", "") or "/"
-        query = scope.get("query_string", b"").decode("latin-1")
-        return self.gate.read(request, client, user_agent, path, query, now)
+        return self.gate.read(request, client, user_agent, path, query.decode("latin-1") if query else "", now)
 
     def respond(
         self, reading: Reading, decision: Decision, facts: Facts, shadow: bool = False

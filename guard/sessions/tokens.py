@@ -209,7 +209,14 @@ class SessionCodec:
             session.net6,
             session.platform,
         )
-        return self._signer.sign("~".join(fields)).decode("ascii")
+        payload = "~".join(fields)
+        token = self._signer.sign(payload).decode("ascii")
+        # Signed here, so valid: the browser's first request with it needs no HMAC either.
+        # Kept as it reads back (whole seconds), exactly what verifying it would give.
+        issued = self._parse(payload)
+        if issued is not None and len(token) <= MAX_TOKEN:
+            self._verified.put(token, issued)
+        return token
 
     def loads(self, token: str) -> Session | None:
         """The session in ``token``, or None when it is not one of ours (bad signature, junk)."""
@@ -228,6 +235,11 @@ class SessionCodec:
             payload = self._signer.unsign(token).decode("ascii")
         except (BadSignature, UnicodeDecodeError, ValueError):
             return None
+        return self._parse(payload)
+
+    @staticmethod
+    def _parse(payload: str) -> Session | None:
+        """The session a verified token's payload describes (None: not a session of this format)."""
         parts = payload.split("~")
         if len(parts) != 8 or parts[0] != "1" or parts[3] not in _STATE_CODES:
             return None

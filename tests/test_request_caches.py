@@ -1,0 +1,251 @@
+"""The request path's shortcuts (indexes and bounded caches) decide exactly as the long way does.
+
+Each cache is keyed on everything its answer depends on, stays bounded whatever a client
+sends, and starts empty under reloaded rules or new session keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support import CHROME, RULES, FakeClock
+
+import guard.sessions.gate as gate_module
+from guard.headers import request_headers
+from guard.identity.address import ClientResolver
+from guard.policy.engine import Guard
+from guard.policy.paths import OTHER, PathGroups, PathMatch
+from guard.policy.rules import load_rules
+from guard.sessions.service import Sessions
+from guard.sessions.settings import SessionSettings
+from guard.sessions.tokens import Session, SessionKeys
+from guard.testing import http_scope
+
+KEY = "k" * 40
+ANDROID = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile"
+
+# -- path groups ---------------------------------------------------------------------------------
+
+SEGMENTS = ["", "tracks", "track", "api", "a", "ab", "robots.txt", ".well-known", "7", "stream", "x*y"]
+PATTERNS = st.lists(
+    st.builds(
+        lambda parts, tail, anchored: "/" + "/".join(parts) + tail + ("$" if anchored else ""),
+        st.lists(st.sampled_from(SEGMENTS), min_size=0, max_size=3),
+        st.sampled_from(["", "/", "*", "/*", "/{track}", "/{track}/stream", "{track}", "*.mp3", "/*/x"]),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=8,
+)
+PATHS = st.builds(
+    lambda parts, tail: "/" + "/".join(parts) + tail,
+    st.lists(st.sampled_from([*SEGMENTS, "007", "tracks7", "apix", "y"]), min_size=0, max_size=4),
+    st.sampled_from(["", "/", ".mp3", "/stream", "/x"]),
+)
+
+
+def classify_in_order(groups: PathGroups, path: str) -> PathMatch:
+    """The definition: the first pattern in file order that matches, tried one by one."""
+    for name, matcher in groups._matchers:
+        if hasattr(matcher, "parts"):
+            if matcher.match(path):  # type: ignore[union-attr]
+                return PathMatch(name, None)
+        else:
+            matched, raw = matcher.match(path)  # type: ignore[union-attr]
+            if matched:
+                return PathMatch(name, matcher.canonical(raw) if raw is not None else None, raw)  # type: ignore[union-attr]
+    return PathMatch(OTHER, None)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(PATTERNS, min_size=1, max_size=4), st.lists(PATHS, min_size=1, max_size=20))
+def test_the_segment_index_classifies_as_trying_every_pattern_in_order(groups, paths) -> None:
+    patterns = {f"g{i}": [p for p in ps if not ("{" in p and "*" in p)] or ["/"] for i, ps in enumerate(groups)}
+    path_groups = PathGroups(patterns)
+    for path in paths:
+        expected = classify_in_order(path_groups, path)
+        assert path_groups._classify(path) == expected, (patterns, path)
+        assert path_groups.classify(path) == expected  # first time (computed) ...
+        assert path_groups.classify(path) == expected  # ... and cached
+
+
+def test_the_shipped_groups_by_segment(policy) -> None:
+    paths = policy.paths
+    assert paths.classify("/tracks/7") == PathMatch("pages", "7", "7")
+    assert paths.classify("/tracks/007/stream") == PathMatch("audio", "7", "007")
+    assert paths.classify("/api/tracks/7") == PathMatch("content_api", "7", "7")
+    assert paths.classify("/api/albums") == PathMatch("content_api", None)
+    assert paths.classify("/robots.txt").group == "directives"
+    assert paths.classify("/robots.txtx").group == "directives"  # a prefix, as robots.txt patterns are
+    assert paths.classify("/healthz").group == "health"
+    assert paths.classify("/healthz/x").group == "pages"
+    assert paths.classify("/tracksx/7").group == "pages"
+    assert paths.classify("tracks/7").group == OTHER  # no leading slash: no pattern starts so
+
+
+def test_the_same_path_is_classified_again_under_reloaded_rules(tmp_path: Path) -> None:
+    guard = Guard(load_rules(RULES))
+    client = guard.resolver.resolve({"client": ("192.0.2.1", 1), "headers": []})
+    assert guard.facts(client, CHROME, "/listen/7").where.group == "pages"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(f'version: 1\nextends: {RULES}\npaths:\n  audio: ["/listen/{{track}}"]\n')
+    guard.use_policy(load_rules(rules))
+    assert guard.facts(client, CHROME, "/listen/7").where == PathMatch("audio", "7", "7")
+
+
+# -- one pass over the headers -------------------------------------------------------------------
+
+
+def test_headers_sent_on_several_lines_read_as_before() -> None:
+    lines = [
+        (b"user-agent", b"Mozilla/5.0"),
+        (b"x-forwarded-for", b"198.51.100.1"),
+        (b"cookie", b"a=1"),
+        (b"user-agent", b"(Windows)"),
+        (b"sec-fetch-mode", b"cors"),
+        (b"x-forwarded-for", b"192.0.2.8"),
+        (b"cookie", b"guard_session=x"),
+        (b"sec-fetch-mode", b"navigate"),
+    ]
+    headers = request_headers({"headers": lines})
+    assert headers[b"user-agent"] == b"Mozilla/5.0 (Windows)"  # a name split over two lines is still the name
+    assert headers[b"x-forwarded-for"] == b"198.51.100.1,192.0.2.8"  # one chain, in order
+    assert headers[b"cookie"] == b"a=1; guard_session=x"  # HTTP/2: a line per cookie
+    assert headers[b"sec-fetch-mode"] == b"navigate"  # any other name: its last line
+    once = [(b"user-agent", b"Mozilla/5.0"), [b"cookie", b"a=1"]]
+    assert request_headers({"headers": iter(once)}) == {b"user-agent": b"Mozilla/5.0", b"cookie": b"a=1"}
+    assert request_headers({}) == {}
+
+
+# -- client resolution ---------------------------------------------------------------------------
+
+
+def resolve(resolver: ClientResolver, peer: str, chain: bytes) -> str:
+    return resolver.resolve({"client": (peer, 1), "headers": [(b"x-forwarded-for", chain)]}).key
+
+
+def test_a_cached_chain_is_only_believed_from_a_trusted_proxy() -> None:
+    resolver = ClientResolver(["10.0.0.0/8"])
+    assert resolve(resolver, "10.0.0.1", b"192.0.2.7") == "192.0.2.7"
+    assert resolve(resolver, "203.0.113.5", b"192.0.2.7") == "203.0.113.5"  # the same bytes, untrusted peer
+    assert resolve(resolver, "10.0.0.1", b"192.0.2.7") == "192.0.2.7"
+    assert resolve(resolver, "10.0.0.1", b"192.0.2.7 ") == "192.0.2.7"  # another spelling: read on its own
+    assert resolve(resolver, "10.0.0.1", b"192.0.2.7, 10.0.0.9") == "192.0.2.7"
+    # Another header configured (a reload builds a new resolver): the same bytes mean nothing there.
+    other = ClientResolver(["10.0.0.0/8"], forwarded_header="forwarded")
+    scope = {"client": ("10.0.0.1", 1), "headers": [(b"forwarded", b"192.0.2.7")]}
+    assert other.resolve(scope).key == "unidentified-via-10.0.0.1"
+
+
+def test_a_proxy_garbling_chains_is_noticed_on_cached_chains_too() -> None:
+    resolver = ClientResolver(["10.0.0.0/8"])
+    for _ in range(2):
+        assert resolve(resolver, "10.0.0.1", b"junk") == "unidentified-via-10.0.0.1"
+    assert resolver.unidentified_changes == 1
+    assert resolve(resolver, "10.0.0.1", b"192.0.2.7") == "192.0.2.7"
+    assert resolver.unidentified_changes == 2
+    assert resolve(resolver, "10.0.0.1", b"junk") == "unidentified-via-10.0.0.1"  # cached as unusable
+    assert resolver.unidentified_changes == 3
+
+
+def test_long_chains_are_walked_each_time_and_never_kept() -> None:
+    resolver = ClientResolver(["10.0.0.0/8"])
+    chain = b"198.51.100.1, " * 100 + b"192.0.2.7"
+    for _ in range(2):
+        assert resolve(resolver, "10.0.0.1", chain) == "192.0.2.7"
+    assert len(resolver._forwarded) == 0
+
+
+# -- session reads -------------------------------------------------------------------------------
+
+
+def scope(ip: str, user_agent: str, cookie_lines: list[bytes], path: str = "/tracks/7/stream") -> dict:
+    headers = [(b"user-agent", user_agent.encode()), (b"x-forwarded-for", ip.encode())]
+    return http_scope(path, "10.0.0.1", headers + [(b"cookie", line) for line in cookie_lines])
+
+
+class Reader:
+    """Sessions read the way the middleware reads them."""
+
+    def __init__(self, keys: SessionKeys, clock: FakeClock, **changes) -> None:
+        self.sessions = Sessions(replace(SessionSettings(), **changes), keys)
+        self.resolver = ClientResolver(["10.0.0.0/8"])
+        self.clock = clock
+
+    def read(self, ip: str, user_agent: str, *cookie_lines: bytes):
+        request = scope(ip, user_agent, list(cookie_lines))
+        headers = request_headers(request)
+        client = self.resolver.resolve(request, headers)
+        return self.sessions.read(request, client, user_agent, self.clock(), headers)
+
+    def token(self, ip: str, user_agent: str) -> bytes:
+        """A session minted for this address and browser, as its Set-Cookie carries it."""
+        reading = self.read(ip, user_agent)
+        gate = self.sessions.gate
+        session = gate.codec.new(self.clock(), reading.platform, reading.family, reading.tag, state="page")
+        return gate.set_cookie(session, False, self.clock()).split(b";")[0]
+
+
+def test_a_remembered_cookie_is_still_bound_to_its_network_device_and_lifetime() -> None:
+    clock = FakeClock()
+    reader = Reader(SessionKeys(KEY), clock)
+    cookie = reader.token("192.0.2.7", CHROME)
+    for _ in range(2):  # the first read parses and verifies; the second is remembered
+        assert reader.read("192.0.2.7", CHROME, cookie).session is not None
+        assert reader.read("192.0.2.99", CHROME, cookie).session is not None  # the same /24
+        other = reader.read("198.51.100.7", CHROME, cookie)
+        assert other.session is None and other.problem == "the session belongs to another network"
+        device = reader.read("192.0.2.7", ANDROID, cookie)
+        assert device.session is None and device.problem == "the session belongs to another device"
+    clock.advance(SessionSettings().ttl)
+    expired = reader.read("192.0.2.7", CHROME, cookie)
+    assert expired.session is None and expired.problem == "the session has expired"
+
+
+def test_new_keys_refuse_a_cookie_the_old_ones_remembered() -> None:
+    clock = FakeClock()
+    old = Reader(SessionKeys(KEY), clock)
+    cookie = old.token("192.0.2.7", CHROME)
+    assert old.read("192.0.2.7", CHROME, cookie).session is not None
+    rolled = Reader(SessionKeys("n" * 40), clock)  # a reload with new keys builds new Sessions
+    assert rolled.read("192.0.2.7", CHROME, cookie).problem == "the session cookie is not valid"
+    assert Reader(SessionKeys("n" * 40, previous=KEY), clock).read("192.0.2.7", CHROME, cookie).session is not None
+
+
+def test_cookie_headers_on_several_lines_and_among_other_cookies() -> None:
+    clock = FakeClock()
+    reader = Reader(SessionKeys(KEY), clock)
+    cookie = reader.token("192.0.2.7", CHROME)
+    session = reader.read("192.0.2.7", CHROME, cookie).session
+    assert session is not None
+    assert reader.read("192.0.2.7", CHROME, b"_ga=1", cookie, b"theme=dark").session == session  # HTTP/2
+    assert reader.read("192.0.2.7", CHROME, b"_ga=1; " + cookie + b"; theme=dark").session == session
+    junk = b"guard_session=junk"
+    assert reader.read("192.0.2.7", CHROME, junk, cookie).session == session  # the first valid copy
+    assert reader.read("192.0.2.7", CHROME, b"; ".join([junk] * 4 + [cookie])).session is None  # at most four tried
+    assert reader.read("192.0.2.7", CHROME, b"guardsession=x; " + cookie[1:]).session is None
+
+
+def test_the_cookie_cache_is_bounded_and_skips_long_headers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gate_module, "COOKIE_LINES", 8)
+    clock = FakeClock()
+    reader = Reader(SessionKeys(KEY), clock)
+    cookie = reader.token("192.0.2.7", CHROME)
+    for n in range(100):  # a scraper sending a new Cookie header each time
+        assert reader.read("192.0.2.7", CHROME, b"x=%d; " % n + cookie).session is not None
+    assert len(reader.sessions.gate._cookies) == 8
+    long = b"pad=" + b"x" * gate_module.MAX_COOKIE_LINE + b"; " + cookie
+    assert reader.read("192.0.2.7", CHROME, long).session is not None
+    assert long not in reader.sessions.gate._cookies._data
+
+
+def test_a_token_just_signed_reads_back_as_verifying_it_would() -> None:
+    codec = Reader(SessionKeys(KEY), FakeClock()).sessions.gate.codec
+    session = Session("abc", 1_800_000_000.75, "page", 1_800_000_099.5, "t4", "", "windows")
+    token = codec.dumps(session)
+    assert codec._verified.peek(token) == codec._verify(token)
+    assert codec.loads(token) == replace(session, issued_at=1_800_000_000.0, proven_until=1_800_000_099.0)
