@@ -52,55 +52,16 @@ PREPARED_CLIENTS = 8192
 #: client within a thirtieth of the window (see :func:`counted_until`).
 REPEAT_MIN_PER_US = 60 * 1_000_000
 REPEAT_SHARE = 30
-_TRACK = object()  # a prepared check counts the request's track
-_HASHED_TRACK = object()  # ... its keyed hash (budgets)
+_TRACK = 1  # a prepared check counts the request's track
+_HASHED_TRACK = 2  # ... its keyed hash (budgets)
+_new = tuple.__new__  # a Check or Escalation from its fields, without the named constructor's call
 
-
-class _Prepared:
-    """One client's check for one rule, built once (see :meth:`Guard.checks`), and what it counted lately.
-
-    A value counted again soon after adds nothing, so an allowed request's values are not
-    counted again until :attr:`again_at`:
-
-    * a budget: until its current slice ends. Exact: the value is in the slice already, so
-      counting it again changes no register and cannot take the estimate past the maximum
-      (every value was admitted with the estimate at or under it, and the window only loses
-      slices).
-    * an exact window of a minute or more: for a thirtieth of the window. A bounded lag: a
-      value seen again in that time keeps its earlier last sight, so it leaves the window up
-      to that much sooner (2 s of a minute).
-    * anything else (a rate, a shorter window): every time.
-
-    Meanwhile its check keeps only its ban (both stores look bans up for checks counting nothing).
-    """
-
-    __slots__ = ("again_at", "check", "counted", "counts", "idle", "share_us", "slice_us")
-
-    def __init__(self, idle: Check, counts: Any) -> None:
-        self.idle = idle  # the check counting nothing: its ban alone
-        self.counts = counts
-        self.check = idle  # the last check built with a value (reused while the value is the same)
-        self.counted: str | None = None  # the value counted lately
-        self.again_at = 0  # ... until then (µs)
-        limit = idle.limit
-        self.slice_us = limit.slice_us if type(limit) is Budget else 0
-        per_us = limit.per_us if type(limit) is DistinctLimit else 0
-        self.share_us = per_us // REPEAT_SHARE if per_us >= REPEAT_MIN_PER_US else 0
-
-    def check_for(self, item: str) -> Check:
-        """The check counting ``item``."""
-        check = self.check
-        if check.item != item:
-            idle = self.idle
-            check = self.check = Check(idle.key, idle.limit, item, idle.ban, idle.shadow, idle.escalation)
-        return check
-
-    def counted_now(self, item: str, now_us: int) -> None:
-        """``item`` was just counted (the request that counted it was allowed)."""
-        if self.slice_us:
-            self.counted, self.again_at = item, (now_us // self.slice_us + 1) * self.slice_us
-        elif self.share_us:
-            self.counted, self.again_at = item, now_us + self.share_us
+#: One client's check for one rule, kept between its requests: its key, its ban scope's
+#: fields (an Escalation's, or None), what it counts (None, :data:`_TRACK`,
+#: :data:`_HASHED_TRACK` or a constant value), and the value it counted lately with until
+#: when that is not counted again (see :func:`count_again_at`). Only text and numbers: the
+#: garbage collector stops watching such tuples, and the dicts holding only them.
+Prepared = tuple[str, "tuple[str, str, str, str, str, str, int] | None", "int | str | None", "str | None", int]
 
 
 @dataclass(slots=True)
@@ -253,7 +214,7 @@ class Guard:
         self.policy, self.resolver, self.identifier, self.signatures = policy, resolver, identifier, signatures
         self.sessions = self._sessions or policy.sessions
         # Checks prepared per client (keys, bans, scopes): rebuilt for the new rules and resolver.
-        self._prepared: LRU[tuple[str, str, str, str | None, int], dict[int, _Prepared]] = LRU(PREPARED_CLIENTS)
+        self._prepared: LRU[tuple[str, str, str, str | None, int], dict[int, Prepared]] = LRU(PREPARED_CLIENTS)
         self._mint: LRU[str, tuple[Client, tuple[Check, Check]]] = LRU(PREPARED_CLIENTS)
 
     # -- facts ------------------------------------------------------------------------
@@ -321,7 +282,7 @@ class Guard:
             return Decision("allow", shadowed=shadowed) if shadowed else ALLOW
         now = self.clock()
         now_us = to_us(now)
-        checks, counting = self._checks(facts, limits, now_us)
+        checks, counting, prepared = self._checks(facts, limits, now_us)
         if mint:
             checks += self.mint_checks(facts.client)
         if len(self._bans):  # a ban this process already knows of costs no store call
@@ -341,7 +302,7 @@ class Guard:
             )
         if verdict.denied is None:
             if counting:
-                remember_counted(counting, verdict.shadowed, now_us)
+                remember_counted(prepared, limits, counting, verdict.shadowed, now_us)
             minted = mint and not any(i >= n for i in verdict.shadowed)  # over a minting limit: no new session
             if mint and n in verdict.shadowed:  # this address is over its minting limit
                 self._pause_minting(facts.client.key, now)
@@ -379,11 +340,11 @@ class Guard:
 
     def _checks(
         self, facts: Facts, limits: tuple[Rule, ...], now_us: int | None
-    ) -> tuple[list[Check], list[tuple[int, _Prepared, str]]]:
+    ) -> tuple[list[Check], list[tuple[int, int, str]], dict[int, Prepared]]:
         """:meth:`checks`, and with ``now_us``: a value this client's allowed requests counted
-        lately (see :meth:`_Prepared.count_again_at`) is not counted again: its check keeps only
-        its ban. Also returns the checks that count something (index, prepared), for
-        :func:`remember_counted`.
+        lately (see :func:`count_again_at`) is not counted again: its check keeps only its
+        ban. Also returns what the checks count, (index, rule id, value), and the client's
+        prepared checks, for :func:`remember_counted`.
         """
         client = facts.client
         ua = facts.identity.ua_hash
@@ -404,31 +365,32 @@ class Guard:
             track = bounded("path:" + facts.path)
         hashed = None
         checks: list[Check] = []
-        counting: list[tuple[int, _Prepared, str]] = []
+        counting: list[tuple[int, int, str]] = []
         for i, rule in enumerate(limits):
             found = prepared.get(id(rule))
             if found is None:
                 found = prepared[id(rule)] = self._prepare(rule, client, ua, session, since)
-            counts = found.counts
-            if track is None or counts is None:
-                checks.append(found.idle)
-                continue
-            if counts is _TRACK:
-                item = track
-            elif counts is _HASHED_TRACK:
-                if hashed is None:
-                    hashed = self.budget_item(track)
-                item = hashed
-            else:
-                item = counts  # the request's session (of a network) or User-Agent, the same every time
-            if now_us is not None and found.counted == item and found.again_at > now_us:
-                checks.append(found.idle)  # counted lately: only its ban is looked at
-                continue
-            checks.append(found.check_for(item))
-            counting.append((i, found, item))
-        return checks, counting
+            key, scope, counts, counted, again_at = found
+            item: str | None = None
+            if track is not None and counts is not None:
+                if counts == _TRACK:
+                    value = track
+                elif counts == _HASHED_TRACK:
+                    if hashed is None:
+                        hashed = self.budget_item(track)
+                    value = hashed
+                else:
+                    value = counts  # type: ignore[assignment]  # the session (of a network) or User-Agent
+                # Counted lately: only its ban is looked at (item None).
+                if now_us is None or value != counted or again_at <= now_us:
+                    item = value
+                    counting.append((i, id(rule), value))
+            shadow = rule.shadow
+            escalation = _new(Escalation, scope) if scope is not None else None
+            checks.append(_new(Check, (key, rule.limit, item, None if shadow else rule.ban, shadow, escalation)))
+        return checks, counting, prepared
 
-    def _prepare(self, rule: Rule, client: Client, ua: str, session: Session | None, since: int) -> _Prepared:
+    def _prepare(self, rule: Rule, client: Client, ua: str, session: Session | None, since: int) -> Prepared:
         """``rule``'s check for this client (key, limit, ban and ban scope), and what it counts
         on a path with a track: the track (:data:`_TRACK`), its hash (:data:`_HASHED_TRACK`),
         the session or User-Agent (text), or None."""
@@ -460,8 +422,8 @@ class Guard:
                 counts = self.budget_item(counted) if budget else counted
             else:
                 counts = _HASHED_TRACK if budget else _TRACK
-        key = f"{prefix}{rule.id}:{who}"
-        return _Prepared(Check(key, rule.limit, None, ban, rule.shadow, escalation), counts)
+        scope = tuple(escalation) if escalation is not None else None
+        return f"{prefix}{rule.id}:{who}", scope, counts, None, 0  # type: ignore[return-value]
 
     def budget_item(self, value: str) -> str:
         """What a budget adds to its HyperLogLog for ``value``: a keyed hash of it (cached).
@@ -527,11 +489,47 @@ class Guard:
         return Decision(rule.action, rule, f"limit exceeded: {limit_text(rule)}", verdict.retry_after, shadowed)
 
 
-def remember_counted(counting: list[tuple[int, _Prepared, str]], shadowed: tuple[int, ...], now_us: int) -> None:
-    """Note what an allowed request counted (a shadow check that would have denied counted nothing)."""
-    for i, prepared, item in counting:  # the item of this request's own check: others may run meanwhile
-        if not (shadowed and i in shadowed):
-            prepared.counted_now(item, now_us)
+def count_again_at(limit: Any, now_us: int) -> int:
+    """Until when a value a client just counted is not counted again for it (0: it is, every time).
+
+    A value counted again soon after adds nothing, so:
+
+    * a budget: until its current slice ends. Exact: the value is in the slice already, so
+      counting it again changes no register and cannot take the estimate past the maximum
+      (every value was admitted with the estimate at or under it, and the window only loses
+      slices).
+    * an exact window of a minute or more: for a thirtieth of the window. A bounded lag: a
+      value seen again in that time keeps its earlier last sight, so it leaves the window up
+      to that much sooner (2 s of a minute).
+    * anything else (a rate, a shorter window): every time.
+
+    Meanwhile its check keeps only its ban (both stores look bans up for checks counting nothing).
+    """
+    if type(limit) is Budget:
+        return (now_us // limit.slice_us + 1) * limit.slice_us
+    if type(limit) is DistinctLimit and limit.per_us >= REPEAT_MIN_PER_US:
+        return now_us + limit.per_us // REPEAT_SHARE
+    return 0
+
+
+def remember_counted(
+    prepared: dict[int, Prepared],
+    limits: tuple[Rule, ...],
+    counting: list[tuple[int, int, str]],
+    shadowed: tuple[int, ...],
+    now_us: int,
+) -> None:
+    """Note what an allowed request counted (a shadow check that would have denied counted nothing).
+
+    Each value is this request's own: other requests of the client may have run meanwhile.
+    """
+    for i, rule_id, item in counting:
+        found = prepared.get(rule_id)
+        if found is None or (shadowed and i in shadowed):
+            continue
+        again_at = count_again_at(limits[i].limit, now_us)
+        if again_at:
+            prepared[rule_id] = (found[0], found[1], found[2], item, again_at)
 
 
 def _who(key: str, client: Client) -> str | None:

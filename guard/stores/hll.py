@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 from guard.lru import LRU
 
@@ -30,6 +31,11 @@ _MURMUR_M = 0xC6A4A7935BD1E995
 
 #: A budget's window is this many slices: a day in hours, an hour in 2.5-minute steps.
 SLICES = 24
+
+
+def new_histogram(empty: int) -> tuple[int, ...]:
+    """A register histogram (``histogram[v]``: registers holding ``v``) with ``empty`` registers at 0."""
+    return (empty,) + (0,) * (Q + 1)
 
 
 def murmurhash64a(data: bytes, seed: int = SEED) -> int:
@@ -113,7 +119,7 @@ def _tau(x: float) -> float:
             return z / 3
 
 
-def estimate(histogram: list[int], top: int = Q) -> int:
+def estimate(histogram: Sequence[int], top: int = Q) -> int:
     """Cardinality from the register histogram (``histogram[v]``: registers holding ``v``), as Redis hllCount.
 
     ``top``: no register holds more (the buckets above it are empty and are skipped).
@@ -134,16 +140,20 @@ def estimate(histogram: list[int], top: int = Q) -> int:
 class SlicedSketch:
     """Distinct values over a sliding window of ``SLICES`` slices (one budget's counter).
 
-    ``slices`` maps a slice number to its sparse registers; ``union`` and ``histogram``
-    describe the union of the slices in the window as of slice ``current``.
+    ``registers`` holds every slice's sparse registers in one flat table (key: slice number
+    times :data:`REGISTERS` plus register index), ``slices`` how many each slice has;
+    ``union`` and ``histogram`` describe the union of the slices in the window as of slice
+    ``current``. Only numbers in dicts and tuples: apart from the sketch itself the garbage
+    collector has nothing to watch (a full collection walks every object it watches).
     """
 
-    __slots__ = ("count", "current", "histogram", "probe", "slices", "top", "union")
+    __slots__ = ("count", "current", "histogram", "probe", "registers", "slices", "top", "union")
 
     def __init__(self) -> None:
-        self.slices: dict[int, dict[int, int]] = {}
+        self.registers: dict[int, int] = {}
+        self.slices: dict[int, int] = {}
         self.union: dict[int, int] = {}
-        self.histogram: list[int] = [REGISTERS] + [0] * (Q + 1)
+        self.histogram = new_histogram(REGISTERS)
         self.current = -1
         self.count: int | None = 0  # estimate of the union (None: not computed since it changed)
         self.top = 0  # the largest register value in the union
@@ -156,29 +166,28 @@ class SlicedSketch:
         if current == self.current:
             return
         oldest = current - SLICES + 1
-        stale = [s for s in self.slices if s < oldest]
         self.current = current
-        if not stale:
+        if not any(s < oldest for s in self.slices):
             return
-        for s in stale:
-            del self.slices[s]
+        self.slices = {s: n for s, n in self.slices.items() if s >= oldest}
+        first = oldest * REGISTERS
+        self.registers = {key: value for key, value in self.registers.items() if key >= first}
         union: dict[int, int] = {}
-        for registers in self.slices.values():
-            for index, value in registers.items():
-                if value > union.get(index, 0):
-                    union[index] = value
-        histogram = [REGISTERS - len(union)] + [0] * (Q + 1)
+        for key, value in self.registers.items():
+            index = key % REGISTERS
+            if value > union.get(index, 0):
+                union[index] = value
+        histogram = list(new_histogram(REGISTERS - len(union)))
         for value in union.values():
             histogram[value] += 1
-        self.union, self.histogram, self.count, self.probe = union, histogram, None, None
+        self.union, self.histogram, self.count, self.probe = union, tuple(histogram), None, None
         self.top = max(union.values(), default=0)
 
     def copy(self) -> SlicedSketch:
         """An independent copy (to look ahead without changing this one)."""
         other = SlicedSketch()
-        other.slices = {s: dict(registers) for s, registers in self.slices.items()}
-        other.union = dict(self.union)
-        other.histogram = list(self.histogram)
+        other.registers, other.slices, other.union = dict(self.registers), dict(self.slices), dict(self.union)
+        other.histogram = self.histogram
         other.current, other.count, other.top = self.current, self.count, self.top
         return other
 
@@ -190,38 +199,50 @@ class SlicedSketch:
 
     def count_with(self, item: str) -> int:
         """The estimate of the window's distinct values if ``item`` were added (nothing changes)."""
-        if not self.union:
+        return self.count_with_register(*register_of(item))
+
+    def count_with_register(self, index: int, value: int) -> int:
+        """:meth:`count_with` for the register ``item`` sets (see :func:`register_of`)."""
+        union = self.union
+        if not union:
             return 1  # one register set: the estimate is 1 whatever its value (tests/test_budgets.py)
-        index, value = register_of(item)
-        old = self.union.get(index, 0)
+        old = union.get(index, 0)
         if value <= old:
-            return self.total()
-        histogram = self.histogram
+            count = self.count
+            return count if count is not None else self.total()
+        histogram = list(self.histogram)
         histogram[old] -= 1
         histogram[value] += 1
-        try:
-            count = estimate(histogram, max(self.top, value))
-        finally:
-            histogram[value] -= 1
-            histogram[old] += 1
+        count = estimate(histogram, max(self.top, value))
         self.probe = (index, value, count)
         return count
 
     def add(self, item: str) -> None:
         """Record ``item`` in the current slice."""
-        index, value = register_of(item)
-        registers = self.slices.setdefault(self.current, {})
-        if value > registers.get(index, 0):
-            registers[index] = value
+        self.add_register(*register_of(item))
+
+    def add_register(self, index: int, value: int) -> None:
+        """:meth:`add` for the register ``item`` sets."""
+        key = self.current * REGISTERS + index
+        registers = self.registers
+        held = registers.get(key)
+        if held is None:
+            self.slices[self.current] = self.slices.get(self.current, 0) + 1
+        elif value <= held:
+            return  # in this slice already: the union holds it too
+        registers[key] = value
         old = self.union.get(index, 0)
         if value > old:
             self.union[index] = value
-            self.histogram[old] -= 1
-            self.histogram[value] += 1
+            histogram = list(self.histogram)
+            histogram[old] -= 1
+            histogram[value] += 1
+            self.histogram = tuple(histogram)
             probe, self.probe = self.probe, None
             # The same histogram count_with just estimated: its figure, else estimated when asked.
             self.count = probe[2] if probe is not None and probe[0] == index and probe[1] == value else None
-            self.top = max(self.top, value)
+            if value > self.top:
+                self.top = value
 
     def oldest(self) -> int | None:
         """The oldest slice in the window that holds anything."""

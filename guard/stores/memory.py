@@ -34,7 +34,7 @@ from guard.policy.limits import (
     Verdict,
     to_us,
 )
-from guard.stores.hll import SLICES, SlicedSketch
+from guard.stores.hll import SLICES, SlicedSketch, register_of
 
 
 class MemoryStore:
@@ -85,16 +85,18 @@ class MemoryStore:
         # used directly: its plain dict reads, and moving a written key to the young end.
         data = entries._data
         get = data.get
-        updates: list[tuple[str, Any, str | None]] = []
+        updates: list[tuple[str, Any, Any]] = []
         shadowed: list[int] = []
         escalation: Escalation | None = None
+        registers: dict[str, tuple[int, int]] = {}  # this request's values' HyperLogLog registers
         for i, check in enumerate(checks):
             limit = check.limit
             kind = type(limit)
-            if kind is RateLimit or not (
-                kind is DistinctLimit or kind is Budget or isinstance(limit, DistinctLimit | Budget)
-            ):
-                tat = get(check.key)
+            if kind is not RateLimit and kind is not Budget and kind is not DistinctLimit:
+                kind = limit_kind(limit)  # a subclass
+            if kind is RateLimit:
+                key = check.key
+                tat = get(key)
                 new_tat = (tat if tat is not None and tat > now_us else now_us) + limit.interval_us  # type: ignore[union-attr]
                 allow_at = new_tat - limit.tolerance_us  # type: ignore[union-attr]
                 if allow_at > now_us:
@@ -102,17 +104,21 @@ class MemoryStore:
                         shadowed.append(i)
                         continue
                     return self._deny(now_us, i, check, allow_at - now_us, shadowed)
-                updates.append((check.key, new_tat, None))
+                updates.append((key, new_tat, None))
             elif check.item is None:
-                continue
-            elif kind is Budget or isinstance(limit, Budget):
-                sketch, retry_us = self._budget(check.key, limit, now_us, check.item)  # type: ignore[arg-type]
+                continue  # counts nothing on this request: its ban (looked up above) alone
+            elif kind is Budget:
+                item = check.item
+                register = registers.get(item)
+                if register is None:
+                    register = registers[item] = register_of(item)
+                sketch, retry_us = self._budget(check.key, limit, now_us, register)  # type: ignore[arg-type]
                 if retry_us is not None:
                     if check.shadow:
                         shadowed.append(i)
                         continue
                     return self._deny(now_us, i, check, retry_us, shadowed)
-                updates.append((check.key, sketch, check.item))
+                updates.append((check.key, sketch, register))
             else:
                 window = self._window(check.key, now_us - limit.per_us)  # type: ignore[union-attr]
                 if check.item not in window and len(window) >= limit.max:  # type: ignore[union-attr]
@@ -132,7 +138,7 @@ class MemoryStore:
                     value.pop(item, None)  # re-insert: the window stays ordered by last sight
                     value[item] = now_us
                 else:
-                    value.add(item)
+                    value.add_register(*item)
             data[key] = value
             move(key)
             if len(data) > size:
@@ -207,13 +213,18 @@ class MemoryStore:
         self._entries.put(check.strike_key, strikes)
         return Verdict.from_us(index, retry_us, None, tuple(shadowed))
 
-    def _budget(self, key: str, limit: Budget, now_us: int, item: str) -> tuple[SlicedSketch, int | None]:
-        """The budget's sketch at ``key`` moved to now, and the wait (None: ``item`` fits)."""
+    def _budget(
+        self, key: str, limit: Budget, now_us: int, register: tuple[int, int]
+    ) -> tuple[SlicedSketch, int | None]:
+        """The budget's sketch at ``key`` moved to now, and the wait (None: the value whose
+        ``register`` is given fits)."""
         sketch = self._entries.peek(key)
         if sketch is None:
             sketch = SlicedSketch()
-        sketch.advance(now_us // limit.slice_us)
-        if sketch.count_with(item) <= limit.max:
+        current = now_us // limit.slice_us
+        if current != sketch.current:
+            sketch.advance(current)
+        if sketch.count_with_register(*register) <= limit.max:
             return sketch, None
         return sketch, budget_retry_us(sketch.oldest(), limit, now_us)
 
@@ -308,6 +319,11 @@ class MemoryStore:
                 break
             del window[item]
         return window
+
+
+def limit_kind(limit: Any) -> type:
+    """Which of the three limits ``limit`` is (for subclasses of them)."""
+    return next(kind for kind in (RateLimit, Budget, DistinctLimit) if isinstance(limit, kind))
 
 
 def marker_of(key: str) -> str | None:
