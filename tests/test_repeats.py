@@ -88,9 +88,18 @@ def make_store(request):
         run(store.close())
 
 
+RULE_IDS = ("session-day", "minute", "rate")
+
+
 def counted(checks: list[Check]) -> dict[str, str | None]:
-    """Rule id -> the value its check counts (None: its ban alone)."""
-    return {c.key.split("}:")[1].split(":")[0]: c.item for c in checks}
+    """Rule id -> the value its check counts (None: its ban alone, or no check at all)."""
+    items = {c.key.split("}:")[1].split(":")[0]: c.item for c in checks}
+    return {rule: items.get(rule) for rule in RULE_IDS}
+
+
+def sent(checks: list[Check]) -> list[str]:
+    """The rules whose checks the store was handed."""
+    return [c.key.split("}:")[1].split(":")[0] for c in checks]
 
 
 def test_a_repeat_counts_only_what_must_be_counted_again(tmp_path, make_store) -> None:
@@ -103,6 +112,7 @@ def test_a_repeat_counts_only_what_must_be_counted_again(tmp_path, make_store) -
     clock.advance(1.9)  # within a thirtieth of the minute: neither counts it again
     assert fetch(guard, 1).allowed
     assert counted(store.seen[-1]) == {"session-day": None, "minute": None, "rate": None}
+    assert sent(store.seen[-1]) == ["rate"]  # the others have no ban to look up: left out
     clock.advance(0.2)  # 2.1 s: the minute's window counts it again (its sight moves on); the day does not
     assert fetch(guard, 1).allowed
     assert counted(store.seen[-1]) == {"session-day": None, "minute": "1", "rate": None}
@@ -200,3 +210,13 @@ def test_the_value_remembered_is_the_requests_own(tmp_path) -> None:
     clock.advance(0.5)
     assert not run(guard.decide(facts(2))).allowed  # counted (and refused) again, not skipped
     assert counted(store.seen[-1])["minute"] == "2"
+
+
+def test_a_repeat_with_nothing_to_count_or_look_up_costs_no_store_call(tmp_path, make_store) -> None:
+    clock = FakeClock(T0)
+    store = Recording(make_store())
+    day_only = RULES[: RULES.index("  - id: minute")]
+    guard = Guard(policy_with(tmp_path, day_only), store, clock=clock)  # type: ignore[arg-type]
+    assert fetch(guard, 1).allowed and fetch(guard, 1).allowed
+    assert len(store.seen) == 1
+    assert fetch(guard, 2).allowed and len(store.seen) == 2  # a new track is counted

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -282,9 +282,11 @@ class Guard:
             return Decision("allow", shadowed=shadowed) if shadowed else ALLOW
         now = self.clock()
         now_us = to_us(now)
-        checks, counting, prepared = self._checks(facts, limits, now_us)
+        checks, rules, counting, prepared = self._checks(facts, limits, now_us)
         if mint:
             checks += self.mint_checks(facts.client)
+        elif not checks:
+            return Decision("allow", shadowed=shadowed) if shadowed else ALLOW  # nothing to count or look up
         if len(self._bans):  # a ban this process already knows of costs no store call
             for i, check in enumerate(checks):
                 if check.ban is not None:
@@ -292,17 +294,15 @@ class Guard:
                     if until is not None:
                         if until > now:  # in whole microseconds, as the stores count: the same Retry-After
                             left = (to_us(until) - to_us(now)) / 1e6
-                            return self._denied(limits[i], Verdict(i, left, until), shadowed)
+                            return self._denied(rules[i], Verdict(i, left, until), shadowed)
                         self._bans.pop(check.ban_key)
         verdict = await self.store.apply(now, checks)
-        n = len(limits)
+        n = len(rules)
         if verdict.shadowed:
-            shadowed += tuple(
-                (limits[i], f"limit exceeded: {limit_text(limits[i])}") for i in verdict.shadowed if i < n
-            )
+            shadowed += tuple((rules[i], f"limit exceeded: {limit_text(rules[i])}") for i in verdict.shadowed if i < n)
         if verdict.denied is None:
             if counting:
-                remember_counted(prepared, limits, counting, verdict.shadowed, now_us)
+                remember_counted(prepared, rules, counting, verdict.shadowed, now_us)
             minted = mint and not any(i >= n for i in verdict.shadowed)  # over a minting limit: no new session
             if mint and n in verdict.shadowed:  # this address is over its minting limit
                 self._pause_minting(facts.client.key, now)
@@ -311,7 +311,7 @@ class Guard:
             return MINT if minted else ALLOW
         if verdict.banned_until is not None:
             self._bans.put(checks[verdict.denied].ban_key, verdict.banned_until)
-        return self._denied(limits[verdict.denied], verdict, shadowed)
+        return self._denied(rules[verdict.denied], verdict, shadowed)
 
     def limits_for(self, limits: tuple[Rule, ...], client: Client) -> tuple[Rule, ...]:
         """``limits`` without those the client has no key for (``v6/48`` for an IPv4 client, ...)."""
@@ -340,11 +340,12 @@ class Guard:
 
     def _checks(
         self, facts: Facts, limits: tuple[Rule, ...], now_us: int | None
-    ) -> tuple[list[Check], list[tuple[int, int, str]], dict[int, Prepared]]:
+    ) -> tuple[list[Check], Sequence[Rule], list[tuple[int, int, str]], dict[int, Prepared]]:
         """:meth:`checks`, and with ``now_us``: a value this client's allowed requests counted
         lately (see :func:`count_again_at`) is not counted again: its check keeps only its
-        ban. Also returns what the checks count, (index, rule id, value), and the client's
-        prepared checks, for :func:`remember_counted`.
+        ban, and a check left with nothing to count or look up (no value, no ban, not a rate)
+        is left out. Also returns the rule of each check, what the checks count (index, rule
+        id, value), and the client's prepared checks, for :func:`remember_counted`.
         """
         client = facts.client
         ua = facts.identity.ua_hash
@@ -365,8 +366,9 @@ class Guard:
             track = bounded("path:" + facts.path)
         hashed = None
         checks: list[Check] = []
+        rules: list[Rule] = []
         counting: list[tuple[int, int, str]] = []
-        for i, rule in enumerate(limits):
+        for rule in limits:
             found = prepared.get(id(rule))
             if found is None:
                 found = prepared[id(rule)] = self._prepare(rule, client, ua, session, since)
@@ -384,11 +386,15 @@ class Guard:
                 # Counted lately: only its ban is looked at (item None).
                 if now_us is None or value != counted or again_at <= now_us:
                     item = value
-                    counting.append((i, id(rule), value))
+                    counting.append((len(checks), id(rule), value))
             shadow = rule.shadow
+            ban = None if shadow else rule.ban
+            if item is None and ban is None and now_us is not None and not isinstance(rule.limit, RateLimit):
+                continue  # nothing to count, no ban to look up
             escalation = _new(Escalation, scope) if scope is not None else None
-            checks.append(_new(Check, (key, rule.limit, item, None if shadow else rule.ban, shadow, escalation)))
-        return checks, counting, prepared
+            checks.append(_new(Check, (key, rule.limit, item, ban, shadow, escalation)))
+            rules.append(rule)
+        return checks, rules, counting, prepared
 
     def _prepare(self, rule: Rule, client: Client, ua: str, session: Session | None, since: int) -> Prepared:
         """``rule``'s check for this client (key, limit, ban and ban scope), and what it counts
@@ -514,7 +520,7 @@ def count_again_at(limit: Any, now_us: int) -> int:
 
 def remember_counted(
     prepared: dict[int, Prepared],
-    limits: tuple[Rule, ...],
+    rules: Sequence[Rule],
     counting: list[tuple[int, int, str]],
     shadowed: tuple[int, ...],
     now_us: int,
@@ -527,7 +533,7 @@ def remember_counted(
         found = prepared.get(rule_id)
         if found is None or (shadowed and i in shadowed):
             continue
-        again_at = count_again_at(limits[i].limit, now_us)
+        again_at = count_again_at(rules[i].limit, now_us)
         if again_at:
             prepared[rule_id] = (found[0], found[1], found[2], item, again_at)
 

@@ -293,7 +293,7 @@ class RedisStore:
                 known is None
                 or known[0] is not check.limit
                 or known[1] is not check.ban
-                or known[2] is not check.escalation
+                or known[2] != check.escalation  # built per request: equal, not the same object
                 or known[3] != check.shadow
             ):
                 known = (check.limit, check.ban, check.escalation, check.shadow, *_check_lines(check))
