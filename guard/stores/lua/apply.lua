@@ -57,6 +57,15 @@ local function parse_escalation(line)
     akey = akey, skey = skey, marker = marker, seen = seen, ua = ua, since = tonumber(since)}
 end
 
+-- A check's escalation line is parsed when first needed (most requests only compare its
+-- marker, or remember one device): see escalation_of.
+local function escalation_of(c)
+  if not c.esc then
+    c.esc = parse_escalation(c.eline)
+  end
+  return c.esc
+end
+
 local function mark_key(marker, until_us, now)
   if until_us > tonumber(redis.call('GET', marker) or '0') then
     redis.call('SET', marker, fmt(until_us), 'PX', ms(until_us - now))
@@ -85,7 +94,7 @@ end
 -- The end of a ban reaching this check from its address or subnet, or from the hold on its
 -- address when this User-Agent is new there (it then inherits the ban); else nil.
 local function scoped_ban(now, c)
-  local e = c.esc
+  local e = escalation_of(c)
   for _, key in ipairs({e.akey, e.skey}) do
     if key ~= c.key then
       local until_us = tonumber(redis.call('GET', key .. ':b') or '0')
@@ -133,7 +142,7 @@ end
 
 -- A ban just started on c.key: hold its address, and escalate when it is one too many.
 local function escalate(now, c, until_us)
-  local e = c.esc
+  local e = escalation_of(c)
   if e.scope == 'subnet' then
     ban_until(e, e.skey, until_us, c.key, now)
     return
@@ -198,7 +207,7 @@ local function parse(request)
     if now == nil then
       now = tonumber(line)
     elseif string.sub(line, 1, 2) == 'e|' then
-      checks[#checks].esc = parse_escalation(line)
+      checks[#checks].eline = line
     else
       local kind, a, b, after, within, duration, shadow, key, item =
         string.match(line, '^(%a)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|([01])|([^|]+)|(.*)$')
@@ -283,7 +292,7 @@ local function deny(now, i, c, retry, mask)
     if marker then
       mark_key(marker, until_us, now)
     end
-    if c.esc then
+    if c.eline then
       escalate(now, c, until_us)
     end
     return {i, c.duration, until_us, mask}
@@ -300,10 +309,21 @@ local function apply(now, checks)
   local marker = checks[1] and marker_of(checks[1].key)
   local scoped = nil
   local bans = false
-  for _, c in ipairs(checks) do
-    bans = bans or c.after > 0
-    if marker and (marker_of(c.key) ~= marker or (c.esc and c.esc.marker ~= marker)) then
-      marker = nil
+  if marker then
+    local head = string.sub(marker, 1, -7) -- "prefix{tag}:", every key's start
+    local width, field = #head, '|' .. marker .. '|'
+    for _, c in ipairs(checks) do
+      bans = bans or c.after > 0
+      if string.sub(c.key, 1, width) ~= head or string.find(c.key, '}:', 1, true) ~= width - 1
+        or (c.eline and not string.find(c.eline, field, 1, true)) then
+        marker = nil
+        break
+      end
+    end
+  end
+  if not marker then
+    for _, c in ipairs(checks) do
+      bans = bans or c.after > 0
     end
   end
   if marker and bans then
@@ -318,9 +338,9 @@ local function apply(now, checks)
       if until_us > now then
         return {i, until_us - now, until_us, 0}
       end
-      if c.esc then
+      if c.eline then
         if scoped == nil then
-          scoped = tonumber(redis.call('GET', c.esc.marker) or '0') > now
+          scoped = tonumber(redis.call('GET', escalation_of(c).marker) or '0') > now
         end
         until_us = scoped and scoped_ban(now, c)
         if until_us then
@@ -390,8 +410,8 @@ local function apply(now, checks)
     end
   end
   for _, c in ipairs(checks) do
-    if c.esc and c.esc.scope == 'client' then
-      remember_ua(now, c.esc)
+    if c.eline and string.sub(c.eline, 1, 9) == 'e|client|' then
+      remember_ua(now, escalation_of(c))
       break
     end
   end
