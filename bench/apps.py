@@ -15,20 +15,30 @@ from starlette.routing import Route
 
 from guard.demo.app import create_app, platform
 
-if os.environ.get("BENCH_GC_THRESHOLD"):  # the tuned deployment of README "Performance": fewer collections
-    import gc
 
-    gc.set_threshold(*(int(n) for n in os.environ["BENCH_GC_THRESHOLD"].split(",")))
+def _collector(app):
+    """Every server the same garbage collector settings (BENCH_GC): ``tuned`` (what ``guard demo``
+    and ``guard serve`` do, guard.ops.collector), ``default`` (Python's), or a threshold ``a,b,c``."""
+    setting = os.environ.get("BENCH_GC") or "tuned"
+    if setting == "tuned":
+        from guard.ops.collector import tune_gc
+
+        tune_gc()
+    elif setting != "default":
+        import gc
+
+        gc.set_threshold(*(int(n) for n in setting.split(",")))
+    return app
 
 
 def bare() -> Starlette:
     """The demo platform with nothing in front."""
-    return platform()
+    return _collector(platform())
 
 
 def guard_memory():
     """Guarded, embedded memory store. The load arrives through a proxy on loopback."""
-    return create_app(os.environ.get("BENCH_RULES") or None, trusted_proxies=["127.0.0.1/32"])
+    return _collector(create_app(os.environ.get("BENCH_RULES") or None, trusted_proxies=["127.0.0.1/32"]))
 
 
 def guard_redis():
@@ -38,7 +48,7 @@ def guard_redis():
     from guard.stores.redis import RedisStore
 
     store = RedisStore.from_url(os.environ["BENCH_REDIS_URL"], timeout=1.0)
-    return create_app(os.environ.get("BENCH_RULES") or None, store=store, trusted_proxies=["127.0.0.1/32"])
+    return _collector(create_app(os.environ.get("BENCH_RULES") or None, store=store, trusted_proxies=["127.0.0.1/32"]))
 
 
 def _forwarded_for(request: Request) -> str:
@@ -69,9 +79,9 @@ def _slowapi(storage_uri: str) -> Starlette:
 
 def slowapi_memory() -> Starlette:
     """slowapi with its in-process memory storage."""
-    return _slowapi("memory://")
+    return _collector(_slowapi("memory://"))
 
 
 def slowapi_redis() -> Starlette:
     """slowapi with Redis storage."""
-    return _slowapi(os.environ["BENCH_REDIS_URL"])
+    return _collector(_slowapi(os.environ["BENCH_REDIS_URL"]))

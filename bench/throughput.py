@@ -172,9 +172,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median round is reported")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument(
-        "--gc-threshold",
-        default="",
-        help="gc.set_threshold for every server (e.g. 700,10,1000: full collections rarer); default: Python's",
+        "--gc",
+        default="tuned",
+        help="garbage collector settings of every server: tuned (guard.ops.collector, as guard demo and "
+        "guard serve run), default (Python's), or a threshold a,b,c",
     )
     parser.add_argument("--out", default=str(HERE / "results" / "throughput.json"))
     args = parser.parse_args()
@@ -195,7 +196,7 @@ def main() -> None:
         PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent)]),
         CLIENTS=str(args.clients),
         COOKIES=str(cookies),
-        BENCH_GC_THRESHOLD=args.gc_threshold,
+        BENCH_GC=args.gc,
     )
     loads = [os.getloadavg()[0]]
     try:
@@ -236,7 +237,10 @@ def main() -> None:
         "load": f"wrk -t1 -c{args.connections} -d{args.seconds}s x {args.rounds} rounds (median), "
         f"{args.clients} browser-like listeners keeping their session cookie (X-Forwarded-For via a trusted "
         "proxy, Chrome UA): track page, JSON, two audio Range requests per track; shipped rules with sessions on",
-        "gc_threshold": args.gc_threshold or "Python's default (700, 10, 10)",
+        "gc": {
+            "tuned": "tuned: start-up frozen, threshold (700, 10, 1000) (guard.ops.collector)",
+            "default": "Python's default (700, 10, 10)",
+        }.get(args.gc, f"threshold {args.gc}"),
         "variants": results,
         "banned_client": banned,
         "targets": TARGETS,
@@ -244,7 +248,7 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(report["load"], "; gc threshold:", report["gc_threshold"])
+    print(report["load"], "; garbage collector:", report["gc"])
     print(f"load average {report['load_average']}")
     print(
         f"{'variant':15} {'req/s':>8} {'of bare':>8} {'p50 ms':>7} {'p99 ms':>7} {'+p99':>6} {'non2xx':>7} "

@@ -193,4 +193,9 @@ def app_from_env() -> ForwardAuth:
 
     rules = os.environ.get("GUARD_RULES") or None
     proxies = [p for p in os.environ.get("GUARD_TRUSTED_PROXIES", "").replace(",", " ").split() if p]
-    return ForwardAuth(rules, trusted_proxies=proxies, redis_url=os.environ.get("GUARD_REDIS_URL") or None)
+    return ForwardAuth(
+        rules,
+        trusted_proxies=proxies,
+        redis_url=os.environ.get("GUARD_REDIS_URL") or None,
+        tune_gc=True,  # a server of its own: see guard.ops.collector
+    )

@@ -27,6 +27,7 @@ from guard.headers import header_text, request_headers
 from guard.identity.ranges import HostingRanges, RangeVerifier, hosting_directory
 from guard.identity.rdns import ReverseDNSVerifier
 from guard.identity.signatures import check_signature
+from guard.ops.collector import tune_gc
 from guard.ops.metrics import MetricsEndpoint
 from guard.ops.observe import Observer
 from guard.ops.reload import RulesReloader
@@ -108,6 +109,8 @@ class GuardMiddleware:
     :param sessions: session settings (None: sessions off); see docs/sessions.md.
     :param session_keys: the keys that sign sessions (default: from the settings' key file
         or environment variable).
+    :param tune_gc: on the first request, freeze what start-up made and make full garbage
+        collections rare (see :mod:`guard.ops.collector`; it changes the whole process).
 
     Redis key prefix, call timeout and fail mode come from the rules file's ``redis:`` section.
     """
@@ -131,8 +134,10 @@ class GuardMiddleware:
         artist_resolver: Any = None,
         sessions: SessionSettings | None = None,
         session_keys: SessionKeys | None = None,
+        tune_gc: bool = False,
     ) -> None:
         self.app = app
+        self._tune_gc = tune_gc
         for name, normaliser in (track_types or {}).items():
             register_track_type(name, normaliser)
         self.startup_error: ConfigError | None = None
@@ -316,6 +321,9 @@ class GuardMiddleware:
     def _start_background(self) -> None:
         """Once per event loop: flush `guard top` tallies, watch the rules files."""
         loop = self._loop = asyncio.get_running_loop()
+        if self._tune_gc:
+            self._tune_gc = False  # once per process
+            tune_gc()
         if self.top is not None:
             self._flusher = loop.create_task(self.top.run())
         self.reloader.start(loop)

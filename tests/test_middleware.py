@@ -154,3 +154,27 @@ def test_mounting_as_the_readme_shows() -> None:
         browser = run(Visitor(app, "198.51.100.91").get("/"))
         assert browser.status_code == 200 and browser.text == "hello"
         assert "User-agent: GPTBot" in run(Visitor(app, "198.51.100.92").get("/robots.txt")).text
+
+
+def test_the_garbage_collector_is_tuned_only_when_asked_and_once(monkeypatch) -> None:
+    import gc
+
+    import guard.middleware
+    from guard.ops.collector import THRESHOLD, tune_gc
+
+    calls: list[bool] = []
+    monkeypatch.setattr(guard.middleware, "tune_gc", lambda: calls.append(True))
+    for asked in (False, True):
+        app = create_app(RULES, tune_gc=asked, reload_interval=0)
+        visitor = Visitor(app, "198.51.100.7")
+        run(visitor.get("/"))
+        run(visitor.get("/"))
+    assert calls == [True]
+    # What it does (the thresholds are put back for the rest of the tests).
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == THRESHOLD and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -294,6 +294,7 @@ def app_from_env() -> GuardMiddleware:
         redis_url=os.environ.get("GUARD_REDIS_URL") or None,
         consent=consent_settings(os.environ.get("GUARD_CONSENT") or None),
         clock=compressed_clock(float(os.environ.get("GUARD_DEMO_DAY_SPEED") or 1)),
+        tune_gc=True,  # a server of its own: see guard.ops.collector
     )
 
 
