@@ -165,3 +165,21 @@ def test_memory_and_redis_budgets_agree_request_by_request(redis_url) -> None:
     differences, denied = run(main())
     assert differences == []
     assert denied > 100  # both budgets were reached many times
+
+
+def test_a_redis_budget_counts_a_slice_written_by_a_clock_ahead_once_its_time_comes(redis_url) -> None:
+    """Slices are found through an index of their numbers: a slice from an instance whose clock
+    runs an hour ahead is not counted early, and not forgotten either."""
+    day = Budget("track", max=3, per=86400)
+    shared = RedisStore.from_url(redis_url, timeout=2.0)
+
+    async def main() -> list:
+        out = []
+        for n in range(3):  # the instance ahead fills the budget in its next hour
+            out.append((await shared.apply(T0 + 3600 + n, [Check("k:skew", day, f"a{n}")])).denied)
+        out.append((await shared.apply(T0 + 10, [Check("k:skew", day, "b")])).denied)  # behind: not yet counted
+        out.append((await shared.apply(T0 + 3600 + 20, [Check("k:skew", day, "c")])).denied)  # its hour: full
+        await shared.close()
+        return out
+
+    assert run(main()) == [None, None, None, None, 0]

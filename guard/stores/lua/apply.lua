@@ -219,7 +219,8 @@ local function parse(request)
 end
 
 -- Budgets (kind "h"): distinct values over SLICES slices of b microseconds, one
--- HyperLogLog per slice at key..':'..<slice number>, expiring when it leaves the window.
+-- HyperLogLog per slice at key..':'..<slice number>, expiring when it leaves the window,
+-- and the numbers of the slices made in the hash key..':i' (see live_slices).
 -- The item is added to a one-element probe (key..':p', same slot) and PFCOUNT over the
 -- window's slices and the probe is the count with the item: above max, the item is refused.
 -- A request's budgets that count the same item share one probe, deleted when the request's
@@ -236,11 +237,34 @@ local function budget_slice(c, now)
   return current
 end
 
+-- The slices of the window that hold anything: their numbers are kept in the hash key..':i'
+-- (written when a slice is made), so a count names only those keys, not all SLICES of them
+-- (building two dozen key names per budget cost more than the count itself). Numbers that
+-- left the window are dropped from it on the way.
+local function live_slices(c, current)
+  local index = c.key .. ':i'
+  local oldest = current - SLICES + 1
+  local live, stale = {}, {}
+  for _, s in ipairs(redis.call('HKEYS', index)) do
+    local n = tonumber(s)
+    if not n or n < oldest then
+      stale[#stale + 1] = s
+    elseif n <= current then -- (a later slice, from an instance whose clock is ahead, is not counted yet)
+      live[#live + 1] = s
+    end
+  end
+  if #stale > 0 then
+    redis.call('HDEL', index, unpack(stale))
+  end
+  return live
+end
+
 local function budget_check(c, now, probes)
   local current = budget_slice(c, now)
+  local live = live_slices(c, current)
   local keys = {}
-  for s = current - SLICES + 1, current do
-    keys[#keys + 1] = c.key .. ':' .. fmt(s)
+  for n, s in ipairs(live) do
+    keys[n] = c.key .. ':' .. s
   end
   local probe = probes[c.item]
   if not probe then
@@ -254,21 +278,34 @@ local function budget_check(c, now, probes)
   if count <= c.a then
     return nil
   end
-  for n = 1, SLICES do  -- full: room comes when the oldest slice holding anything leaves
-    if redis.call('EXISTS', keys[n]) == 1 then
-      return (current + n) * c.b - now
+  -- Full: room comes when the oldest slice holding anything leaves the window.
+  local oldest = nil
+  for n, s in ipairs(live) do
+    local number = tonumber(s)
+    if (not oldest or number < oldest) and redis.call('EXISTS', keys[n]) == 1 then
+      oldest = number
     end
+  end
+  if oldest then
+    return (oldest + SLICES) * c.b - now
   end
   return c.b
 end
 
 local function budget_record(c, now)
   local current = budget_slice(c, now)
-  local key = c.key .. ':' .. fmt(current)
-  -- A slice's expiry is fixed (when it leaves the window): set when the slice is made. PFADD
-  -- answers 0 only when the slice exists and the item changed nothing.
+  local slice = fmt(current)
+  local key = c.key .. ':' .. slice
+  -- A slice's expiry is fixed (when it leaves the window): set when the slice is made, and
+  -- the slice named in the index, which lives as long as its newest slice. PFADD answers 0
+  -- only when the slice exists and the item changed nothing.
   if redis.call('PFADD', key, c.item) == 1 then
-    redis.call('PEXPIRE', key, ms((current + SLICES) * c.b - now))
+    local expires = ms((current + SLICES) * c.b - now)
+    redis.call('PEXPIRE', key, expires)
+    local index = c.key .. ':i'
+    if redis.call('HSETNX', index, slice, 1) == 1 then
+      redis.call('PEXPIRE', index, expires)
+    end
   end
 end
 
