@@ -6,6 +6,7 @@ the response signals added to its headers by :func:`with_headers`).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from starlette.types import Message, Send
@@ -57,11 +58,16 @@ async def reply(send: Send, answer: Reply, head: bool) -> None:
 
 
 def with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
-    """``send`` that adds ``extra`` headers to the response start; the body passes untouched."""
+    """``send`` that adds ``extra`` headers to the response start; the body passes untouched.
 
-    async def sender(message: Message) -> None:
+    A plain function handing back what ``send`` returns for the caller to await: no
+    coroutine of its own per message (a streamed response sends many). The start message
+    is copied, never changed: an application may send the same dict every time.
+    """
+
+    def sender(message: Message) -> Awaitable[None]:
         if message["type"] == "http.response.start":
             message = {**message, "headers": [*message.get("headers", ()), *extra]}
-        await send(message)
+        return send(message)
 
     return sender

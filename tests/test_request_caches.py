@@ -249,3 +249,86 @@ def test_a_token_just_signed_reads_back_as_verifying_it_would() -> None:
     token = codec.dumps(session)
     assert codec._verified.peek(token) == codec._verify(token)
     assert codec.loads(token) == replace(session, issued_at=1_800_000_000.0, proven_until=1_800_000_099.0)
+
+
+# -- metrics -------------------------------------------------------------------------------------
+
+
+def test_decision_metrics_read_as_prometheus_client_s_own_counter_and_histogram() -> None:
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from guard.identity.identify import Identity
+    from guard.ops.observe import LATENCY_BUCKETS, Observer
+    from guard.policy.engine import ALLOW, Decision, Facts
+    from guard.policy.rules import Match, Rule
+
+    observer = Observer()
+    native = CollectorRegistry()
+    decisions = Counter("guard_decisions", "guard decisions", ["action", "category", "rule", "shadow"], registry=native)
+    latency = Histogram(
+        "guard_check_seconds", "time the guard spends per checked request", buckets=LATENCY_BUCKETS, registry=native
+    )
+    client = ClientResolver().resolve({"client": ("192.0.2.1", 1)})
+    facts = Facts(client, Identity("unknown", None, None), "/tracks/7", PathMatch("pages", "7", "7"))
+    sprint = Rule(id="track-sprint", match=Match(), action="throttle")
+    shadow = Rule(id="probe", match=Match(), action="block", shadow=True)
+    cases = [
+        (ALLOW, 3e-6, False),
+        (ALLOW, 5e-6, False),  # on a bound: in that bucket
+        (ALLOW, 0.5, False),  # above every bound: +Inf only
+        (Decision("throttle", sprint, "limit exceeded"), 2e-5, False),
+        (Decision("allow", shadowed=((shadow, "would block"),)), 1e-4, False),
+        (Decision("throttle", sprint, "limit exceeded"), 7e-4, True),
+    ]
+    for decision, seconds, shadowed in cases:
+        observer.record(facts, decision, seconds, shadow=shadowed)
+        latency.observe(seconds)
+        labels = (decision.action, "unknown", decision.rule_id or "-", "true" if shadowed else "false")
+        decisions.labels(*labels).inc()
+        for rule, _ in decision.shadowed:
+            decisions.labels(rule.action, "unknown", rule.id, "true").inc()
+
+    def samples(registry: CollectorRegistry) -> set[str]:
+        """The exposition's lines; a creation time's value left out (the two were created apart)."""
+        lines = generate_latest(registry).decode().splitlines()
+        return {line.rsplit(" ", 1)[0] if "_created{" in line or "_created " in line else line for line in lines}
+
+    assert samples(observer.registry) == samples(native)
+
+
+# -- the response ----------------------------------------------------------------------------------
+
+START = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+
+
+def test_response_signals_are_added_to_a_copy_of_each_start_message() -> None:
+    import asyncio
+
+    from guard.middleware import GuardMiddleware
+
+    async def app(scope, receive, send) -> None:
+        await send(START)  # the same dict every time, as some applications do
+        for part in (b"a", b"b", b"c"):
+            await send({"type": "http.response.body", "body": part, "more_body": part != b"c"})
+
+    middleware = GuardMiddleware(app, RULES, clock=FakeClock(), reload_interval=0)
+
+    async def get() -> list[dict]:
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        request = http_scope("/about", "192.0.2.1", [(b"user-agent", CHROME.encode())])
+        await middleware(request, receive, send)
+        return sent
+
+    for _ in range(2):
+        sent = asyncio.run(get())
+        names = [name for name, _ in sent[0]["headers"]]
+        assert names.count(b"x-robots-tag") == 1 and names[0] == b"content-type"
+        assert [m["body"] for m in sent[1:]] == [b"a", b"b", b"c"]
+    assert START["headers"] == [(b"content-type", b"text/plain")]

@@ -20,12 +20,15 @@ import json
 import logging
 import random
 import time
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from guard.policy.engine import Decision, Facts
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 decision_log = logging.getLogger("guard.decisions")
 
 LATENCY_BUCKETS = (5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 0.02, 0.1)
+DECISION_LABELS = ("action", "category", "rule", "shadow")
 
 
 class StoreCollector(Collector):
@@ -60,21 +64,25 @@ class StoreCollector(Collector):
 
 
 class Observer:
-    """Counts and logs decisions."""
+    """Counts and logs decisions.
+
+    The request path only adds to plain numbers (a decision's count, the latency's bucket
+    and sum); :class:`DecisionCollector` turns them into ``guard_decisions_total`` and
+    ``guard_check_seconds`` when Prometheus scrapes, as prometheus-client's own Counter
+    and Histogram would, without their locks and checks on every request.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None, sample_allows: float = 0.0) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.sample_allows = sample_allows
-        self.decisions = Counter(
-            "guard_decisions", "guard decisions", ["action", "category", "rule", "shadow"], registry=self.registry
-        )
-        self.latency = Histogram(
-            "guard_check_seconds",
-            "time the guard spends per checked request",
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self._children: dict[tuple[str, str, str, str], Any] = {}
+        #: Decisions per (action, category, rule, shadow), and when each label set was first counted.
+        self.counts: dict[tuple[str, str, str, str], int] = {}
+        self.created: dict[tuple[str, str, str, str], float] = {}
+        #: Checked requests per latency bucket (the last: above every bound), their total seconds.
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.seconds = 0.0
+        self.since = time.time()
+        self.registry.register(DecisionCollector(self))
         self._store_collector: StoreCollector | None = None
 
     def watch_store(self, store: Any) -> None:
@@ -86,21 +94,49 @@ class Observer:
 
     def record(self, facts: Facts, decision: Decision, seconds: float, *, shadow: bool = False) -> None:
         """Count one decision (and the shadow rules it noted), and log what deserves a line."""
-        self.latency.observe(seconds)
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1  # le: a value on a bound is in its bucket
+        self.seconds += seconds
         category = facts.identity.category
-        self._count(decision.action, category, decision.rule_id or "-", "true" if shadow else "false")
-        for rule, _ in decision.shadowed:
-            self._count(rule.action, category, rule.id, "true")
-        worth_a_line = shadow or not decision.allowed or decision.shadowed
+        rule = decision.rule
+        self._count((decision.action, category, rule.id if rule is not None else "-", "true" if shadow else "false"))
+        for shadowed, _ in decision.shadowed:
+            self._count((shadowed.action, category, shadowed.id, "true"))
+        worth_a_line = shadow or decision.action != "allow" or decision.shadowed
         if worth_a_line or (self.sample_allows and random.random() < self.sample_allows):
             decision_log.info(json.dumps(log_record(facts, decision, shadow), separators=(",", ":")))
 
-    def _count(self, action: str, category: str, rule: str, shadow: str) -> None:
-        key = (action, category, rule, shadow)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self.decisions.labels(*key)
-        child.inc()
+    def _count(self, key: tuple[str, str, str, str]) -> None:
+        counts = self.counts
+        count = counts.get(key)
+        if count is None:
+            self.created[key] = time.time()
+            count = 0
+        counts[key] = count + 1
+
+
+class DecisionCollector(Collector):
+    """``guard_decisions_total`` and ``guard_check_seconds`` from an :class:`Observer`'s numbers."""
+
+    def __init__(self, observer: Observer) -> None:
+        self.observer = observer
+
+    def collect(self) -> Iterator[Any]:
+        o = self.observer
+        counts, created = dict(o.counts), dict(o.created)  # copies: requests may go on meanwhile
+        decisions = CounterMetricFamily("guard_decisions", "guard decisions", labels=DECISION_LABELS)
+        for key in counts:
+            decisions.add_metric(key, counts[key], created=created.get(key))
+        yield decisions
+        buckets, total, cumulative = list(o.buckets), o.seconds, 0
+        pairs = []
+        for bound, count in zip((*map(floatToGoString, LATENCY_BUCKETS), "+Inf"), buckets, strict=True):
+            cumulative += count
+            pairs.append((bound, cumulative))
+        latency = HistogramMetricFamily(
+            "guard_check_seconds", "time the guard spends per checked request", buckets=pairs, sum_value=total
+        )
+        latency.samples.append(Sample("guard_check_seconds_created", {}, o.since, None))
+        yield latency
 
 
 def log_record(facts: Facts, decision: Decision, shadow: bool = False) -> dict[str, Any]:
