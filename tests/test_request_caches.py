@@ -206,6 +206,39 @@ def test_a_remembered_cookie_is_still_bound_to_its_network_device_and_lifetime()
     assert expired.session is None and expired.problem == "the session has expired"
 
 
+def test_an_empty_network_slot_is_filled_for_each_reader_and_the_check_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(gate_module, "BINDINGS", 16)
+    clock = FakeClock()
+    reader = Reader(SessionKeys(KEY), clock)
+    cookie = reader.token("192.0.2.7", CHROME)  # bound to its IPv4 /24, its IPv6 slot empty
+    for _ in range(2):
+        here = reader.read("192.0.2.7", CHROME, cookie)
+        assert here.session is not None and not here.changed
+        for network in ("2001:db8:1::5", "2001:db8:2::5"):  # either may fill the slot: the cookie is re-sent
+            dual = reader.read(network, CHROME, cookie)
+            assert dual.changed and dual.session is not None and dual.session.net6 == dual.tag
+            assert dual.session.id == here.session.id and dual.session.net4 == here.session.net4
+    for n in range(100):  # the token from a hundred networks: at most BINDINGS kept
+        reader.read(f"198.51.{n}.7", CHROME, cookie)
+        reader.read(f"2001:db8:{n:x}::1", CHROME, cookie)
+    gate = reader.sessions.gate
+    assert len(gate._bindings) == 16 and len(gate._networks) == 16
+    assert reader.read("192.0.2.7", CHROME, cookie).session is not None
+
+
+def test_a_lapsed_session_is_told_apart_on_remembered_reads() -> None:
+    clock = FakeClock()
+    reader = Reader(SessionKeys(KEY), clock)
+    cookie = reader.token("192.0.2.7", CHROME)  # a page loaded: state "page"
+    reader.read("192.0.2.7", CHROME, cookie)
+    reader.read("198.51.100.7", CHROME, cookie)
+    clock.advance(SessionSettings().ttl + 1)
+    assert reader.read("192.0.2.7", CHROME, cookie).lapsed  # this browser, back after a night
+    assert not reader.read("198.51.100.7", CHROME, cookie).lapsed  # a copy elsewhere is not
+
+
 def test_new_keys_refuse_a_cookie_the_old_ones_remembered() -> None:
     clock = FakeClock()
     old = Reader(SessionKeys(KEY), clock)
