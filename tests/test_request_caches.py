@@ -209,7 +209,7 @@ def test_a_remembered_cookie_is_still_bound_to_its_network_device_and_lifetime()
 def test_an_empty_network_slot_is_filled_for_each_reader_and_the_check_is_bounded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(gate_module, "BINDINGS", 16)
+    monkeypatch.setattr(gate_module, "VISITS", 16)
     clock = FakeClock()
     reader = Reader(SessionKeys(KEY), clock)
     cookie = reader.token("192.0.2.7", CHROME)  # bound to its IPv4 /24, its IPv6 slot empty
@@ -220,12 +220,25 @@ def test_an_empty_network_slot_is_filled_for_each_reader_and_the_check_is_bounde
             dual = reader.read(network, CHROME, cookie)
             assert dual.changed and dual.session is not None and dual.session.net6 == dual.tag
             assert dual.session.id == here.session.id and dual.session.net4 == here.session.net4
-    for n in range(100):  # the token from a hundred networks: at most BINDINGS kept
+    for n in range(100):  # the token from a hundred networks: at most VISITS kept
         reader.read(f"198.51.{n}.7", CHROME, cookie)
         reader.read(f"2001:db8:{n:x}::1", CHROME, cookie)
     gate = reader.sessions.gate
-    assert len(gate._bindings) == 16 and len(gate._networks) == 16
+    assert len(gate._visits) == 16
     assert reader.read("192.0.2.7", CHROME, cookie).session is not None
+
+
+def test_junk_and_overlong_cookie_values_are_refused_and_never_make_big_keys() -> None:
+    clock = FakeClock()
+    reader = Reader(SessionKeys(KEY), clock)
+    cookie = reader.token("192.0.2.7", CHROME)
+    forged = cookie[:-4] + (b"AAAA" if not cookie.endswith(b"AAAA") else b"BBBB")
+    for _ in range(2):
+        assert reader.read("192.0.2.7", CHROME, forged).problem == "the session cookie is not valid"
+        assert reader.read("192.0.2.7", CHROME, forged, cookie).session is not None  # the next copy is tried
+    long = b"guard_session=" + b"x" * 5000
+    assert reader.read("192.0.2.7", CHROME, long).problem == "the session cookie is not valid"
+    assert all(len(token) <= 400 for key in reader.sessions.gate._visits._data for token in key[0])
 
 
 def test_a_lapsed_session_is_told_apart_on_remembered_reads() -> None:
@@ -365,3 +378,17 @@ def test_response_signals_are_added_to_a_copy_of_each_start_message() -> None:
         assert names.count(b"x-robots-tag") == 1 and names[0] == b"content-type"
         assert [m["body"] for m in sent[1:]] == [b"a", b"b", b"c"]
     assert START["headers"] == [(b"content-type", b"text/plain")]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=24),
+        st.from_regex(r"[0-9]{1,20}", fullmatch=True),
+        st.sampled_from(["\u0667", "\u00b2", "0", "7", "1\u0667"]),
+    )
+)
+def test_plain_track_ids_are_told_as_the_pattern_tells_them(raw: str) -> None:
+    from guard.policy.tracks import _PLAIN, plain
+
+    assert plain(raw) == bool(_PLAIN.fullmatch(raw))

@@ -37,6 +37,12 @@ TrackType = Callable[[str], str | None]
 _PLAIN = re.compile(r"[1-9][0-9]{0,17}")  # the common case, already canonical for int
 
 
+def plain(raw: str) -> bool:
+    """Whether ``raw`` is the common case, already canonical for int: what ``_PLAIN`` matches
+    whole (1 to 18 ASCII digits, no leading zero), told by string methods (cheaper than a regex)."""
+    return len(raw) <= 18 and raw.isascii() and raw.isdigit() and raw[0] != "0"
+
+
 def canonical_text(raw: str) -> str:
     """``raw`` percent-decoded (as often as it stays encoded, at most three times), NFKC, stripped."""
     text = raw
@@ -75,7 +81,7 @@ def integer_text(text: str) -> str | None:
 
 def track_int(raw: str) -> str:
     """``{track:int}``: the number the application reads, or the canonical text if none."""
-    if _PLAIN.fullmatch(raw):
+    if plain(raw):
         return raw
     text = canonical_text(raw)
     return (integer_text(text) if text else None) or text
@@ -124,7 +130,7 @@ def canonicaliser(type_name: str) -> Callable[[str], str]:
 
 
 def _bounded_int(raw: str) -> str:
-    return raw if _PLAIN.fullmatch(raw) else bounded(track_int(raw))
+    return raw if plain(raw) else bounded(track_int(raw))
 
 
 def bounded(track: str) -> str:

@@ -11,6 +11,7 @@ import base64
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from itsdangerous import BadSignature
 from starlette.types import Scope
@@ -26,9 +27,19 @@ from guard.sessions.tokens import platform_of as platform_of
 MAX_COOKIES = 4  # same-named cookies tried (a partitioned and an unpartitioned copy, ...)
 COOKIE_LINES = 16384  # Cookie headers whose parse is remembered (least recently added out)
 MAX_COOKIE_LINE = 4096  # longer Cookie headers are parsed each time, never kept
-BINDINGS = 32768  # (token, network, platform) checks and client networks remembered
+VISITS = 16384  # (cookie values, client, platform) checks remembered
 #: A valid token's session, why it does not belong to a client (None: it does), and it bound there.
 Binding = tuple[Session, str | None, Session]
+
+
+class Seen(NamedTuple):
+    """A client's network tag and its cookie values checked against it (None: not valid), for one platform."""
+
+    version: int  # the client's address, which the tag is of
+    number: int
+    family: int
+    tag: str
+    bindings: tuple[Binding | None, ...]
 
 
 @dataclass(slots=True)
@@ -105,8 +116,7 @@ class SessionGate:
         # Cookie header -> our cookie's values in it: a browser sends the same header on every
         # request. Keyed on the whole header as sent; a long one is parsed each time instead.
         self._cookies: LRU[bytes, tuple[str, ...]] = LRU(COOKIE_LINES)
-        self._networks: LRU[str, tuple[int, int, int, str]] = LRU(BINDINGS)  # address -> version, number, tag
-        self._bindings: LRU[tuple[str, int, str, str], Binding] = LRU(BINDINGS)
+        self._visits: LRU[tuple[tuple[str, ...], str, str], Seen] = LRU(VISITS)
 
     def request(self, scope: Scope, headers: Mapping[bytes, bytes]) -> Request:
         """:func:`read_request`, with the Cookie header's parse remembered."""
@@ -128,14 +138,14 @@ class SessionGate:
         """The request's session: from a signed URL for ``path``, else from the cookie."""
         s = self.settings
         platform = platform_of(user_agent)
-        family, tag = self._network(client)
+        seen = self._seen(request.cookies, client, platform)
+        family, tag = seen.family, seen.tag
         if query and s.url_param in query:
             session = self._from_url(path, query, now, platform)
             if session is not None:
                 return Reading(session, None, False, platform, family, tag, True, request, now)
         problem, lapsed = None, False
-        for token in request.cookies:
-            found = self._binding(token, family, tag, platform)
+        for found in seen.bindings:
             if found is None:
                 problem = problem or "the session cookie is not valid"
                 continue
@@ -151,37 +161,33 @@ class SessionGate:
             return Reading(bound, None, bound is not session, platform, family, tag, False, request, now)
         return Reading(None, problem, False, platform, family, tag, False, request, now, lapsed)
 
-    def _network(self, client: Client) -> tuple[int, str]:
-        """:func:`network_tag` of the client, remembered per address (its text is the key: cheap to hash)."""
-        found = self._networks.peek(client.ip)
-        if found is None or found[0] != client.version or found[1] != client.number:
+    def _seen(self, cookies: tuple[str, ...], client: Client, platform: str) -> Seen:
+        """The client's network and each cookie value checked against it and the platform.
+
+        Remembered per (cookie values, client address, platform): none of it depends on
+        the time (expiry is decided by the caller on every read), and the same cookie from
+        another network or device is another key, checked afresh. Not kept when a value is
+        too long to be a token (refused unread): every key stays small.
+        """
+        key = (cookies, client.ip, platform)
+        found = self._visits.peek(key)
+        if found is None or found.version != client.version or found.number != client.number:
             s = self.settings
-            found = (
-                client.version,
-                client.number,
-                *network_tag(client.version, client.number, s.ipv4_prefix, s.ipv6_prefix),
-            )
-            self._networks.put(client.ip, found)
-        return found[2], found[3]
+            family, tag = network_tag(client.version, client.number, s.ipv4_prefix, s.ipv6_prefix)
+            bindings = tuple(self._binding(token, family, tag, platform) for token in cookies)
+            found = Seen(client.version, client.number, family, tag, bindings)
+            if all(len(token) <= MAX_TOKEN for token in cookies):
+                self._visits.put(key, found)
+        return found
 
     def _binding(self, token: str, family: int, tag: str, platform: str) -> Binding | None:
         """The session in ``token``, why it does not belong to this network and platform (None:
-        it does), and itself bound to the network; None when the token is not valid.
-
-        Remembered per (token, family, network, platform), valid tokens only: none of it
-        depends on the time (expiry is the caller's, every request), and a copied cookie read
-        from another network or device is another key, checked afresh.
-        """
-        key = (token, family, tag, platform)
-        found = self._bindings.peek(key)
-        if found is None:
-            session = self.codec.loads(token)
-            if session is None:
-                return None
-            wrong = binding_problem(session, family, tag, platform)
-            found = (session, wrong, bind(session, family, tag) if wrong is None else session)
-            self._bindings.put(key, found)
-        return found
+        it does), and itself bound to the network; None when the token is not valid."""
+        session = self.codec.loads(token)
+        if session is None:
+            return None
+        wrong = binding_problem(session, family, tag, platform)
+        return session, wrong, bind(session, family, tag) if wrong is None else session
 
     def _from_url(self, path: str, query: str, now: float, platform: str) -> Session | None:
         prefix = self.settings.url_param + "="
