@@ -2,7 +2,8 @@
 behind slowapi with memory and with Redis storage, side by side. One uvicorn worker each,
 loaded by wrk on loopback.
 
-Usage: python bench/throughput.py [--seconds 8] [--connections 32] [--rounds 3] [--out bench/results/throughput.json]
+Usage: python bench/throughput.py [--seconds 8] [--connections 32] [--rounds 3] [--gc tuned|default]
+                                  [--out bench/results/throughput.json]
 
 Needs wrk (Debian package `wrk`) and redis-server; starts its own Redis on a free port.
 The guard runs the shipped rules with sessions on (bench/browsers.py). The load
@@ -13,6 +14,10 @@ going round a track page, its JSON and two audio Range requests, then the next t
 request is allowed: the path every real listener takes. The variants run interleaved, one
 round after the other, and the median round is reported (the machine may be shared: the
 load average is saved with the figures).
+
+Every server runs with the same garbage collector settings: by default those ``guard demo``
+and ``guard serve`` use (guard.ops.collector.tune_gc: start-up frozen, full collections
+rare); ``--gc default`` keeps Python's.
 
 Reported per variant: requests per second and the fraction of bare; wrk's p50 and p99
 latency, and the p99 the guard adds over bare; Redis round trips (EVALSHA/EVAL calls),
