@@ -36,8 +36,3 @@ def request_headers(scope: Mapping[str, Any]) -> dict[bytes, bytes]:
             if len(lines) > 1:
                 headers[name] = separator.join(lines)
     return headers
-
-
-def header_text(value: bytes | None) -> str | None:
-    """A header value as text (Latin-1: every byte is a character, nothing raises)."""
-    return value.decode("latin-1") if value is not None else None

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from guard.consent.gate import ConsentGate, build_gate
 from guard.consent.settings import ConsentSettings
 from guard.errors import ConfigError
-from guard.headers import header_text, request_headers
+from guard.headers import request_headers
 from guard.identity.ranges import HostingRanges, RangeVerifier, hosting_directory
 from guard.identity.rdns import ReverseDNSVerifier
 from guard.identity.signatures import check_signature
@@ -253,7 +253,8 @@ class GuardMiddleware:
             signed = check_signature(guard.signatures, scope, guard.clock) if guard.signatures is not None else None
             query_string = scope.get("query_string")
             query = query_string.decode("latin-1") if query_string else ""
-            user_agent = header_text(headers.get(b"user-agent"))
+            ua_line = headers.get(b"user-agent")
+            user_agent = ua_line.decode("latin-1") if ua_line is not None else None
             reading = sessions.read(scope, client, user_agent, guard.clock(), headers) if sessions is not None else None
             session = reading.session if reading is not None else None
             facts = guard.facts(client, user_agent, scope.get("path", "/"), signed, query, session)

@@ -200,7 +200,7 @@ class ClientResolver:
         host = peer[0] if peer else None
         if not isinstance(host, str):
             return UNKNOWN_CLIENT
-        known = self._peers.get(host)
+        known = self._peers.peek(host)  # not refreshed: a peer pushed out is only parsed again
         if known is None:
             client = self.client(parse_ip(host), host)
             known = (client, bool(self.trusted) and self.trusted.contains(client.version, client.number))

@@ -98,7 +98,12 @@ class Observer:
         self.seconds += seconds
         category = facts.identity.category
         rule = decision.rule
-        self._count((decision.action, category, rule.id if rule is not None else "-", "true" if shadow else "false"))
+        key = (decision.action, category, rule.id if rule is not None else "-", "true" if shadow else "false")
+        count = self.counts.get(key)
+        if count is None:  # a new label set (rare): counted the long way, with its creation time
+            self._count(key)
+        else:
+            self.counts[key] = count + 1
         for shadowed, _ in decision.shadowed:
             self._count((shadowed.action, category, shadowed.id, "true"))
         worth_a_line = shadow or decision.action != "allow" or decision.shadowed

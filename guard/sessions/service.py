@@ -83,7 +83,7 @@ class Sessions:
         self, reading: Reading, decision: Decision, facts: Facts, shadow: bool = False
     ) -> tuple[list[tuple[bytes, bytes]], Reply | None]:
         """What the response needs: a Set-Cookie header (allowed) or the challenge's reply."""
-        if decision.allowed or shadow:
+        if decision.action == "allow" or shadow:
             return self.cookie(reading, decision, facts.where.group), None
         if decision.action == "challenge":
             return [], self.refusal(reading, decision, facts.path, facts.query)
