@@ -23,7 +23,10 @@ Reported per variant: requests per second and the fraction of bare; wrk's p50 an
 latency, and the p99 the guard adds over bare; Redis round trips (EVALSHA/EVAL calls),
 commands (including those the script runs) and Redis's own time per request, from INFO
 commandstats (Redis shares the machine's cores with the server and wrk); and what a banned
-client costs Redis.
+client costs Redis. Under wrk's saturating closed loop a slower server answers each
+connection later, so the p99 added there is mostly the lower throughput; a light-load run
+(``--light-connections``, 2 by default, one per variant after the rounds) gives the
+latency each request adds itself, pauses included.
 """
 
 from __future__ import annotations
@@ -177,6 +180,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median round is reported")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument(
+        "--light-connections",
+        type=int,
+        default=2,
+        help="connections of the light-load run (latency without queueing; 0: skip it)",
+    )
+    parser.add_argument(
         "--gc",
         default="tuned",
         help="garbage collector settings of every server: tuned (guard.ops.collector, as guard demo and "
@@ -215,6 +224,11 @@ def main() -> None:
         for v, runs in rounds.items():
             runs.sort(key=lambda r: r["requests_per_s"])
             results[v] = dict(runs[len(runs) // 2], all_requests_per_s=[r["requests_per_s"] for r in runs])
+        # Light load: a few connections, so the latencies are each request's own time (and the
+        # pauses it meets), not the queue a saturating load builds when throughput is lower.
+        for v in variants if args.light_connections else ():
+            light = run_variant(v, env, store.port, args.seconds, args.light_connections)
+            results[v]["light"] = {k: light[k] for k in ("requests_per_s", "p50_ms", "p99_ms")}
         banned = banned_cost(rules, store.url, store.port)
     finally:
         store.stop()
@@ -223,6 +237,10 @@ def main() -> None:
         if bare:
             figures["fraction_of_bare"] = round(figures["requests_per_s"] / bare, 3)
             figures["p99_added_ms"] = round(figures["p99_ms"] - results["bare"]["p99_ms"], 2)
+            if "light" in figures and "light" in results["bare"]:
+                light, bare_light = figures["light"], results["bare"]["light"]
+                light["p50_added_ms"] = round(light["p50_ms"] - bare_light["p50_ms"], 3)
+                light["p99_added_ms"] = round(light["p99_ms"] - bare_light["p99_ms"], 3)
     reached: dict[str, float | None] = {}
     if bare and "guard_memory" in results:
         reached["guard_memory_fraction_of_bare"] = results["guard_memory"]["fraction_of_bare"]
@@ -231,6 +249,9 @@ def main() -> None:
         reached["redis_round_trips_per_checked_request"] = results["guard_redis"]["redis_round_trips_per_request"]
         guarded = [results[v]["p99_added_ms"] for v in ("guard_memory", "guard_redis") if v in results]
         reached["p99_added_ms"] = max(guarded)
+        light = [results[v]["light"]["p99_added_ms"] for v in ("guard_memory", "guard_redis") if "light" in results[v]]
+        if light:
+            reached["p99_added_ms_light_load"] = max(light)
     if "guard_redis" in results and "slowapi_redis" in results:
         ratio = results["guard_redis"]["requests_per_s"] / results["slowapi_redis"]["requests_per_s"]
         reached["guard_redis_over_slowapi_redis"] = round(ratio, 2)
@@ -266,6 +287,15 @@ def main() -> None:
             f"{f['redis_round_trips_per_request']:9.3f} {f['redis_commands_per_request']:8.2f} "
             f"{f['redis_cpu_us_per_request']:8.1f}"
         )
+    if any("light" in f for f in results.values()):
+        print(f"light load ({args.light_connections} connections): p50 / p99 ms, and added over bare")
+        for name, f in results.items():
+            if "light" in f:
+                light = f["light"]
+                print(
+                    f"  {name:15} {light['requests_per_s']:8.0f} req/s {light['p50_ms']:7.2f} {light['p99_ms']:7.2f}"
+                    f"   +{light.get('p50_added_ms', 0):.2f} +{light.get('p99_added_ms', 0):.2f}"
+                )
     print(f"banned client: {banned['redis_round_trips']} Redis round trips for {banned['requests_after_ban']} requests")
     print("targets", TARGETS)
     print("reached", reached)
