@@ -25,8 +25,10 @@ from guard.sessions.tokens import MAX_TOKEN, Session, SessionCodec, SessionKeys,
 from guard.sessions.tokens import platform_of as platform_of
 
 MAX_COOKIES = 4  # same-named cookies tried (a partitioned and an unpartitioned copy, ...)
-COOKIE_LINES = 16384  # Cookie headers whose parse is remembered (least recently added out)
-MAX_COOKIE_LINE = 4096  # longer Cookie headers are parsed each time, never kept
+# Cookie headers whose parse is remembered (first in, first out), and the longest kept: a
+# scraper filling it holds at most about 32 MB (a header and its values), as the other caches.
+COOKIE_LINES = 8192
+MAX_COOKIE_LINE = 2048  # longer Cookie headers are parsed each time, never kept
 VISITS = 16384  # (cookie values, client, platform) checks remembered
 #: A valid token's session, why it does not belong to a client (None: it does), and it bound there.
 Binding = tuple[Session, str | None, Session]
