@@ -249,7 +249,11 @@ def main() -> None:
         reached["redis_round_trips_per_checked_request"] = results["guard_redis"]["redis_round_trips_per_request"]
         guarded = [results[v]["p99_added_ms"] for v in ("guard_memory", "guard_redis") if v in results]
         reached["p99_added_ms"] = max(guarded)
-        light = [results[v]["light"]["p99_added_ms"] for v in ("guard_memory", "guard_redis") if "light" in results[v]]
+        light = [
+            results[v]["light"]["p99_added_ms"]
+            for v in ("guard_memory", "guard_redis")
+            if "light" in results.get(v, {})
+        ]
         if light:
             reached["p99_added_ms_light_load"] = max(light)
     if "guard_redis" in results and "slowapi_redis" in results:
