@@ -148,7 +148,7 @@ def instrument(mw, stages: Stages, redis: bool) -> None:
     guard.facts = stages.wrap("facts", guard.facts)
     guard.policy.plan = stages.wrap("plan", guard.policy.plan)
     guard.decide = stages.wrap("decide", guard.decide)
-    for name in ("limits_for", "checks", "mint_checks"):
+    for name in ("limits_for", "checks", "_checks", "mint_checks"):
         setattr(guard, name, stages.wrap("checks", getattr(guard, name)))
     guard.store.apply = stages.wrap("store", guard.store.apply, cpu=redis)
     mw.observer.record = stages.wrap("observe", mw.observer.record)
