@@ -52,8 +52,8 @@ PREPARED_CLIENTS = 8192
 #: client within a thirtieth of the window (see :func:`counted_until`).
 REPEAT_MIN_PER_US = 60 * 1_000_000
 REPEAT_SHARE = 30
-_TRACK = 1  # a prepared check counts the request's track
-_HASHED_TRACK = 2  # ... its keyed hash (budgets)
+_TRACK = object()  # a prepared check counts the request's track (plain objects: the collector ignores them)
+_HASHED_TRACK = object()  # ... its keyed hash (budgets)
 _new = tuple.__new__  # a Check or Escalation from its fields, without the named constructor's call
 
 #: One client's check for one rule, kept between its requests: its key, its ban scope's
@@ -61,7 +61,7 @@ _new = tuple.__new__  # a Check or Escalation from its fields, without the named
 #: :data:`_HASHED_TRACK` or a constant value), and the value it counted lately with until
 #: when that is not counted again (see :func:`count_again_at`). Only text and numbers: the
 #: garbage collector stops watching such tuples, and the dicts holding only them.
-Prepared = tuple[str, "tuple[str, str, str, str, str, str, int] | None", "int | str | None", "str | None", int]
+Prepared = tuple[str, "tuple[str, str, str, str, str, str, int] | None", "object | str | None", "str | None", int]
 
 
 @dataclass(slots=True)
@@ -375,9 +375,9 @@ class Guard:
             key, scope, counts, counted, again_at = found
             item: str | None = None
             if track is not None and counts is not None:
-                if counts == _TRACK:
+                if counts is _TRACK:
                     value = track
-                elif counts == _HASHED_TRACK:
+                elif counts is _HASHED_TRACK:
                     if hashed is None:
                         hashed = self.budget_item(track)
                     value = hashed
