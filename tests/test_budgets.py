@@ -8,7 +8,7 @@ import pytest
 import redis
 from support import run
 
-from guard.policy.limits import Ban, Budget, Check, DistinctLimit, distinct_limit
+from guard.policy.limits import Ban, Budget, Check, DistinctLimit, Verdict, distinct_limit
 from guard.stores.hll import REGISTERS, SLICES, Q, SlicedSketch, estimate, murmurhash64a, register_of
 from guard.stores.memory import MemoryStore
 from guard.stores.redis import RedisStore
@@ -183,3 +183,55 @@ def test_a_redis_budget_counts_a_slice_written_by_a_clock_ahead_once_its_time_co
         return out
 
     assert run(main()) == [None, None, None, None, 0]
+
+
+def test_a_slice_made_late_by_an_instance_behind_never_shortens_the_index(redis_url) -> None:
+    """An instance whose clock is ahead makes the next hour's slice; one behind then makes the
+    current hour's: the index must outlive both, or the later slice is forgotten in its last
+    hour (and with a clock far behind, the whole day)."""
+    day = Budget("track", max=3, per=86400)
+    shared = RedisStore.from_url(redis_url, timeout=2.0)
+
+    async def main() -> None:
+        await shared.apply(T0 + 3600 + 1, [Check("k:{t}:day", day, "ahead")])
+        await shared.apply(T0 + 3599, [Check("k:{t}:day", day, "behind")])
+        await shared.apply(T0 + 3 * 3600 + 1, [Check("k:{t}:day2", day, "ahead")])
+        await shared.apply(T0 + 3 * 3600 - 20 * 3600, [Check("k:{t}:day2", day, "far behind")])
+        await shared.close()
+
+    run(main())
+    r = redis.Redis.from_url(redis_url)
+    for key in ("k:{t}:day", "k:{t}:day2"):
+        slices = [k for k in r.keys(key + ":*") if not k.endswith((b":i", b":p"))]
+        assert len(slices) == 2 and r.hlen(key + ":i") == 2
+        assert r.pttl(key + ":i") >= max(r.pttl(k) for k in slices)
+
+
+def test_an_instance_ahead_does_not_take_a_slice_from_one_behind(redis_url) -> None:
+    """Clocks 30 s apart (within the slack) at the end of a day: the instance ahead sees the
+    first hour leave the window; the one behind still counts it."""
+    day = Budget("track", max=1, per=86400)
+    shared = RedisStore.from_url(redis_url, timeout=2.0)
+
+    async def main() -> list:
+        out = [(await shared.apply(T0 + 5, [Check("k:{t}:skew", day, "a")])).denied]
+        out.append((await shared.apply(T0 + 86400 - 10, [Check("k:{t}:skew", day, "b")])).denied)  # behind: full
+        out.append((await shared.apply(T0 + 86400 + 20, [Check("k:{t}:skew", day, "c")])).denied)  # ahead: room
+        out.append((await shared.apply(T0 + 86400 - 9, [Check("k:{t}:skew", day, "b")])).denied)  # behind: still full
+        out.append((await shared.apply(T0 + 86400 + 120, [Check("k:{t}:skew", day, "c")])).denied)
+        await shared.close()
+        return out
+
+    assert run(main()) == [None, 0, None, 0, None]
+    r = redis.Redis.from_url(redis_url)
+    # Once past the slack for everyone, the first hour's number leaves the index.
+    run(_apply_once(redis_url, T0 + 86400 + 3600 + 120, Check("k:{t}:skew", day, "d")))
+    assert b"%d" % (T0 // 3600) not in r.hkeys("k:{t}:skew:i")
+
+
+async def _apply_once(url: str, now: float, check: Check) -> Verdict:
+    store = RedisStore.from_url(url, timeout=2.0)
+    try:
+        return await store.apply(now, [check])
+    finally:
+        await store.close()

@@ -240,16 +240,19 @@ end
 -- The slices of the window that hold anything: their numbers are kept in the hash key..':i'
 -- (written when a slice is made), so a count names only those keys, not all SLICES of them
 -- (building two dozen key names per budget cost more than the count itself). Numbers that
--- left the window are dropped from it on the way.
-local function live_slices(c, current)
+-- left the window are dropped from it on the way, once they left it for every instance
+-- within the slack too (as the slice keys do): an instance whose clock is ahead must not
+-- take away a slice that one behind still counts.
+local function live_slices(c, current, now)
   local index = c.key .. ':i'
   local oldest = current - SLICES + 1
+  local kept = budget_slice(c, now - slack * 1000) - SLICES + 1
   local live, stale = {}, {}
   for _, s in ipairs(redis.call('HKEYS', index)) do
     local n = tonumber(s)
-    if not n or n < oldest then
+    if not n or n < kept then
       stale[#stale + 1] = s
-    elseif n <= current then -- (a later slice, from an instance whose clock is ahead, is not counted yet)
+    elseif n >= oldest and n <= current then -- (a later slice, from an instance whose clock is ahead, is not counted yet)
       live[#live + 1] = s
     end
   end
@@ -261,7 +264,7 @@ end
 
 local function budget_check(c, now, probes)
   local current = budget_slice(c, now)
-  local live = live_slices(c, current)
+  local live = live_slices(c, current, now)
   local keys = {}
   for n, s in ipairs(live) do
     keys[n] = c.key .. ':' .. s
@@ -297,13 +300,14 @@ local function budget_record(c, now)
   local slice = fmt(current)
   local key = c.key .. ':' .. slice
   -- A slice's expiry is fixed (when it leaves the window): set when the slice is made, and
-  -- the slice named in the index, which lives as long as its newest slice. PFADD answers 0
+  -- the slice named in the index, which lives as long as its longest-lived slice (a slice
+  -- made late by an instance whose clock is behind never shortens it). PFADD answers 0
   -- only when the slice exists and the item changed nothing.
   if redis.call('PFADD', key, c.item) == 1 then
     local expires = ms((current + SLICES) * c.b - now)
     redis.call('PEXPIRE', key, expires)
     local index = c.key .. ':i'
-    if redis.call('HSETNX', index, slice, 1) == 1 then
+    if redis.call('HSETNX', index, slice, 1) == 1 and redis.call('PTTL', index) < expires then
       redis.call('PEXPIRE', index, expires)
     end
   end
