@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
 from collections.abc import Sequence
 
 from guard.lru import LRU
@@ -33,9 +34,28 @@ _MURMUR_M = 0xC6A4A7935BD1E995
 SLICES = 24
 
 
-def new_histogram(empty: int) -> tuple[int, ...]:
+#: A sketch's register histogram is kept as Q + 2 little-endian 16-bit counts in a bytearray:
+#: changed in place (no new object per change), and nothing the garbage collector watches.
+_HISTOGRAM = struct.Struct(f"<{Q + 2}H")
+_COUNT = struct.Struct("<H")
+
+
+def new_histogram(empty: int) -> bytearray:
     """A register histogram (``histogram[v]``: registers holding ``v``) with ``empty`` registers at 0."""
-    return (empty,) + (0,) * (Q + 1)
+    histogram = bytearray(_HISTOGRAM.size)
+    _COUNT.pack_into(histogram, 0, empty)
+    return histogram
+
+
+def histogram_counts(histogram: bytearray) -> list[int]:
+    """The counts of a histogram kept by :func:`new_histogram`."""
+    return list(_HISTOGRAM.unpack(histogram))
+
+
+def _shift(histogram: bytearray, old: int, value: int) -> None:
+    """One register moves from ``old`` to ``value``."""
+    _COUNT.pack_into(histogram, 2 * old, _COUNT.unpack_from(histogram, 2 * old)[0] - 1)
+    _COUNT.pack_into(histogram, 2 * value, _COUNT.unpack_from(histogram, 2 * value)[0] + 1)
 
 
 def murmurhash64a(data: bytes, seed: int = SEED) -> int:
@@ -143,7 +163,7 @@ class SlicedSketch:
     ``registers`` holds every slice's sparse registers in one flat table (key: slice number
     times :data:`REGISTERS` plus register index), ``slices`` how many each slice has;
     ``union`` and ``histogram`` describe the union of the slices in the window as of slice
-    ``current``. Only numbers in dicts and tuples: apart from the sketch itself the garbage
+    ``current``. Only numbers in dicts and bytes: apart from the sketch itself the garbage
     collector has nothing to watch (a full collection walks every object it watches).
     """
 
@@ -177,24 +197,24 @@ class SlicedSketch:
             index = key % REGISTERS
             if value > union.get(index, 0):
                 union[index] = value
-        histogram = list(new_histogram(REGISTERS - len(union)))
+        counts = [REGISTERS - len(union)] + [0] * (Q + 1)
         for value in union.values():
-            histogram[value] += 1
-        self.union, self.histogram, self.count, self.probe = union, tuple(histogram), None, None
+            counts[value] += 1
+        self.union, self.histogram, self.count, self.probe = union, bytearray(_HISTOGRAM.pack(*counts)), None, None
         self.top = max(union.values(), default=0)
 
     def copy(self) -> SlicedSketch:
         """An independent copy (to look ahead without changing this one)."""
         other = SlicedSketch()
         other.registers, other.slices, other.union = dict(self.registers), dict(self.slices), dict(self.union)
-        other.histogram = self.histogram
+        other.histogram = bytearray(self.histogram)
         other.current, other.count, other.top = self.current, self.count, self.top
         return other
 
     def total(self) -> int:
         """The estimate of the window's distinct values."""
         if self.count is None:
-            self.count = estimate(self.histogram, self.top)
+            self.count = estimate(histogram_counts(self.histogram), self.top)
         return self.count
 
     def count_with(self, item: str) -> int:
@@ -210,10 +230,10 @@ class SlicedSketch:
         if value <= old:
             count = self.count
             return count if count is not None else self.total()
-        histogram = list(self.histogram)
-        histogram[old] -= 1
-        histogram[value] += 1
-        count = estimate(histogram, max(self.top, value))
+        counts = histogram_counts(self.histogram)
+        counts[old] -= 1
+        counts[value] += 1
+        count = estimate(counts, max(self.top, value))
         self.probe = (index, value, count)
         return count
 
@@ -234,10 +254,7 @@ class SlicedSketch:
         old = self.union.get(index, 0)
         if value > old:
             self.union[index] = value
-            histogram = list(self.histogram)
-            histogram[old] -= 1
-            histogram[value] += 1
-            self.histogram = tuple(histogram)
+            _shift(self.histogram, old, value)
             probe, self.probe = self.probe, None
             # The same histogram count_with just estimated: its figure, else estimated when asked.
             self.count = probe[2] if probe is not None and probe[0] == index and probe[1] == value else None
