@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -51,3 +52,34 @@ def redis_url(redis_server) -> str:
         redis_server.start()
     redis_server.client().flushall()
     return redis_server.url
+
+
+@pytest.fixture
+def one_loop():
+    """``run`` for a test whose calls must share one event loop: a Redis connection belongs
+    to the loop that opened it, and on a new loop for each call the store would quietly
+    count locally (a module patches its own ``run`` with this)."""
+    runner = asyncio.Runner()
+    yield runner.run
+    runner.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_store(request, one_loop):
+    """Makes stores of each kind in turn; a Redis one must have reached Redis on every call."""
+    from guard.stores.memory import MemoryStore
+    from guard.stores.redis import RedisStore
+
+    made: list[RedisStore] = []
+
+    def make():
+        if request.param == "memory":
+            return MemoryStore()
+        store = RedisStore.from_url(request.getfixturevalue("redis_url"), timeout=2.0)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        one_loop(store.close())
+        assert store.stats.fallbacks == 0  # every call reached Redis

@@ -38,32 +38,12 @@ ROOT = Path(__file__).resolve().parent.parent
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 
 
-@pytest.fixture
-def one_loop(monkeypatch: pytest.MonkeyPatch):
-    """Every call of the test on one event loop: a Redis connection belongs to the loop that
-    opened it, and on a new loop for each call the store would quietly count locally."""
-    runner = asyncio.Runner()
-    monkeypatch.setattr(test_repeats, "run", runner.run)
-    monkeypatch.setattr(sys.modules[__name__], "run", runner.run)
-    yield runner.run
-    runner.close()
-
-
-@pytest.fixture(params=["memory", "redis"])
-def make_store(request, one_loop):
-    made: list[RedisStore] = []
-
-    def make():
-        if request.param == "memory":
-            return MemoryStore()
-        store = RedisStore.from_url(request.getfixturevalue("redis_url"), timeout=2.0)
-        made.append(store)
-        return store
-
-    yield make
-    for store in made:
-        one_loop(store.close())
-        assert store.stats.fallbacks == 0  # every call reached Redis
+@pytest.fixture(autouse=True)
+def _one_loop(monkeypatch: pytest.MonkeyPatch, one_loop) -> None:
+    """Every call of a test on one event loop (see conftest's ``one_loop``), here and in
+    the helpers borrowed from test_repeats."""
+    monkeypatch.setattr(test_repeats, "run", one_loop)
+    monkeypatch.setattr(sys.modules[__name__], "run", one_loop)
 
 
 class Logged(Recording):

@@ -19,7 +19,6 @@ from guard.policy.engine import Guard
 from guard.policy.limits import Check, Verdict
 from guard.sessions.tokens import Session
 from guard.stores.memory import MemoryStore
-from guard.stores.redis import RedisStore
 
 T0 = 1_800_000_000.0 - 1_800_000_000.0 % 86400  # a midnight: day slices start on the hour
 
@@ -73,26 +72,10 @@ def fetch(guard: Guard, track: int, ip: str = "198.51.100.7", session: str = "s1
     return run(guard.decide(facts))
 
 
-@pytest.fixture(params=["memory", "redis"])
-def make_store(request, monkeypatch):
-    # Every call of the test on one event loop: a Redis connection belongs to the loop that
-    # opened it, and on a new loop for each call the store would quietly count locally.
-    runner = asyncio.Runner()
-    monkeypatch.setattr(sys.modules[__name__], "run", runner.run)
-    made = []
-
-    def make():
-        if request.param == "memory":
-            return MemoryStore()
-        store = RedisStore.from_url(request.getfixturevalue("redis_url"), timeout=2.0)
-        made.append(store)
-        return store
-
-    yield make
-    for store in made:
-        runner.run(store.close())
-        assert store.stats.fallbacks == 0  # every call reached Redis
-    runner.close()
+@pytest.fixture(autouse=True)
+def _one_loop(monkeypatch, one_loop) -> None:
+    """Every call of a test on one event loop (see conftest's ``one_loop``)."""
+    monkeypatch.setattr(sys.modules[__name__], "run", one_loop)
 
 
 RULE_IDS = ("session-day", "minute", "rate")
