@@ -49,7 +49,7 @@ Clock = Callable[[], float]
 #: Clients whose prepared check keys are kept (least recently seen first out): a few kilobytes each.
 PREPARED_CLIENTS = 8192
 #: A track counted by an exact window of at least this long is not counted again by the same
-#: client within a thirtieth of the window (see :func:`counted_until`).
+#: client within a thirtieth of the window (see :func:`count_again_at`).
 REPEAT_MIN_PER_US = 60 * 1_000_000
 REPEAT_SHARE = 30
 _TRACK = object()  # a prepared check counts the request's track (plain objects: the collector ignores them)
