@@ -88,7 +88,6 @@ class MemoryStore:
         updates: list[tuple[str, Any, Any]] = []
         shadowed: list[int] = []
         escalation: Escalation | None = None
-        registers: dict[str, tuple[int, int]] = {}  # this request's values' HyperLogLog registers
         for i, check in enumerate(checks):
             limit = check.limit
             kind = type(limit)
@@ -108,10 +107,7 @@ class MemoryStore:
             elif check.item is None:
                 continue  # counts nothing on this request: its ban (looked up above) alone
             elif kind is Budget:
-                item = check.item
-                register = registers.get(item)
-                if register is None:
-                    register = registers[item] = register_of(item)
+                register = register_of(check.item)  # (cached: a request's budgets often share the value)
                 sketch, retry_us = self._budget(check.key, limit, now_us, register)  # type: ignore[arg-type]
                 if retry_us is not None:
                     if check.shadow:
