@@ -352,7 +352,8 @@ class Guard:
         session = getattr(facts, "session", None)  # a signed session, when the request carries one
         # A session issued within the day an address remembers its devices counts as seen from
         # then on (its minting request was recorded under its User-Agent); whole seconds: round up.
-        fresh = session is not None and to_us(session.issued_at) > to_us(self.clock()) - SEEN_FOR_US
+        clock_us = now_us if now_us is not None else to_us(self.clock())
+        fresh = session is not None and to_us(session.issued_at) > clock_us - SEEN_FOR_US
         since = to_us(session.issued_at + 1) if fresh and session is not None else 0
         who = (client.ip, client.via, ua, session.id if session is not None else None, since)
         prepared = self._prepared.get(who)
