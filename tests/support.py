@@ -223,3 +223,85 @@ class Browser:
     @property
     def token(self) -> str | None:
         return self.client.cookies.get("guard_session")
+
+
+# -- Web Bot Auth: requests signed by the http-message-signatures library (not guard's code) --
+
+#: RFC 9421 appendix B.1.4's Ed25519 key (test-key-ed25519): private seed and public x.
+RFC_SEED = "n4Ni-HpISpVObnQMW0wOhCKROaIKqKtW_2ZYb2p9KcU"
+RFC_X = "JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs"
+
+
+def web_bot_auth(
+    created: float,
+    *,
+    authority: str = "testserver",
+    agent: str | None = "https://crawler.search.example",
+    form: str = "dictionary",
+    key: str = RFC_SEED,
+    keyid: str | None = None,
+    lifetime: int = 300,
+    label: str = "sig1",
+    components: tuple[str, ...] = (),
+    extra: dict[str, str] | None = None,
+    nonce: str | None = None,
+    method: str = "GET",
+    path: str = "/",
+) -> dict[str, str]:
+    """Headers of a request signed the Web Bot Auth way by an independent RFC 9421 signer.
+
+    ``form``: ``dictionary`` (draft-ietf-webbotauth-httpsig-protocol-01: the member keyed by
+    the label is covered), ``string`` (the older bare-string Signature-Agent, covered whole),
+    ``whole`` (a dictionary covered whole) or ``absent`` (no Signature-Agent at all).
+    ``extra`` headers are sent and covered (``components`` adds more covered names).
+    """
+    import base64
+    import datetime
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from http_message_signatures import HTTPMessageSigner, MappingKeyResolver, algorithms
+
+    private = Ed25519PrivateKey.from_private_bytes(base64.urlsafe_b64decode(key + "=" * (-len(key) % 4)))
+    if keyid is None:
+        import hashlib
+        import json
+
+        x = base64.urlsafe_b64encode(private.public_key().public_bytes_raw()).rstrip(b"=").decode()
+        canonical = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": x}, separators=(",", ":"))
+        keyid = base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
+    headers: dict[str, str] = {"host": authority, **(extra or {})}
+    covered = ["@authority", *components, *(extra or {})]
+    if form == "dictionary":
+        headers["signature-agent"] = f'{label}="{agent}"'
+        covered.append(f'"signature-agent";key="{label}"')
+    elif form == "string":
+        headers["signature-agent"] = f'"{agent}"'
+        covered.append("signature-agent")
+    elif form == "whole":
+        headers["signature-agent"] = f'{label}="{agent}"'
+        covered.append("signature-agent")
+
+    class Message:
+        def __init__(self) -> None:
+            self.method, self.headers = method, headers
+            self.url = f"https://{authority}{path}"
+
+    message = Message()
+    moment = datetime.datetime.fromtimestamp(created, tz=datetime.UTC)
+    signer = HTTPMessageSigner(
+        signature_algorithm=algorithms.ED25519,
+        key_resolver=MappingKeyResolver(public_keys={}, private_keys={keyid: private}),
+    )
+    signer.sign(
+        message,
+        key_id=keyid,
+        created=moment,
+        expires=moment + datetime.timedelta(seconds=lifetime),
+        nonce=nonce,
+        label=label,
+        tag="web-bot-auth",
+        covered_component_ids=covered,
+    )
+    out = {name.lower(): value for name, value in message.headers.items()}
+    out.pop("host")
+    return out

@@ -4,7 +4,6 @@ on the memory store (consent file, JSON-lines ledger) and on Redis (Redis consen
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import json
 import shutil
@@ -15,9 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from protego import Protego
-from support import CHROME, GPTBOT, RULES, FakeClock, Visitor, browser_get, fetch_headers, run
+from support import CHROME, GPTBOT, RULES, FakeClock, Visitor, browser_get, fetch_headers, run, web_bot_auth
 
 from guard.consent import admin
 from guard.consent.ledger import Access, RedisLedger, totals
@@ -25,7 +23,6 @@ from guard.consent.licences import Licences, load_key
 from guard.consent.settings import ConsentSettings
 from guard.consent.sources import load_file
 from guard.demo.app import create_app
-from guard.identity.signatures import jwk_thumbprint, signature_base
 from guard.policy.rules import load_rules
 from guard.testing import served
 
@@ -114,26 +111,8 @@ def platform(request, tmp_path: Path) -> Iterator[Platform]:
 
 def signed_headers(clock: FakeClock, port_authority: str, price_header: str | None, price: str | None) -> dict:
     """Web Bot Auth headers from GPTBot's signer, covering the price header when there is one."""
-    components = ["@authority", "signature-agent"] + ([price_header] if price_header else [])
-    keyid = jwk_thumbprint({"kty": "OKP", "crv": "Ed25519", "x": X})
-    created = int(clock())
-    params = (
-        "(" + " ".join(f'"{c}"' for c in components) + f");created={created};expires={created + 300};"
-        f'keyid="{keyid}";alg="ed25519";tag="web-bot-auth"'
-    )
-    headers = {"signature-agent": [f'"{SIGNER}"']}
-    if price_header:
-        headers[price_header] = [price]
-    base = signature_base(components, params, headers, method="GET", authority=port_authority, path="/", query="")
-    key = Ed25519PrivateKey.from_private_bytes(base64.urlsafe_b64decode(SEED + "="))
-    out = {
-        "signature-agent": f'"{SIGNER}"',
-        "signature-input": f"sig1={params}",
-        "signature": f"sig1=:{base64.b64encode(key.sign(base.encode())).decode()}:",
-    }
-    if price_header:
-        out[price_header] = price
-    return out
+    extra = {price_header: price} if price_header and price is not None else None
+    return web_bot_auth(clock(), authority=port_authority, agent=SIGNER, key=SEED, extra=extra)
 
 
 def pay(platform: Platform, track: int, header: str | None, price: str | None, *, signed_price: bool = True, ip=None):

@@ -20,7 +20,7 @@ from guard.identity.address import Client, ClientResolver
 from guard.identity.identify import Identifier, Identity
 from guard.identity.ranges import HostingRanges, RangeVerifier
 from guard.identity.rdns import ReverseDNSVerifier
-from guard.identity.signatures import SignatureCheck, SignatureVerifier
+from guard.identity.signatures import ReplayMemory, SignatureCheck, SignatureVerifier
 from guard.lru import LRU
 from guard.policy.limits import (
     DEFAULT_SCOPE,
@@ -166,6 +166,7 @@ class Guard:
         # Always there (it costs nothing until used); each policy says whether to use it.
         self.rdns = rdns if rdns is not None else ReverseDNSVerifier()
         self._signatures = signatures
+        self._replays = ReplayMemory()  # nonces already used: they outlive a reload of the signer file
         self.robots: RobotsTxt | None = None  # set by whoever serves robots.txt (the middleware)
         self._bans: LRU[str, float] = LRU(65536)  # survives policy changes, like the store
         self.hosting = hosting
@@ -209,7 +210,7 @@ class Guard:
         )
         signatures = self._signatures
         if signatures is None and policy.signatures_file:
-            signatures = SignatureVerifier.from_file(policy.signatures_file)
+            signatures = SignatureVerifier.from_file(policy.signatures_file, replays=self._replays)
         # Everything is built first and assigned together: a request sees one policy or the other.
         self.policy, self.resolver, self.identifier, self.signatures = policy, resolver, identifier, signatures
         self.sessions = self._sessions or policy.sessions
