@@ -7,6 +7,7 @@ Exit status 2 is a wrong command line (caught while parsing), 1 a command that r
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import subprocess
 import sys
@@ -179,3 +180,20 @@ def test_update_ranges_names_each_url_and_ends_with_a_summary(tmp_path: Path) ->
     assert "1 failed (0 kept their last good file, 1 have none)" in summary
     assert (tmp_path / "ranges" / "googlebot.json").exists()
     assert not (tmp_path / "ranges" / "bingbot.json").exists()
+
+
+def test_update_signers_refuses_private_addresses_and_keeps_the_file(tmp_path: Path) -> None:
+    signers = tmp_path / "signers.json"
+    keys = [{"kty": "OKP", "crv": "Ed25519", "x": "JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs"}]
+    signers.write_text(json.dumps({"https://127.0.0.1:9": {"agent": "Googlebot", "keys": keys}}))
+    before = signers.read_text()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nextends: default\nsignatures: {directory: signers.json}\n")
+    result = guard("update-signers", "--rules", str(rules))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "non-public address 127.0.0.1" in result.stdout
+    assert result.stdout.strip().splitlines()[-1].endswith("1 failed and kept their last good keys")
+    assert signers.read_text() == before
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("version: 1\nextends: default\n")
+    assert_one_line_error(guard("update-signers", "--rules", str(bare)), 1, "no signer file")

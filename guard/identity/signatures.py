@@ -272,7 +272,7 @@ class SignatureVerifier:
         if any(len(value or "") > MAX_FIELD for value in fields):
             return _unverified("oversized signature headers")
         try:
-            inputs = _parse(fields[0] or "", "dictionary")
+            inputs = parse_field(fields[0] or "", "dictionary")
             agents = _AgentMembers.parse(fields[2])
         except ValueError as exc:
             return _unverified(f"malformed signature headers: {exc}")
@@ -324,7 +324,7 @@ class SignatureVerifier:
         if window is not None:
             return SignatureCheck(agent, False, window, signer=signer.directory)
         try:
-            _Verifier(keyid, key.key).verify(request.message(), expect_tag=TAG, expect_label=label, max_age=None)
+            KeyVerifier(keyid, key.key).verify(request.message(), expect_tag=TAG, expect_label=label, max_age=None)
         except (InvalidSignature, HTTPMessageSignaturesException) as exc:
             return SignatureCheck(agent, False, f"bad signature: {exc}", signer=signer.directory)
         nonce = params.get("nonce")
@@ -387,7 +387,8 @@ def _window(params: Mapping[str, Any], now: float, max_validity: int) -> str | N
     return None
 
 
-def _parse(text: str, kind: str) -> Any:
+def parse_field(text: str, kind: str) -> Any:
+    """A structured field (RFC 9651) of ``kind`` (``dictionary``, ``item``); ValueError when malformed."""
     try:
         return http_sf.parse(text.encode("latin-1"), tltype=kind)
     except (http_sf.errors.StructuredFieldError, UnicodeEncodeError, ValueError) as exc:
@@ -406,11 +407,11 @@ class _AgentMembers:
         if text is None:
             return cls("absent")
         if text.lstrip().startswith('"'):
-            value, _ = _parse(text, "item")
+            value, _ = parse_field(text, "item")
             return cls("string", {"": value}) if isinstance(value, str) else cls("malformed")
         members = {
             label: value
-            for label, (value, params) in _parse(text, "dictionary").items()
+            for label, (value, params) in parse_field(text, "dictionary").items()
             if isinstance(value, str) and not params  # the draft: a member with parameters is ignored
         }
         return cls("dictionary", members)
@@ -426,11 +427,11 @@ class _OneKey(HTTPSignatureKeyResolver):
         return self.key if key_id == self.keyid else None
 
 
-class _Verifier(HTTPMessageVerifier):
-    """RFC 9421 verification by the library, with Ed25519 and one key.
+class KeyVerifier(HTTPMessageVerifier):
+    """RFC 9421 verification by the library, with Ed25519 and the one key chosen beforehand.
 
-    The ``created``/``expires`` window is checked before (:func:`_window`, with guard's
-    injected clock): the library reads the wall clock itself.
+    The ``created``/``expires`` window is checked before, with guard's injected clock
+    (:func:`_window`): the library would read the wall clock itself.
     """
 
     def __init__(self, keyid: str, key: Ed25519PublicKey) -> None:

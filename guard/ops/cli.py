@@ -414,6 +414,31 @@ def cmd_update_ranges(args: argparse.Namespace) -> int:
     return 0 if not report.failed and not hosting.failed else FAILED
 
 
+# -- guard update-signers ------------------------------------------------------------------------
+
+
+def add_update_signers(sub: SubParsers) -> None:
+    parser = sub.add_parser(
+        "update-signers", help="refresh the Web Bot Auth signer file from each signer's key directory"
+    )
+    options = Options(parser)
+    _rules_option(options, "rules file (it names the signer file: signatures: {directory: ...})")
+    options.add("--timeout", default=10.0, type=number(float, 0, above=True), help="seconds per download")
+    parser.set_defaults(run=cmd_update_signers)
+
+
+def cmd_update_signers(args: argparse.Namespace) -> int:
+    from guard.identity.keydirectory import update_signers
+    from guard.policy.rules import load_rules
+
+    policy = load_rules(_rules_path(args))
+    if not policy.signatures_file:
+        raise CommandError("the rules name no signer file (signatures: {directory: signers.json})")
+    report = update_signers(policy.signatures_file, timeout=args.timeout)
+    print(report.summary(policy.signatures_file))
+    return 0 if not report.failed else FAILED
+
+
 # -- guard update-agents -------------------------------------------------------------------------
 
 
@@ -475,6 +500,7 @@ COMMANDS: list[Callable[[SubParsers], None]] = [
     add_explain,
     add_top,
     add_update_ranges,
+    add_update_signers,
     add_update_agents,
     add_robots,
     add_consent,
