@@ -258,6 +258,7 @@ class SignatureVerifier:
         self.max_validity = max_validity
         self.replays = replays if replays is not None else ReplayMemory()
         self._by_keyid = {keyid: s for s in reversed(self.signers.values()) for keyid in s.keys}
+        self._legacy_logged: set[str] = set()  # at most one line per known directory
 
     @classmethod
     def from_file(
@@ -330,6 +331,9 @@ class SignatureVerifier:
         nonce = params.get("nonce")
         if isinstance(nonce, str) and self.replays.replayed((signer.directory, keyid, nonce), params["expires"], now):
             return _unverified("replayed nonce", signer.directory)
+        if legacy and signer.directory not in self._legacy_logged:
+            self._legacy_logged.add(signer.directory)
+            log.warning("guard: %s signs in an older Web Bot Auth form, accepted until the next release", agent)
         names = tuple(name for name, p in covered if not p)
         return SignatureCheck(agent, True, "verified", names, signer.directory, legacy)
 
