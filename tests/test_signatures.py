@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support import CHROME, RFC_X, FakeClock, Visitor, run, web_bot_auth
 
 from guard.demo.app import create_app
@@ -330,3 +332,23 @@ def test_malformed_signature_headers_never_raise_through_the_middleware(signed_a
             assert (await visitor.get("/tracks/1", headers=junk)).status_code in (200, 403)
 
     run(main())
+
+
+def test_a_path_with_characters_urls_do_not_allow_still_verifies() -> None:
+    headers = web_bot_auth(NOW)  # covers @authority only: the path does not matter
+    assert (
+        verifier()
+        .check(SignedRequest([("host", "testserver"), *headers.items()], "GET", "testserver", "/a|b c", "q=[1]"), NOW)
+        .ok
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["signature-input", "signature", "signature-agent", "host"]),
+        st.text(st.characters(min_codepoint=0, max_codepoint=0x2FF), max_size=300),
+    )
+)
+def test_no_header_text_makes_the_check_raise(headers: dict[str, str]) -> None:
+    verifier().check(request({**web_bot_auth(NOW), **headers}), NOW)

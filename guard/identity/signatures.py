@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import http_sf
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -81,6 +81,8 @@ MAX_SIGNATURES = 4
 REPLAY_MEMORY = 65536
 #: Components that bind a signature to this site (the draft asks for one of them).
 AUTHORITY = ("@authority", "@target-uri")
+#: What may stay as it is in a URL's path (RFC 3986 pchar and "/", and escapes already made).
+_URI_SAFE = "/:@!$&'()*+,;=-._~%"
 #: RFC 9421's own example key (appendix B.1.4): its private half is public.
 TEST_KEYS = frozenset({"JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs"})
 
@@ -269,6 +271,12 @@ class SignatureVerifier:
 
     def check(self, request: SignedRequest, now: float) -> SignatureCheck:
         """The request's Web Bot Auth outcome; malformed input never raises."""
+        try:
+            return self._check(request, now)
+        except (ValueError, KeyError, IndexError, TypeError) as exc:  # a parser's surprise is a bad signature
+            return _unverified(f"malformed signature headers: {type(exc).__name__}")
+
+    def _check(self, request: SignedRequest, now: float) -> SignatureCheck:
         fields = [request.field(name) for name in ("signature-input", "signature", "signature-agent")]
         if any(len(value or "") > MAX_FIELD for value in fields):
             return _unverified("oversized signature headers")
@@ -495,8 +503,11 @@ class SignedRequest:
     def message(self) -> _Message:
         # Signers sign the https URL (the draft requires TLS), whatever the hop behind the
         # TLS terminator spoke: the scheme only matters to @scheme and @target-uri.
-        query = f"?{self.query}" if self.query else ""
-        return _Message(self.method.upper(), f"https://{self.authority}{self.path or '/'}{query}", _Fields(self.pairs))
+        # Characters RFC 3986 does not allow (some clients send them raw) are escaped, or the
+        # library refuses the URL whatever the signature covers.
+        path = quote(self.path or "/", safe=_URI_SAFE)
+        query = f"?{quote(self.query, safe=_URI_SAFE + '?')}" if self.query else ""
+        return _Message(self.method.upper(), f"https://{self.authority}{path}{query}", _Fields(self.pairs))
 
     def verify(self, verifier: SignatureVerifier, now: float) -> SignatureCheck:
         return verifier.check(self, now)
