@@ -82,6 +82,15 @@ VECTOR_STRING = {  # E.2.2: the legacy bare-string Signature-Agent
 }
 
 
+VECTOR_NO_AGENT = {  # cloudflare/web-bot-auth's web_bot_auth_architecture_v2.json: no Signature-Agent
+    "signature-input": 'sig1=("@authority");created=1735689600;'
+    f'keyid="{RFC_KEYID}";alg="ed25519";expires=4889289600;'
+    'nonce="zIW8+cdmA3vdYagbxojpONwa/l0EKJ/O3/wD486VvsQjO/RxPaSt6ZxvQaMcQzNnqKN/mQ6hpGiFro2L2qkz5A==";'
+    'tag="web-bot-auth"',
+    "signature": "sig1=:QKN4fTdIYfh82fvoZCQiQA1weuozfCS/Led2zTMbewMMqH8PI2Wsy/5c4ao6B6D09nraNQdBNOADg8aM1MqfCg==:",
+}
+
+
 def vector_verifier(**options) -> SignatureVerifier:
     return SignatureVerifier({"https://signature-agent.test": signer("Googlebot", RFC_JWK)}, **options)
 
@@ -101,6 +110,14 @@ def test_the_drafts_legacy_string_vector_verifies_this_release_only() -> None:
     assert check.outcome is Outcome.VERIFIED and check.legacy
     later = vector_verifier(legacy=False).check(request(VECTOR_STRING, **VECTOR_REQUEST), 1735689700)
     assert later.outcome is Outcome.UNVERIFIED
+
+
+def test_a_vector_without_signature_agent_verifies_by_its_key_this_release_only() -> None:
+    vector = request(VECTOR_NO_AGENT, authority="example.com", path="/path/to/resource")
+    check = vector_verifier(max_validity=2**40).check(vector, 1735689700)
+    assert check.outcome is Outcome.VERIFIED and check.legacy
+    later = vector_verifier(max_validity=2**40, legacy=False).check(vector, 1735689700)
+    assert later.outcome is Outcome.UNVERIFIED  # -01: a signed request must carry Signature-Agent
 
 
 def test_a_flipped_bit_in_a_vector_is_refuted() -> None:
