@@ -33,6 +33,7 @@ from guard.policy.limits import (
     RateLimit,
     Verdict,
     to_us,
+    under_session_tag,
 )
 from guard.stores.hll import SLICES, SlicedSketch, register_of
 
@@ -65,11 +66,13 @@ class MemoryStore:
             held = self._held.peek
             # Any ban, hold, address or subnet ban alive under the request's hash tag (its marker);
             # None: the checks' keys name no one marker, every ban is looked up.
-            marker = request_marker(checks)
+            marker, own = request_marker(checks)
             scoped: bool | None = (held(marker) or 0) > now_us if marker is not None else None
             for i, check in enumerate(checks):
-                if marker is not None and not scoped:
-                    break  # nothing is banned under this tag
+                if marker is not None and not scoped and i not in own:
+                    if not own:
+                        break  # nothing is banned under this tag
+                    continue  # (checks under a session's own tag are looked at one by one)
                 if check.ban is not None:
                     until = held(check.ban_key)
                     if until is not None and until > now_us:
@@ -328,20 +331,31 @@ def marker_of(key: str) -> str | None:
     return key[: end + 2] + "scoped" if end >= 0 else None
 
 
-def request_marker(checks: Sequence[Check]) -> str | None:
-    """The marker all of a request's keys (and ban scopes) share, or None when they name no one marker."""
-    if not checks:
-        return None
-    marker = marker_of(checks[0].key)
+def request_marker(checks: Sequence[Check]) -> tuple[str | None, tuple[int, ...]]:
+    """The marker all of a request's keys (and ban scopes) share, or None when they name no one
+    marker; and the checks under a session's own hash tag (see :func:`under_session_tag`), left
+    out of it: their bans are looked up one by one."""
+    head = marker = None
+    own: list[int] = []
+    for i, check in enumerate(checks):
+        key = check.key
+        if head is not None and key.startswith(head) and key.find("}:") == len(head) - 2:
+            continue
+        if under_session_tag(key):
+            own.append(i)
+        elif head is None:
+            marker = marker_of(key)
+            if marker is None:
+                return None, ()
+            head = marker[:-6]  # the keys' common prefix, "prefix{tag}:"
+        else:
+            return None, ()
     if marker is None:
-        return None
-    head = marker[:-6]  # the keys' common prefix, "prefix{tag}:"
+        return None, ()
     for check in checks:
-        if not check.key.startswith(head) or check.key.find("}:") != len(head) - 2:
-            return None
         if check.escalation is not None and check.escalation.marker != marker:
-            return None
-    return marker
+            return None, ()
+    return marker, tuple(own)
 
 
 def peek_entry(entries: Any, now_us: int, check: Check) -> dict[str, Any]:

@@ -343,38 +343,67 @@ local function deny(now, i, c, retry, mask)
   return {i, retry, 0, mask}
 end
 
-local function apply(now, checks)
-  -- 1. An existing ban answers at once (its own, or one reaching it: see the ban scopes above).
-  -- The marker says whether any is alive under the request's tag (checks whose ban scopes
-  -- keep another marker are looked at one by one).
-  local marker = checks[1] and marker_of(checks[1].key)
-  local scoped = nil
-  local bans = false
-  if marker then
-    local head = string.sub(marker, 1, -7) -- "prefix{tag}:", every key's start
-    local width, field = #head, '|' .. marker .. '|'
-    for _, c in ipairs(checks) do
-      bans = bans or c.after > 0
-      if string.sub(c.key, 1, width) ~= head or string.find(c.key, '}:', 1, true) ~= width - 1
-        or (c.eline and not string.find(c.eline, field, 1, true)) then
-        marker = nil
-        break
+-- Whether a key is under a session's own hash tag ("prefix{~s.<hash>}:", see
+-- guard.policy.limits.SESSION_TAG) rather than a client's network tag.
+local function under_session_tag(key)
+  local open = string.find(key, '{', 1, true)
+  return open ~= nil and string.sub(key, open + 1, open + 3) == '~s.'
+end
+
+-- The marker every key of a request (and every ban scope) shares, or nil; and the checks under
+-- a session's own tag, left out of it (their bans are looked up one by one). As
+-- guard.stores.memory.request_marker.
+local function request_marker(checks)
+  local marker, head, width = nil, nil, 0
+  local own = {}
+  for i, c in ipairs(checks) do
+    if not (head and string.sub(c.key, 1, width) == head and string.find(c.key, '}:', 1, true) == width - 1) then
+      if under_session_tag(c.key) then
+        own[i] = true
+      elseif head == nil then
+        marker = marker_of(c.key)
+        if not marker then
+          return nil, {}
+        end
+        head = string.sub(marker, 1, -7) -- "prefix{tag}:", every key's start
+        width = #head
+      else
+        return nil, {}
       end
     end
   end
   if not marker then
-    for _, c in ipairs(checks) do
-      bans = bans or c.after > 0
+    return nil, {}
+  end
+  local field = '|' .. marker .. '|'
+  for _, c in ipairs(checks) do
+    if c.eline and not string.find(c.eline, field, 1, true) then
+      return nil, {}
     end
+  end
+  return marker, own
+end
+
+local function apply(now, checks)
+  -- 1. An existing ban answers at once (its own, or one reaching it: see the ban scopes above).
+  -- The marker says whether any is alive under the request's tag (checks whose ban scopes
+  -- keep another marker, or under a session's own tag, are looked at one by one).
+  local marker, own = request_marker(checks)
+  local others = next(own) ~= nil
+  local scoped = nil
+  local bans = false
+  for _, c in ipairs(checks) do
+    bans = bans or c.after > 0
   end
   if marker and bans then
     scoped = tonumber(redis.call('GET', marker) or '0') > now
   end
   for i, c in ipairs(checks) do
-    if scoped == false and marker then
+    local skip = scoped == false and marker and not own[i]
+    if skip and not others then
       break
     end
-    if c.after > 0 then
+    if c.after > 0 and not skip then
       local until_us = tonumber(redis.call('GET', c.key .. ':b') or '0')
       if until_us > now then
         return {i, until_us - now, until_us, 0}
