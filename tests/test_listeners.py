@@ -268,3 +268,56 @@ def test_a_signed_stream_url_counts_as_its_listeners_session(site: Site) -> None
     ]
     assert statuses.count(200) == 12 and statuses[12:] == [403] * 8  # 12 networks an hour, then banned
     assert browser.audio(40).status_code == 403
+
+
+# -- the stores: a session's own counters and bans ------------------------------------
+
+
+def test_a_sessions_ban_under_its_own_tag_and_a_clients_under_its_network_are_both_found(
+    shipped, make_store, one_loop
+) -> None:
+    """A session's counters live under its own hash tag, the rest under the client's network:
+    each store keeps one marker per tag, and a ban under either is found by a process that
+    has not seen it (no local memory of the ban), with nothing banned under the other."""
+    from guard.identity.address import ClientResolver
+    from guard.policy.engine import Guard
+    from guard.sessions.tokens import Session
+
+    store, clock = make_store(), FakeClock()
+    resolver = ClientResolver()
+    shared = Session("shared-cookie", clock(), "page", platform="windows")
+
+    async def audio(guard: Guard, ip: str, session: Session, track: int = 7):
+        client = resolver.resolve({"client": (ip, 1), "headers": []})
+        return await guard.decide(guard.facts(client, CHROME, f"/tracks/{track}/stream", session=session))
+
+    async def main() -> None:
+        farm_guard = Guard(shipped, store, clock=clock)
+        pool = [f"{n}.{n}.7.9" for n in (11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23)]
+        decisions = [await audio(farm_guard, ip, shared) for ip in pool]
+        assert [d.action for d in decisions] == ["allow"] * 12 + ["block"]
+        assert decisions[-1].rule_id == "session-networks" and decisions[-1].banned
+        # Other instances (no local memory of the ban): it is found under the session's tag,
+        # from networks it had counted, where nothing is banned.
+        for ip in (pool[0], pool[5]):
+            found = await audio(Guard(shipped, store, clock=clock), ip, shared)
+            assert found.action == "block" and found.rule_id == "session-networks", ip
+        other = Guard(shipped, store, clock=clock)
+        # A listener's session on that first network is not touched by the farm's ban.
+        listener = Session("a-listener", clock(), "page", platform="windows")
+        assert (await audio(other, pool[0], listener)).allowed
+
+        # The other way round: a device banned on its network (track-sprint: 40 tracks a
+        # minute) is found by a fresh instance while nothing is banned under its session's tag.
+        walker = Session("a-walker", clock(), "page", platform="windows")
+        sprint = Guard(shipped, store, clock=clock)
+        for track in range(100, 200):
+            last = await audio(sprint, "82.3.4.5", walker, track)
+            if last.banned:
+                break
+        assert last.banned and last.rule_id == "track-sprint"
+        fresh = Guard(shipped, store, clock=clock)
+        again = await audio(fresh, "82.3.4.5", walker, 300)
+        assert again.action == "block" and again.rule_id == "track-sprint"
+
+    one_loop(main())
