@@ -183,6 +183,36 @@ async def track_page(request: Request) -> Response:
     )
 
 
+#: The installed web app's service worker: it keeps /app in its cache and answers later
+#: loads of /app from there, so the server never sees them (only the page's own fetches).
+SERVICE_WORKER = """
+self.addEventListener('install', e => e.waitUntil(caches.open('app').then(c => c.add('/app'))
+  .then(() => self.skipWaiting())));
+self.addEventListener('activate', e => e.waitUntil(self.clients.claim()));
+self.addEventListener('fetch', e => {
+  if (e.request.mode === 'navigate' && new URL(e.request.url).pathname === '/app') {
+    e.respondWith(caches.match('/app').then(r => r || fetch(e.request)));
+  }
+});
+"""
+
+
+async def web_app(request: Request) -> Response:
+    """The platform as an installed web app (PWA): a player page its service worker serves."""
+    return HTMLResponse(
+        "<!doctype html><title>Demo player</title><h1>Player</h1><audio controls></audio>"
+        "<script>navigator.serviceWorker && navigator.serviceWorker.register('/sw.js');"
+        "async function play(id) {"
+        "  const t = await (await fetch('/api/tracks/' + id)).json();"
+        "  const a = document.querySelector('audio'); a.src = t.stream; return a.play(); }"
+        "</script>"
+    )
+
+
+async def service_worker(request: Request) -> Response:
+    return Response(SERVICE_WORKER, media_type="text/javascript")
+
+
 async def track_api(request: Request) -> Response:
     """A track's metadata; for a listener with a session, a signed stream URL a desktop player can play."""
     track_id = _track_id(request)
@@ -285,6 +315,8 @@ def platform(permissive: bool = False) -> Starlette:
         routes=[
             Route("/", home),
             Route("/healthz", healthz),
+            Route("/app", web_app),
+            Route("/sw.js", service_worker),
             Route(f"/tracks/{track}", track_page),
             Route(f"/tracks/{track}/stream", stream, methods=["GET", "HEAD"]),
             Route(f"/tracks/{track}/playlist.m3u", playlist),
