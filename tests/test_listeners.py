@@ -146,7 +146,7 @@ def test_a_tab_left_open_past_the_sessions_life_plays_on(site: Site) -> None:
     page = browser.page()
     first = session_of(browser.token)
     life = SessionSettings().ttl
-    assert max_age(page) == life + SessionSettings().grace  # the browser keeps it through the grace
+    assert max_age(page) == life + 2 * SessionSettings().grace  # the browser keeps it through the grace
     assert browser.audio().status_code == 206
     site.clock.advance(life + 12 * 3600)  # the tab stayed open overnight, and then some
     r = browser.audio()  # the player's next Range request, no page or API call before it
@@ -158,6 +158,17 @@ def test_a_tab_left_open_past_the_sessions_life_plays_on(site: Site) -> None:
     assert browser.get("/api/tracks/9", sec_fetch_mode="cors", **JSON).status_code == 200
     assert session_of(browser.token).id == first.id
     assert browser.audio(9).status_code == 206
+
+    # Away for longer than the grace, the tab still open: the cookie is still sent (its
+    # Max-Age has a second grace), so the player's next API call mints a session that
+    # starts as "page", not "fresh", and the audio plays without a challenge.
+    site.clock.advance(life + SessionSettings().grace + 3600)
+    expired = browser.audio(9)
+    assert expired.status_code == 401 and "expired" in expired.text
+    assert browser.get("/api/tracks/10", sec_fetch_mode="cors", **JSON).status_code == 200
+    after = session_of(browser.token)
+    assert after.id != first.id and after.state == "page"
+    assert browser.audio(10).status_code == 206
 
 
 def test_a_fresh_session_is_not_kept_alive_by_the_grace(site: Site) -> None:

@@ -669,8 +669,8 @@ class Sessions(Section):
     grace: Duration = Field(
         7 * 86400.0,
         description="A session that had loaded a page and is past its `ttl` by less than this is renewed by "
-        "its next request, whatever it is (a tab left open overnight plays on); the cookie's Max-Age is "
-        "`ttl` + `grace`.",
+        "its next request, whatever it is (a tab left open overnight plays on). The cookie's Max-Age is "
+        "`ttl` + 2 x `grace`: for a second grace the expired cookie still says the device had loaded a page.",
     )
     ipv4: int = Field(24, ge=8, le=32, description="The IPv4 prefix a session is bound to.")
     ipv6: int = Field(48, ge=16, le=128, description="The IPv6 prefix a session is bound to.")

@@ -262,9 +262,10 @@ class SessionGate:
     def set_cookie(self, session: Session, https: bool, now: float) -> bytes:
         """The Set-Cookie header value carrying ``session``."""
         c = self.settings.cookie
-        # The session's life and its grace: the browser keeps sending an expired session
-        # that can still be renewed (Max-Age equal to the life would drop it at its end).
-        max_age = max(1, int(session.issued_at + self.settings.ttl + self.settings.grace - now))
+        # The session's life and its grace: the browser keeps sending an expired session that
+        # can still be renewed (Max-Age equal to the life would drop it at its end); and a
+        # second grace in which it still says this device had loaded a page ("lapsed").
+        max_age = max(1, int(session.issued_at + self.settings.ttl + 2 * self.settings.grace - now))
         parts = [f"{c.name}={self.codec.dumps(session)}", f"Path={c.path}", f"Max-Age={max_age}"]
         cross_site = c.same_site.lower() == "none"
         if c.secure is True or cross_site or c.partitioned or (c.secure == "auto" and https):

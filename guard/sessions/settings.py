@@ -46,7 +46,7 @@ class SessionSettings:
     require: frozenset[str] = frozenset({"audio"})
     ttl: float = 86400.0
     # A session past its ttl by less than this is renewed by its next request (a tab left
-    # open overnight plays on); the cookie lives as long (its Max-Age is ttl + grace).
+    # open overnight plays on); the cookie lives another grace after that (ttl + 2 x grace).
     grace: float = 7 * 86400.0
     ipv4_prefix: int = 24
     ipv6_prefix: int = 48
