@@ -332,3 +332,26 @@ def test_a_sessions_ban_under_its_own_tag_and_a_clients_under_its_network_are_bo
         assert again.action == "block" and again.rule_id == "track-sprint"
 
     one_loop(main())
+
+
+def test_on_a_redis_cluster_a_sessions_counters_stay_in_the_requests_slot(shipped) -> None:
+    """A cluster runs one script call in one slot: there a session's counters keep the
+    client's network tag (and count per widest network level) instead of their own."""
+    from redis.cluster import key_slot
+
+    from guard.identity.address import ClientResolver
+    from guard.policy.engine import Guard
+    from guard.sessions.tokens import Session
+    from guard.stores.memory import MemoryStore
+
+    class ClusterLike(MemoryStore):
+        cluster = True
+
+    session = Session("a-listener", 0.0, "page", platform="windows")
+    client = ClientResolver().resolve({"client": ("198.51.100.9", 1), "headers": []})
+    for store, slots in ((ClusterLike(), 1), (MemoryStore(), 2)):
+        guard = Guard(shipped, store)
+        facts = guard.facts(client, CHROME, "/tracks/7/stream", session=session)
+        checks = guard.checks(facts, shipped.plan(*facts.plan_key).limits)
+        assert len({key_slot(c.key.encode()) for c in checks}) == slots
+        assert any(c.key.endswith(":session-networks:s:a-listener") for c in checks)
