@@ -137,3 +137,40 @@ def test_chromium_on_a_track_page_gets_a_session_without_a_challenge(browser, si
     result = browser.execute_async_script(PLAYS)
     assert isinstance(result, dict) and result["state"] >= 2 and result["error"] is None, result
     assert session_cookie(browser)
+
+
+READY = """
+const done = arguments[arguments.length - 1];
+navigator.serviceWorker.ready.then(() => done(true), e => done(String(e)));
+setTimeout(() => done('no service worker'), 20000);
+"""
+
+PWA_PLAYS = """
+const done = arguments[arguments.length - 1];
+const media = document.querySelector('audio');
+media.muted = true;
+const report = () => done({state: media.readyState, error: media.error && media.error.code,
+                           controlled: !!navigator.serviceWorker.controller});
+media.addEventListener('playing', report);
+media.addEventListener('canplay', report);
+media.addEventListener('error', report);
+fetch('/api/tracks/12').then(() => play(12)).catch(() => {});  // the app's catalogue call, then the player
+setTimeout(report, 20000);
+"""
+
+
+def test_chromium_plays_in_a_web_app_whose_page_its_service_worker_serves(browser, site) -> None:
+    """An installed web app: its page comes from its service worker's cache, so the server
+    never sees a navigation. Its same-origin fetches upgrade the session they mint, and its
+    player plays."""
+    base, clock = site
+    browser.get(base + "/app")  # installed once, online: the service worker caches the page
+    assert browser.execute_async_script(READY) is True
+    browser.delete_all_cookies()  # a later launch, with no session left
+    browser.get(base + "/app")
+    assert session_cookie(browser) is None  # the page came from the cache: nothing reached the server
+    result = browser.execute_async_script(PWA_PLAYS)
+    assert isinstance(result, dict) and result["controlled"], result
+    assert result["state"] >= 2 and result["error"] is None, result
+    session = SessionCodec(SessionKeys(KEY)).loads(session_cookie(browser) or "")
+    assert session is not None and session.level(clock()) == "page"  # upgraded, no challenge solved

@@ -149,7 +149,12 @@ def test_keys_are_namespaced_hash_tagged_and_expire(policy, redis_server, redis_
     run(main())
     admin = redis_server.client()
     keys = [k.decode() for k in admin.keys("*")]
-    assert keys and all(k.startswith("music:{2001:db8:1:2::/64}:") for k in keys)
+    # The client's network as hash tag; a session's own counters under the session's, which
+    # follow it from network to network.
+    own = guard._session_prefix(session)
+    assert own.startswith("music:{~s.") and any(k.startswith(own) for k in keys)
+    assert keys and all(k.startswith(("music:{2001:db8:1:2::/64}:", own)) for k in keys)
+    assert all(":session-" in k for k in keys if k.startswith(own))
     assert all(admin.pttl(k) > 0 for k in keys)  # every key expires by itself
 
 

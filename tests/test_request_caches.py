@@ -197,13 +197,16 @@ def test_a_remembered_cookie_is_still_bound_to_its_network_device_and_lifetime()
     for _ in range(2):  # the first read parses and verifies; the second is remembered
         assert reader.read("192.0.2.7", CHROME, cookie).session is not None
         assert reader.read("192.0.2.99", CHROME, cookie).session is not None  # the same /24
-        other = reader.read("198.51.100.7", CHROME, cookie)
-        assert other.session is None and other.problem == "the session belongs to another network"
+        other = reader.read("198.51.100.7", CHROME, cookie)  # another network: the session moves there
+        assert other.session is not None and other.changed and other.session.net4 == other.tag
         device = reader.read("192.0.2.7", ANDROID, cookie)
         assert device.session is None and device.problem == "the session belongs to another device"
     clock.advance(SessionSettings().ttl)
+    grace = reader.read("192.0.2.7", CHROME, cookie)  # past its life, within its grace: to be renewed
+    assert grace.session is not None and grace.changed
+    clock.advance(SessionSettings().grace)
     expired = reader.read("192.0.2.7", CHROME, cookie)
-    assert expired.session is None and expired.problem == "the session has expired"
+    assert expired.session is None and expired.problem == "the session has expired" and expired.lapsed
 
 
 def test_an_empty_network_slot_is_filled_for_each_reader_and_the_check_is_bounded(
@@ -246,10 +249,12 @@ def test_a_lapsed_session_is_told_apart_on_remembered_reads() -> None:
     reader = Reader(SessionKeys(KEY), clock)
     cookie = reader.token("192.0.2.7", CHROME)  # a page loaded: state "page"
     reader.read("192.0.2.7", CHROME, cookie)
-    reader.read("198.51.100.7", CHROME, cookie)
+    reader.read("192.0.2.7", ANDROID, cookie)
     clock.advance(SessionSettings().ttl + 1)
-    assert reader.read("192.0.2.7", CHROME, cookie).lapsed  # this browser, back after a night
-    assert not reader.read("198.51.100.7", CHROME, cookie).lapsed  # a copy elsewhere is not
+    assert reader.read("192.0.2.7", CHROME, cookie).session is not None  # back after a night: renewed
+    clock.advance(SessionSettings().grace)
+    assert reader.read("192.0.2.7", CHROME, cookie).lapsed  # this browser, back after a week away
+    assert not reader.read("192.0.2.7", ANDROID, cookie).lapsed  # a copy on another device is not
 
 
 def test_new_keys_refuse_a_cookie_the_old_ones_remembered() -> None:

@@ -30,6 +30,7 @@ from guard.stores.base import Store
 TRACKS = 100_000
 ARTISTS = 500
 CHUNK = 64 * 1024
+STREAM_URL_LIFE = 6 * 3600.0  # a signed stream URL: a desktop player's evening, paused and resumed
 _ADJECTIVES = ("Blue", "Silent", "Electric", "Golden", "Midnight", "Paper", "Velvet", "Broken", "Neon", "Wild")
 _NOUNS = ("River", "Echo", "Garden", "Signal", "Harbour", "Comet", "Lantern", "Tide", "Orchard", "Static")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -177,15 +178,86 @@ async def track_page(request: Request) -> Response:
     return HTMLResponse(
         f"<!doctype html><title>{html.escape(t['title'])}</title><h1>{html.escape(t['title'])}</h1>"
         f'<p><a href="/artists/{t["artist_id"]}">{html.escape(t["artist"])}</a></p>'
-        f'<audio controls src="{t["stream"]}"></audio><p>{links}</p>'
+        f'<audio controls src="{t["stream"]}"></audio>'
+        f'<p><a href="{playlist_path(track_id)}">Play in a desktop player (.m3u)</a></p><p>{links}</p>'
     )
 
 
+#: The installed web app's service worker: it keeps /app in its cache and answers later
+#: loads of /app from there, so the server never sees them (only the page's own fetches).
+SERVICE_WORKER = """
+self.addEventListener('install', e => e.waitUntil(caches.open('app').then(c => c.add('/app'))
+  .then(() => self.skipWaiting())));
+self.addEventListener('activate', e => e.waitUntil(self.clients.claim()));
+self.addEventListener('fetch', e => {
+  if (e.request.mode === 'navigate' && new URL(e.request.url).pathname === '/app') {
+    e.respondWith(caches.match('/app').then(r => r || fetch(e.request)));
+  }
+});
+"""
+
+
+async def web_app(request: Request) -> Response:
+    """The platform as an installed web app (PWA): a player page its service worker serves."""
+    return HTMLResponse(
+        "<!doctype html><title>Demo player</title><h1>Player</h1><audio controls></audio>"
+        "<script>navigator.serviceWorker && navigator.serviceWorker.register('/sw.js');"
+        "async function play(id) {"
+        "  const t = await (await fetch('/api/tracks/' + id)).json();"
+        "  const a = document.querySelector('audio'); a.src = t.stream; return a.play(); }"
+        "</script>"
+    )
+
+
+async def service_worker(request: Request) -> Response:
+    return Response(SERVICE_WORKER, media_type="text/javascript")
+
+
 async def track_api(request: Request) -> Response:
+    """A track's metadata; for a listener with a session, a signed stream URL a desktop player can play."""
     track_id = _track_id(request)
     if track_id is None:
         return JSONResponse({"error": "no such track"}, status_code=404)
-    return JSONResponse(track(track_id))
+    t = track(track_id)
+    return JSONResponse({**t, "stream_url": signed_stream(request, t["stream"]), "playlist": playlist_path(track_id)})
+
+
+def playlist_path(track_id: int) -> str:
+    return f"/tracks/{track_id}/playlist.m3u"
+
+
+async def playlist(request: Request) -> Response:
+    """An .m3u of one track whose entry is a signed stream URL: a desktop player (VLC, iTunes,
+    foobar2000) shares no browser's cookies, the URL stands in for the listener's session."""
+    track_id = _track_id(request)
+    if track_id is None:
+        return PlainTextResponse("no such track\n", status_code=404)
+    t = track(track_id)
+    signed = signed_stream(request, t["stream"])
+    if signed is None:
+        text = f"401 Unauthorized: a playlist needs a session; open /tracks/{track_id} in a browser and use its link.\n"
+        return PlainTextResponse(text, status_code=401)
+    url = str(request.base_url).rstrip("/") + signed
+    body = f"#EXTM3U\n#EXTINF:{t['duration_s']},{t['artist']} - {t['title']}\n{url}\n"
+    disposition = f'inline; filename="track-{track_id}.m3u"'
+    return Response(body, media_type="audio/x-mpegurl", headers={"content-disposition": disposition})
+
+
+def signed_stream(request: Request, path: str) -> str | None:
+    """``path`` signed for the listener's own session (its budgets apply to the URL), valid for
+    :data:`STREAM_URL_LIFE`; None without sessions or without a session that loaded a page."""
+    guarded: GuardMiddleware | None = getattr(request.app.state, "guard", None)
+    sessions = guarded.sessions if guarded is not None else None
+    if guarded is None or sessions is None:
+        return None
+    guard = guarded.guard
+    now = guard.clock()
+    client = guard.resolver.resolve(request.scope)
+    reading = sessions.read(request.scope, client, request.headers.get("user-agent"), now)
+    session = reading.session
+    if session is None or reading.signed_url or session.level(now) == "fresh":
+        return None  # a signed URL plays as a page's session: a session that loaded none gets none
+    return sessions.gate.sign_url(path, session.id, now + STREAM_URL_LIFE)
 
 
 async def stream(request: Request) -> Response:
@@ -243,8 +315,11 @@ def platform(permissive: bool = False) -> Starlette:
         routes=[
             Route("/", home),
             Route("/healthz", healthz),
+            Route("/app", web_app),
+            Route("/sw.js", service_worker),
             Route(f"/tracks/{track}", track_page),
             Route(f"/tracks/{track}/stream", stream, methods=["GET", "HEAD"]),
+            Route(f"/tracks/{track}/playlist.m3u", playlist),
             Route(f"/api/tracks/{track}", track_api),
             Route("/artists/{artist_id}", artist_page),
             Route("/api/artists/{artist_id}", artist_api),
@@ -269,7 +344,10 @@ def create_app(
         options["clock"] = clock
     if options.get("consent") is not None:
         options.setdefault("artist_resolver", artist_of)
-    return GuardMiddleware(platform(permissive), rules, store=store, trusted_proxies=trusted_proxies, **options)
+    app = platform(permissive)
+    guarded = GuardMiddleware(app, rules, store=store, trusted_proxies=trusted_proxies, **options)
+    app.state.guard = guarded  # the demo signs stream URLs with the guard's session keys
+    return guarded
 
 
 def app_from_env() -> GuardMiddleware:

@@ -25,6 +25,7 @@ from guard.lru import LRU
 from guard.policy.limits import (
     DEFAULT_SCOPE,
     SEEN_FOR_US,
+    SESSION_TAG,
     Budget,
     Check,
     DistinctLimit,
@@ -39,7 +40,7 @@ from guard.policy.paths import PathMatch, normalise_path
 from guard.policy.rules import Match, Policy, Rule
 from guard.policy.tracks import bounded
 from guard.sessions.settings import SessionSettings
-from guard.sessions.tokens import Session
+from guard.sessions.tokens import Session, network_tag
 from guard.signals.robots_matcher import RobotsTxt
 from guard.stores.base import Store
 from guard.stores.memory import MemoryStore
@@ -404,6 +405,9 @@ class Guard:
         the session or User-Agent (text), or None."""
         assert rule.limit is not None and rule.key is not None  # the parser gives every limit rule both
         prefix = f"{self.namespace}:{{{client.tag}}}:"
+        # A session's own counters follow it from network to network: under its own hash tag
+        # (on a Redis Cluster, where one call must stay in one slot, under the client's).
+        home = (self._session_prefix(session) if rule.key == "session" and session is not None else "") or prefix
         # Clients a proxy forwarded without a usable address share one strict bucket: no key per UA.
         ip_ua = client.key if client.via else f"{client.key}#{ua}"
         if rule.key == "ip":
@@ -424,14 +428,30 @@ class Guard:
         counts: Any = None
         if rule.counts_tracks:
             budget = isinstance(rule.limit, Budget)
-            if rule.limit.counts != "track":  # type: ignore[union-attr]
-                # distinct sessions (of a network), or User-Agents (of a session), that fetch tracks
-                counted = session_key if rule.limit.counts == "session" else ua  # type: ignore[union-attr]
+            counted_kind = rule.limit.counts  # type: ignore[union-attr]
+            if counted_kind != "track":
+                # distinct sessions (of a network), User-Agents or networks (of a session), that fetch tracks
+                counted = {"session": session_key, "network": self.network_of(client)}.get(counted_kind, ua)
                 counts = self.budget_item(counted) if budget else counted
             else:
                 counts = _HASHED_TRACK if budget else _TRACK
         scope = tuple(escalation) if escalation is not None else None
-        return f"{prefix}{rule.id}:{who}", scope, counts, None, 0  # type: ignore[return-value]
+        return f"{home}{rule.id}:{who}", scope, counts, None, 0  # type: ignore[return-value]
+
+    def _session_prefix(self, session: Session) -> str:
+        """The key prefix of a session's own counters: its hash tag, whatever network it is on."""
+        if getattr(self.store, "cluster", False):
+            return ""  # the caller's client prefix: see _prepare
+        digest = hashlib.blake2s(session.id.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
+        return f"{self.namespace}:{{{SESSION_TAG}{digest}}}:"
+
+    def network_of(self, client: Client) -> str:
+        """The network ``distinct: network`` counts: the /24 or /48 sessions bind to (the subnet without sessions)."""
+        s = self.sessions
+        if s is None:
+            return client.subnet
+        family, tag = network_tag(client.version, client.number, s.ipv4_prefix, s.ipv6_prefix)
+        return f"{family}:{tag}"
 
     def budget_item(self, value: str) -> str:
         """What a budget adds to its HyperLogLog for ``value``: a keyed hash of it (cached).

@@ -37,8 +37,9 @@ from typing import NamedTuple
 from guard.stores.hll import SLICES
 
 #: What a distinct limit counts: tracks (the path's {track}), sessions (the ``session`` key
-#: of the request: its signed session, else its address and User-Agent), or User-Agents.
-DISTINCT_VALUES = ("track", "session", "user_agent")
+#: of the request: its signed session, else its address and User-Agent), User-Agents, or
+#: networks (the /24 or /48 a session is bound to).
+DISTINCT_VALUES = ("track", "session", "user_agent", "network")
 
 #: What a limit counts by: ``ip`` (the client), ``ip_ua`` (the client with one User-Agent),
 #: ``subnet`` (the client's first network level), ``session`` (the signed session, else as
@@ -71,6 +72,17 @@ def network_levels(keys: Iterable[str | None]) -> dict[int, tuple[int, ...]]:
         if parsed is not None:
             levels[parsed[0]].add(parsed[1])
     return {version: tuple(sorted(prefixes, reverse=True)) for version, prefixes in levels.items()}
+
+
+#: The start of a session's own hash tag (``prefix{~s.<hash>}:``): a session's counters follow
+#: it from network to network, so they are not under the client's network tag.
+SESSION_TAG = "~s."
+
+
+def under_session_tag(key: str) -> bool:
+    """Whether ``key`` is under a session's own hash tag rather than a client's network tag."""
+    start = key.find("{")
+    return start >= 0 and key.startswith(SESSION_TAG, start + 1)
 
 
 BAN_SCOPES = ("client", "address", "subnet")

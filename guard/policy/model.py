@@ -51,6 +51,7 @@ from guard.config import UNION_TAG, Section, context, fail, json_schema_of, prob
 from guard.consent.settings import DEFAULT_ARTIST_PATHS, DEFAULT_LEDGER, DEFAULT_PRICE, DEFAULT_USAGES
 from guard.policy.limits import KEY_KINDS, is_key_kind
 from guard.policy.paths import OTHER, pattern_problem
+from guard.sessions.settings import HOW_TO
 
 #: Categories that exist beside the catalogue's own.
 BUILTIN_CATEGORIES = {
@@ -518,12 +519,13 @@ class Limit(Section):
     )
     requests: int | None = Field(None, ge=1, le=10**9, description="Requests per `per`, sustained.")
     burst: int | None = Field(None, ge=1, le=10**9, description="Requests allowed back to back (default: `requests`).")
-    distinct: Literal["track", "session", "user_agent"] | None = Field(
+    distinct: Literal["track", "session", "user_agent", "network"] | None = Field(
         None,
         description="Count distinct values instead of requests: `track` (the `{track}` of the path), "
-        "`session` (the different sessions fetching tracks, as the `session` key names them), or "
+        "`session` (the different sessions fetching tracks, as the `session` key names them), "
         "`user_agent` (the different User-Agents fetching tracks, e.g. per session: a browser and its "
-        "media stack are two).",
+        "media stack are two), or `network` (the different networks, /24 or /48 as sessions bind them, "
+        "fetching tracks, e.g. per session: a phone on Wi-Fi and 4G is two or four).",
     )
     max: int | None = Field(None, ge=1, le=10**6, description="With `distinct`: most distinct values per `per`.")
 
@@ -664,6 +666,12 @@ class Sessions(Section):
         "the health check: search engines and link previews must not need one."
     )
     ttl: Duration = Field(86400.0, description="A session's life.")
+    grace: Duration = Field(
+        7 * 86400.0,
+        description="A session that had loaded a page and is past its `ttl` by less than this is renewed by "
+        "its next request, whatever it is (a tab left open overnight plays on). The cookie's Max-Age is "
+        "`ttl` + 2 x `grace`: for a second grace the expired cookie still says the device had loaded a page.",
+    )
     ipv4: int = Field(24, ge=8, le=32, description="The IPv4 prefix a session is bound to.")
     ipv6: int = Field(48, ge=16, le=128, description="The IPv6 prefix a session is bound to.")
     mint_per_address: MintLimit = Field(
@@ -676,6 +684,13 @@ class Sessions(Section):
     challenge: Challenge = Field(Challenge(), description=Challenge.__doc__)
     url_param: Annotated[str, AfterValidator(_cookie_name)] = Field(
         "guard_sig", description="The query parameter of signed stream URLs."
+    )
+    how_to: str = Field(
+        HOW_TO,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\r\n]*$",
+        description="The end of the one-line 401 for audio without a session: how to get one.",
     )
     key_env: str = Field(
         "GUARD_SESSION_KEY",

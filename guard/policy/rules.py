@@ -307,6 +307,7 @@ def _compile_sessions(spec: model.Sessions, base_dir: Path) -> SessionSettings:
         issue=frozenset(spec.issue),
         require=frozenset(spec.require),
         ttl=spec.ttl,
+        grace=spec.grace,
         ipv4_prefix=spec.ipv4,
         ipv6_prefix=spec.ipv6,
         mint_per_address=rate(spec.mint_per_address),
@@ -320,6 +321,7 @@ def _compile_sessions(spec: model.Sessions, base_dir: Path) -> SessionSettings:
             challenge.path or "/.guard/challenge",
         ),
         url_param=spec.url_param,
+        how_to=spec.how_to,
         key_env=spec.key_env,
         key_file=str(base_dir / spec.key_file) if spec.key_file else None,
     )

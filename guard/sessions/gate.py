@@ -51,6 +51,7 @@ class Request:
     cookies: tuple[str, ...] = ()  # values of our cookie, in the order sent
     navigation: bool = False  # a browser loading a document (not a fetch, media or API call)
     https: bool = False
+    same_origin: bool = False  # a page's own fetch (Sec-Fetch-Site: same-origin), e.g. a PWA's API call
 
 
 @dataclass(slots=True)
@@ -104,7 +105,13 @@ def request_of(scope: Scope, headers: Mapping[bytes, bytes], cookies: tuple[str,
         accept = headers.get(b"accept")
         navigation = bool(accept and b"text/html" in accept)
     navigation = navigation and scope.get("method", "GET") in ("GET", "HEAD")
-    return Request(cookies, navigation, scope.get("scheme") == "https")
+    # A script of a page of this origin (one a service worker served, which the server never
+    # saw load): what a browser sends with fetch(). Only ever upgrades an existing session.
+    same_origin = fetch_mode in _FETCHES and headers.get(b"sec-fetch-site") == b"same-origin"
+    return Request(cookies, navigation, scope.get("scheme") == "https", same_origin)
+
+
+_FETCHES = (b"cors", b"same-origin")
 
 
 class SessionGate:
@@ -152,10 +159,19 @@ class SessionGate:
                 problem = problem or "the session cookie is not valid"
                 continue
             session, wrong, bound = found
-            if session.issued_at + s.ttl <= now or session.issued_at > now + 300:
+            if session.issued_at > now + 300:
+                problem = "the session has expired"  # issued in the future: not a clock's skew
+                continue
+            ends = session.issued_at + s.ttl
+            if ends <= now:
+                paged = wrong is None and session.state != "fresh"
+                if paged and now < ends + s.grace:
+                    # Within its grace: renewed by this response, whatever the request (a tab
+                    # left open overnight: the player's next Range request plays on).
+                    return Reading(bound, None, True, platform, family, tag, False, request, now)
                 problem = "the session has expired"
-                # A browser back after a night away: its next session need not start "fresh".
-                lapsed = lapsed or (session.issued_at <= now and session.state != "fresh" and wrong is None)
+                # A browser back after a long time away: its next session need not start "fresh".
+                lapsed = lapsed or paged
                 continue
             if wrong is not None:
                 problem = wrong
@@ -188,7 +204,7 @@ class SessionGate:
         session = self.codec.loads(token)
         if session is None:
             return None
-        wrong = binding_problem(session, family, tag, platform)
+        wrong = binding_problem(session, platform)
         return session, wrong, bind(session, family, tag) if wrong is None else session
 
     def _from_url(self, path: str, query: str, now: float, platform: str) -> Session | None:
@@ -228,19 +244,28 @@ class SessionGate:
             return self.codec.new(now, reading.platform, reading.family, reading.tag, state=state)
         if reading.signed_url:
             return None
-        issuing = group in self.settings.issue
-        if navigation and session.state == "fresh" and issuing:
-            return replace(session, state="page")  # the browser loaded a page: no longer "fresh"
-        if issuing and now - session.issued_at > self.settings.ttl / 2:
-            # Past half its life: renewed (same id, same budgets), so a listener who keeps
-            # using the site is never cut off mid-track by the session's end.
-            return replace(session, issued_at=float(int(now)))
-        return session if reading.changed else None
+        s = self.settings
+        issuing = group in s.issue
+        changed = reading.changed
+        if session.state == "fresh" and issuing and (navigation or reading.request.same_origin):
+            # The browser loaded a page, or a page of this origin (served by a service worker)
+            # made its own fetch: no longer "fresh". Never mints: a session must exist.
+            session, changed = replace(session, state="page"), True
+        age = now - session.issued_at
+        if age >= s.ttl or (issuing and age > s.ttl / 2):
+            # Past half its life on a page or API call, or past its end (within its grace) on
+            # any request: renewed (same id, same budgets), so a listener who keeps using the
+            # site, or a tab left open overnight, is never cut off mid-track.
+            session, changed = replace(session, issued_at=float(int(now))), True
+        return session if changed else None
 
     def set_cookie(self, session: Session, https: bool, now: float) -> bytes:
         """The Set-Cookie header value carrying ``session``."""
         c = self.settings.cookie
-        max_age = max(1, int(session.issued_at + self.settings.ttl - now))
+        # The session's life and its grace: the browser keeps sending an expired session that
+        # can still be renewed (Max-Age equal to the life would drop it at its end); and a
+        # second grace in which it still says this device had loaded a page ("lapsed").
+        max_age = max(1, int(session.issued_at + self.settings.ttl + 2 * self.settings.grace - now))
         parts = [f"{c.name}={self.codec.dumps(session)}", f"Path={c.path}", f"Max-Age={max_age}"]
         cross_site = c.same_site.lower() == "none"
         if c.secure is True or cross_site or c.partitioned or (c.secure == "auto" and https):

@@ -109,7 +109,7 @@ class Sessions:
         if decision.retry_after is not None:  # a challenge over a soft limit: slow down
             text = f"429 Too Many Requests: {why}; open this site's page in a browser to continue.\n"
             return Reply(429, text.encode(), ((b"retry-after", (decision.retry_after_header or "1").encode()),))
-        text = f"401 Unauthorized: {why}; open this site's page in a browser to get a session.\n"
+        text = f"401 Unauthorized: {why}; {self.settings.how_to}.\n"
         return Reply(401, text.encode(), ((b"www-authenticate", b'Cookie realm="guard"'),))
 
     async def answer(self, guard: Guard, scope: Scope) -> Reply:

@@ -35,6 +35,9 @@ class ChallengeSettings:
     path: str = "/.guard/challenge"
 
 
+HOW_TO = "open this site's page in a browser to get a session, or a desktop player: use the page's .m3u link"
+
+
 @dataclass(frozen=True, slots=True)
 class SessionSettings:
     """Which path groups issue sessions, which require one, and how sessions are bound."""
@@ -42,6 +45,9 @@ class SessionSettings:
     issue: frozenset[str] = frozenset({"pages", "content_api"})
     require: frozenset[str] = frozenset({"audio"})
     ttl: float = 86400.0
+    # A session past its ttl by less than this is renewed by its next request (a tab left
+    # open overnight plays on); the cookie lives another grace after that (ttl + 2 x grace).
+    grace: float = 7 * 86400.0
     ipv4_prefix: int = 24
     ipv6_prefix: int = 48
     # Minting is what rotation costs: new sessions per client address and per subnet.
@@ -50,5 +56,7 @@ class SessionSettings:
     cookie: CookieSettings = field(default_factory=CookieSettings)
     challenge: ChallengeSettings = field(default_factory=ChallengeSettings)
     url_param: str = "guard_sig"  # the query parameter of signed stream URLs
+    # The end of a 401 for audio without a session: how to get one (one line).
+    how_to: str = HOW_TO
     key_env: str = "GUARD_SESSION_KEY"
     key_file: str | None = None

@@ -7,10 +7,11 @@ A token is a short text signed with HMAC-SHA256 by :mod:`itsdangerous`::
 It is verified with the current key or the previous one (key rotation), with no I/O.
 It binds a session to:
 
-* the client's **network**: a hash of its IPv4 /24 or IPv6 /48 (configurable). A token
-  carries one slot per address family; an empty slot is filled on first use, so a
-  dual-stack browser whose page came over IPv6 and whose audio comes over IPv4 keeps
-  one session, while a token copied to a third network is refused.
+* the client's **network**: a hash of its IPv4 /24 or IPv6 /48 (configurable), one slot
+  per address family: the network it was last used from. A session follows its listener
+  (Wi-Fi to 4G, IPv4 to IPv6): a request from another network moves the slot there and
+  the token is sent again. What a copied token costs is counted, not forbidden: the rules
+  limit the distinct networks a session is used from (``distinct: network``).
 * the device's **platform family** (apple, android, windows, ...): the one thing a
   browser and its media stack share in their User-Agents. iOS Safari fetches pages as
   ``Mozilla/5.0 (iPhone; ...)`` and audio as ``AppleCoreMedia/... (iPhone; ...)``; an
@@ -257,11 +258,11 @@ def bind(session: Session, family: int, tag: str) -> Session:
     return session if session.net4 == tag else replace(session, net4=tag)
 
 
-def binding_problem(session: Session, family: int, tag: str, platform: str) -> str | None:
-    """Why ``session`` does not belong to this client, or None (an empty slot is no problem)."""
+def binding_problem(session: Session, platform: str) -> str | None:
+    """Why ``session`` does not belong to this client, or None.
+
+    Only the device's platform family: a network change is no problem (the session moves
+    with its listener; the rules count the networks a session is used from)."""
     if session.platform != platform:
         return "the session belongs to another device"
-    slot = session.net6 if family == 6 else session.net4
-    if slot and slot != tag:
-        return "the session belongs to another network"
     return None

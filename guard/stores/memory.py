@@ -33,6 +33,7 @@ from guard.policy.limits import (
     RateLimit,
     Verdict,
     to_us,
+    under_session_tag,
 )
 from guard.stores.hll import SLICES, SlicedSketch, register_of
 
@@ -65,13 +66,15 @@ class MemoryStore:
             held = self._held.peek
             # Any ban, hold, address or subnet ban alive under the request's hash tag (its marker);
             # None: the checks' keys name no one marker, every ban is looked up.
-            marker = request_marker(checks)
+            # A session's own checks have their own tag, and marker (see request_marker).
+            marker, own_marker, own = request_marker(checks)
             scoped: bool | None = (held(marker) or 0) > now_us if marker is not None else None
+            own_scoped = own_marker is not None and (held(own_marker) or 0) > now_us
             for i, check in enumerate(checks):
-                if marker is not None and not scoped:
-                    break  # nothing is banned under this tag
+                if marker is not None and not scoped and not own_scoped:
+                    break  # nothing is banned under the request's tags
                 if check.ban is not None:
-                    until = held(check.ban_key)
+                    until = held(check.ban_key) if (own_scoped if i in own else scoped) is not False else None
                     if until is not None and until > now_us:
                         return Verdict.from_us(i, until - now_us, until)
                     if check.escalation is not None:
@@ -328,20 +331,35 @@ def marker_of(key: str) -> str | None:
     return key[: end + 2] + "scoped" if end >= 0 else None
 
 
-def request_marker(checks: Sequence[Check]) -> str | None:
-    """The marker all of a request's keys (and ban scopes) share, or None when they name no one marker."""
-    if not checks:
-        return None
-    marker = marker_of(checks[0].key)
+def request_marker(checks: Sequence[Check]) -> tuple[str | None, str | None, tuple[int, ...]]:
+    """The marker all of a request's keys (and ban scopes) share, or None when they name no one
+    marker; and the checks under a session's own hash tag (see :func:`under_session_tag`), left
+    out of it, with the marker they share (None: no such checks)."""
+    head = marker = own_marker = None
+    own: list[int] = []
+    for i, check in enumerate(checks):
+        key = check.key
+        if head is not None and key.startswith(head) and key.find("}:") == len(head) - 2:
+            continue
+        if under_session_tag(key):
+            if own_marker is None:
+                own_marker = marker_of(key)
+            elif not key.startswith(own_marker[:-6]):
+                return None, None, ()
+            own.append(i)
+        elif head is None:
+            marker = marker_of(key)
+            if marker is None:
+                return None, None, ()
+            head = marker[:-6]  # the keys' common prefix, "prefix{tag}:"
+        else:
+            return None, None, ()
     if marker is None:
-        return None
-    head = marker[:-6]  # the keys' common prefix, "prefix{tag}:"
+        return None, None, ()
     for check in checks:
-        if not check.key.startswith(head) or check.key.find("}:") != len(head) - 2:
-            return None
         if check.escalation is not None and check.escalation.marker != marker:
-            return None
-    return marker
+            return None, None, ()
+    return marker, own_marker, tuple(own)
 
 
 def peek_entry(entries: Any, now_us: int, check: Check) -> dict[str, Any]:

@@ -343,39 +343,80 @@ local function deny(now, i, c, retry, mask)
   return {i, retry, 0, mask}
 end
 
-local function apply(now, checks)
-  -- 1. An existing ban answers at once (its own, or one reaching it: see the ban scopes above).
-  -- The marker says whether any is alive under the request's tag (checks whose ban scopes
-  -- keep another marker are looked at one by one).
-  local marker = checks[1] and marker_of(checks[1].key)
-  local scoped = nil
-  local bans = false
-  if marker then
-    local head = string.sub(marker, 1, -7) -- "prefix{tag}:", every key's start
-    local width, field = #head, '|' .. marker .. '|'
-    for _, c in ipairs(checks) do
-      bans = bans or c.after > 0
-      if string.sub(c.key, 1, width) ~= head or string.find(c.key, '}:', 1, true) ~= width - 1
-        or (c.eline and not string.find(c.eline, field, 1, true)) then
-        marker = nil
-        break
+-- Whether a key is under a session's own hash tag ("prefix{~s.<hash>}:", see
+-- guard.policy.limits.SESSION_TAG) rather than a client's network tag.
+local function under_session_tag(key)
+  local open = string.find(key, '{', 1, true)
+  return open ~= nil and string.sub(key, open + 1, open + 3) == '~s.'
+end
+
+-- The marker every key of a request (and every ban scope) shares, or nil; and the checks under
+-- a session's own tag, left out of it, with the marker they share (nil: none). As
+-- guard.stores.memory.request_marker.
+local function request_marker(checks)
+  local marker, head, width, own_marker = nil, nil, 0, nil
+  local own = {}
+  for i, c in ipairs(checks) do
+    if not (head and string.sub(c.key, 1, width) == head and string.find(c.key, '}:', 1, true) == width - 1) then
+      if under_session_tag(c.key) then
+        local mine = marker_of(c.key)
+        if own_marker == nil then
+          own_marker = mine
+        elseif mine ~= own_marker then
+          return nil, {}, nil
+        end
+        own[i] = true
+      elseif head == nil then
+        marker = marker_of(c.key)
+        if not marker then
+          return nil, {}, nil
+        end
+        head = string.sub(marker, 1, -7) -- "prefix{tag}:", every key's start
+        width = #head
+      else
+        return nil, {}, nil
       end
     end
   end
   if not marker then
-    for _, c in ipairs(checks) do
-      bans = bans or c.after > 0
+    return nil, {}, nil
+  end
+  local field = '|' .. marker .. '|'
+  for _, c in ipairs(checks) do
+    if c.eline and not string.find(c.eline, field, 1, true) then
+      return nil, {}, nil
     end
+  end
+  return marker, own, own_marker
+end
+
+local function apply(now, checks)
+  -- 1. An existing ban answers at once (its own, or one reaching it: see the ban scopes above).
+  -- The marker says whether any is alive under the request's tag (checks whose ban scopes
+  -- keep another marker, or under a session's own tag, are looked at one by one).
+  local marker, own, own_marker = request_marker(checks)
+  local scoped, own_scoped = nil, nil
+  local bans = false
+  for _, c in ipairs(checks) do
+    bans = bans or c.after > 0
   end
   if marker and bans then
     scoped = tonumber(redis.call('GET', marker) or '0') > now
+    own_scoped = own_marker ~= nil and tonumber(redis.call('GET', own_marker) or '0') > now
   end
   for i, c in ipairs(checks) do
-    if scoped == false and marker then
-      break
+    if marker and scoped == false and not own_scoped then
+      break -- nothing is banned under the request's tags
+    end
+    local mine = scoped
+    if own[i] then
+      mine = own_scoped
     end
     if c.after > 0 then
-      local until_us = tonumber(redis.call('GET', c.key .. ':b') or '0')
+      local until_us = 0
+      if mine ~= false then
+        until_us = tonumber(redis.call('GET', c.key .. ':b') or '0')
+      end
       if until_us > now then
         return {i, until_us - now, until_us, 0}
       end
