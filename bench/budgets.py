@@ -1,6 +1,6 @@
 """What the hour and day budgets cost per request: the shipped rules with and without them.
 
-Usage: python bench/budgets.py [--requests 20000] [--out bench/results/budgets.json]
+Usage: python bench/budgets.py [--requests 20000] [--save | --out FILE]
 
 Audio requests from 2,000 listeners (each its own address, session and /24, a new track
 each time: every budget is evaluated and recorded) go through ``Guard.decide`` in
@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
+
+import saving  # bench/saving.py: --save and --out
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -93,7 +94,7 @@ def measure(policy: Policy, hosting: HostingRanges, redis_url: str, redis_port: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "budgets.json"))
+    saving.add_options(parser, "budgets")
     args = parser.parse_args()
 
     from guard.testing import RedisServer
@@ -115,9 +116,8 @@ def main() -> None:
         "redis_in_process": round(a["redis_us"] - b["redis_us"], 1),
         "redis_commands": round(a["redis_commands_per_request"] - b["redis_commands_per_request"], 1),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print("budget cost per audio request:", results["budget_cost_us"], f"written to {args.out}")
+    saving.save(args, results)
+    print("budget cost per audio request:", results["budget_cost_us"])
 
 
 if __name__ == "__main__":

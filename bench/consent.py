@@ -1,6 +1,6 @@
 """What the consent gate costs per request: microseconds in process (ASGI calls, no network).
 
-Usage: python bench/consent.py [--n 20000] [--out bench/results/consent.json]
+Usage: python bench/consent.py [--n 20000] [--save | --out FILE]
 
 Measured on the memory store with the shipped consent file, through the whole middleware
 and the demo app, against the same middleware without consent:
@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import saving  # bench/saving.py: --save and --out
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -118,13 +120,13 @@ async def measure(n: int, tmp: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "consent.json"))
+    saving.add_options(parser, "consent")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         figures = asyncio.run(measure(args.n, Path(tmp)))
     result = {"python": platform.python_version(), "machine": platform.machine(), "n": args.n, **figures}
     print(json.dumps(result, indent=2))
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    saving.save(args, result)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """One day of traffic through GuardMiddleware, in process, with an injected clock.
 
-Usage: python bench/day.py [--rules rules/default.yaml] [--hours 24] [--seed 1] [--out bench/results/day.json]
+Usage: python bench/day.py [--rules rules/default.yaml] [--hours 24] [--seed 1] [--save | --out FILE]
+
+The same ``--seed`` gives the same figures, to the request: the run's randomness (its
+actors, the guard's session ids and nonces, string hashing) all comes from the seed.
 
 People (none of them may be stopped):
   * 300 households, each 1-3 listening sessions a day of 5-25 tracks; 30% skip every
@@ -28,8 +31,8 @@ short; the number of challenges is reported, each worth 2^16 SHA-256 at the ship
 Prints and saves, per scraper, the distinct tracks whose audio it obtained, the requests
 it made, the sessions it used and the challenges it solved; per group of people, how many
 were stopped (any 401, 402, 403 or 429, a challenge included) and how many of their
-requests were refused. The targets from issue 13 are saved
-beside them.
+requests were refused, and the targets beside them (``--save``: bench/results/day.json,
+the figures the README quotes).
 
 Sessions are the guard's own, as the rules say (docs/sessions.md): pages
 issue a signed session cookie, within the minting limits per address and subnet; audio
@@ -64,6 +67,9 @@ from guard.identity.ranges import HostingRanges  # noqa: E402
 from guard.middleware import GuardMiddleware  # noqa: E402
 from guard.sessions.challenge import solves  # noqa: E402
 from guard.testing import http_scope  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+import saving  # noqa: E402
 
 DAY = 86400.0
 START = 1_800_057_600.0  # a midnight, UTC
@@ -555,12 +561,14 @@ def main() -> None:
     parser.add_argument("--rules", default=str(ROOT / "rules" / "default.yaml"))
     parser.add_argument("--hours", type=float, default=24.0)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "day.json"))
+    saving.add_options(parser, "day")
     parser.add_argument("--no-sessions", action="store_true", help="sessions off (counters key by address and UA)")
     args = parser.parse_args()
 
+    seeded(args.seed)
     clock = [START]
     os.environ.setdefault("GUARD_SESSION_KEY", "bench-day-" + "k" * 40)  # a fixed key: no warning
+    os.environ.setdefault("GUARD_BUDGET_KEY", "bench-day-" + "b" * 40)  # and budgets hash alike every run
     middleware = GuardMiddleware(app, day_rules(args), clock=lambda: clock[0], reload_interval=0)
     hosting = middleware.guard.hosting or HostingRanges()
     day = Day(middleware, clock)
@@ -610,10 +618,32 @@ def main() -> None:
         "scrapers": rows,
         "targets": TARGETS,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(render(report))
-    print(f"written to {args.out}")
+    saving.save(args, report)
+
+
+def seeded(seed: int) -> None:
+    """Make the run depend on ``seed`` alone: string hashing, and the guard's random tokens.
+
+    Python salts ``hash()`` of text per process, which orders sets; the process starts
+    again with a fixed salt if it has none. Session ids, challenge nonces and keys come
+    from :mod:`secrets`: here from a generator seeded with ``seed`` (a benchmark, not a
+    server: nothing here needs to be unguessable).
+    """
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "PYTHONHASHSEED": "0"})
+    import base64
+    import secrets
+
+    tokens = random.Random(f"tokens-{seed}")
+
+    def token_bytes(n: int | None = None) -> bytes:
+        return tokens.randbytes(32 if n is None else n)
+
+    def token_urlsafe(n: int | None = None) -> str:
+        return base64.urlsafe_b64encode(token_bytes(n)).rstrip(b"=").decode("ascii")
+
+    secrets.token_bytes, secrets.token_urlsafe = token_bytes, token_urlsafe  # type: ignore[assignment]
 
 
 def render(report: dict) -> str:

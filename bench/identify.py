@@ -1,6 +1,6 @@
 """Identification cost for the whole catalogue: microseconds per unseen and per cached User-Agent.
 
-Usage: python bench/identify.py [--out bench/results/identify.json]
+Usage: python bench/identify.py [--save | --out FILE]
 
 Unseen: every lookup is a User-Agent string the identifier has never seen (real browser
 strings with a version number made unique, crawler strings with a counter appended), so
@@ -12,12 +12,13 @@ Cached: the same strings again. Targets: <= 5 us unseen, <= 1 us cached.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import re
 import statistics
 import time
 from pathlib import Path
+
+import saving  # bench/saving.py: --save and --out
 
 ROOT = Path(__file__).resolve().parent.parent
 _LAST_NUMBER = re.compile(r"(\d+)(\D*)$")
@@ -55,7 +56,7 @@ def per_call_us(fn, items: list[str], repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=50_000)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "identify.json"))
+    saving.add_options(parser, "identify")
     args = parser.parse_args()
 
     from guard.identity.identify import Identifier
@@ -82,11 +83,9 @@ def main() -> None:
         "catalogue_match_only_us": round(match_only, 3),
         "targets": {"unseen_us": 5.0, "cached_us": 1.0},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    saving.save(args, results)
     for key in ("unseen_us", "cached_us", "catalogue_match_only_us"):
         print(f"{key:26} {results[key]:8.3f}")
-    print(f"written to {args.out}")
 
 
 if __name__ == "__main__":

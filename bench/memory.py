@@ -1,6 +1,6 @@
 """Memory under address rotation: a million distinct client addresses through the memory store.
 
-Usage: python bench/memory.py [--addresses 1000000] [--max-entries 200000] [--out bench/results/memory.json]
+Usage: python bench/memory.py [--addresses 1000000] [--max-entries 200000] [--save | --out FILE]
 
 Each address (rotating through a /8, a new /24 every 256) with a browser User-Agent loads a
 page without a session (the minting counters) and fetches a new track's audio with a
@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 from pathlib import Path
+
+import saving  # bench/saving.py: --save and --out
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--addresses", type=int, default=1_000_000)
     parser.add_argument("--max-entries", type=int, default=200_000)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "memory.json"))
+    saving.add_options(parser, "memory")
     args = parser.parse_args()
 
     from guard.policy.engine import Guard
@@ -70,11 +71,10 @@ def main() -> None:
         "samples": samples,
         "rss_growth_after_bound_mib": round(samples[-1]["rss_mib"] - samples[len(samples) // 2]["rss_mib"], 1),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    saving.save(args, report)
     print(
         f"entries bounded at {samples[-1]['entries']} (max {args.max_entries}); RSS {samples[-1]['rss_mib']} MiB; "
-        f"growth over the second half: {report['rss_growth_after_bound_mib']} MiB; written to {args.out}"
+        f"growth over the second half: {report['rss_growth_after_bound_mib']} MiB"
     )
 
 

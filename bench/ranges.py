@@ -1,6 +1,6 @@
 """Range lookup cost: microseconds per verification with every shipped range file loaded.
 
-Usage: python bench/ranges.py [--out bench/results/ranges.json]
+Usage: python bench/ranges.py [--save | --out FILE]
 
 Half the addresses fall inside an operator's ranges, half outside; IPv4 and IPv6 mixed.
 """
@@ -14,6 +14,8 @@ import statistics
 import time
 from pathlib import Path
 
+import saving  # bench/saving.py: --save and --out
+
 from guard.identity.address import ClientResolver, parse_ip
 from guard.identity.ranges import RangeVerifier
 
@@ -23,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200_000)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ranges.json"))
+    saving.add_options(parser, "ranges")
     args = parser.parse_args()
 
     verifier = RangeVerifier.from_directory(ROOT / "rules" / "ranges")
@@ -56,8 +58,7 @@ def main() -> None:
         "us_per_lookup": round(statistics.median(runs), 3),
         "inside_share": round(sum(bool(verifier.verify(a, c)) for a, c in samples) / len(samples), 3),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    saving.save(args, results)
     print(json.dumps(results, indent=2))
 
 

@@ -1,7 +1,7 @@
 """Rules loading: milliseconds to load, validate and compile the shipped rules, in process
 and as `guard check` (a fresh interpreter, imports included).
 
-Usage: python bench/rules.py [--rules FILE] [--rounds 20] [--out bench/results/rules.json]
+Usage: python bench/rules.py [--rules FILE] [--rounds 20] [--save | --out FILE]
 
 Loading happens at start-up and on each reload, never per request; this watches that
 validation stays cheap. The request path itself is measured by identify.py, ranges.py and
@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import saving  # bench/saving.py: --save and --out
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules" / "default.yaml"
@@ -48,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rules", type=Path, default=RULES)
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "rules.json"))
+    saving.add_options(parser, "rules")
     args = parser.parse_args()
     loads = load_ms(args.rules, args.rounds)
     checks = check_ms(args.rules, max(3, args.rounds // 4))
@@ -61,7 +63,7 @@ def main() -> None:
         "guard_check_ms_median": round(statistics.median(checks), 1),
         "guard_check_ms_min": round(min(checks), 1),
     }
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    saving.save(args, results)
     print(json.dumps(results, indent=2))
 
 

@@ -1,6 +1,6 @@
 """What sessions cost per request: microseconds in process (ASGI calls, no network).
 
-Usage: python bench/sessions.py [--n 20000] [--out bench/results/sessions.json]
+Usage: python bench/sessions.py [--n 20000] [--save | --out FILE]
 
 Through the whole middleware and the demo app on the memory store, the same requests
 with sessions on and off:
@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+
+import saving  # bench/saving.py: --save and --out
 
 from guard.demo.app import create_app
 from guard.policy.rules import load_rules
@@ -113,7 +114,7 @@ async def measure(n: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20000)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "sessions.json"))
+    saving.add_options(parser, "sessions")
     args = parser.parse_args()
     figures = asyncio.run(measure(args.n))
     for name, us in figures.items():
@@ -125,8 +126,7 @@ def main() -> None:
         "median_microseconds": figures,
         "note": "in process, whole middleware and demo app, memory store; shared machine: compare within one run",
     }
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"saved {args.out}")
+    saving.save(args, report)
 
 
 if __name__ == "__main__":

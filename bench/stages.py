@@ -1,6 +1,6 @@
 """Where a checked request's time goes in the guard, stage by stage (in process).
 
-Usage: python bench/stages.py [--requests 40000] [--clients 2000] [--redis] [--out bench/results/stages.json]
+Usage: python bench/stages.py [--requests 40000] [--clients 2000] [--redis] [--save | --out FILE]
 
 Browser-like listeners (bench/browsers.py: the shipped rules with sessions on, each
 listener its own /24 behind a trusted proxy, its session cookie kept) make the requests a
@@ -45,6 +45,8 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+
+import saving  # bench/saving.py: --save and --out
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -276,12 +278,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40000)
     parser.add_argument("--clients", type=int, default=2000)
     parser.add_argument("--redis", action="store_true", help="also profile on Redis (redis-server on a free port)")
-    parser.add_argument("--out", default=str(HERE / "results" / "profile.json"))
+    saving.add_options(parser, "stages")
     parser.add_argument("--label", default="", help="what this run measures (e.g. before, after)")
     args = parser.parse_args()
     if args.merge:
-        Path(args.out).write_text(json.dumps(merge(args.merge), indent=2) + "\n")
-        print(f"written to {args.out}")
+        saving.save(args, merge(args.merge))
         return
     report: dict = {
         "label": args.label,
@@ -300,8 +301,7 @@ def main() -> None:
             report["redis"] = asyncio.run(measure(argparse.Namespace(**{**vars(args), "requests": 8000}), server.url))
         finally:
             server.stop()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    saving.save(args, report)
     for store in ("memory", "redis"):
         if store not in report:
             continue
@@ -310,7 +310,6 @@ def main() -> None:
         print(f"  {'stage':20}" + "".join(f"{k:>9}" for k in ("all", *KINDS)))
         for s in (*STAGES, "sum"):
             print(f"  {s:20}" + "".join(f"{r['stages_us'][k][s]:9.2f}" for k in ("all", *KINDS)))
-    print(f"written to {args.out}")
 
 
 if __name__ == "__main__":

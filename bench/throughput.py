@@ -3,7 +3,7 @@ behind slowapi with memory and with Redis storage, side by side. One uvicorn wor
 loaded by wrk on loopback.
 
 Usage: python bench/throughput.py [--seconds 8] [--connections 32] [--rounds 3] [--gc tuned|default]
-                                  [--out bench/results/throughput.json]
+                                  [--save | --out FILE]
 
 Needs wrk (Debian package `wrk`) and redis-server; starts its own Redis on a free port.
 The guard runs the shipped rules with sessions on (bench/browsers.py). The load
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import re
@@ -46,6 +45,7 @@ import time
 from pathlib import Path
 
 import redis
+import saving  # bench/saving.py: --save and --out
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -191,7 +191,7 @@ def main() -> None:
         help="garbage collector settings of every server: tuned (guard.ops.collector, as guard demo and "
         "guard serve run), default (Python's), or a threshold a,b,c",
     )
-    parser.add_argument("--out", default=str(HERE / "results" / "throughput.json"))
+    saving.add_options(parser, "throughput")
     args = parser.parse_args()
     for tool in ("wrk", "redis-server"):
         if shutil.which(tool) is None:
@@ -276,8 +276,7 @@ def main() -> None:
         "targets": TARGETS,
         "reached": reached,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    saving.save(args, report)
     print(report["load"], "; garbage collector:", report["gc"])
     print(f"load average {report['load_average']}")
     print(
@@ -303,7 +302,6 @@ def main() -> None:
     print(f"banned client: {banned['redis_round_trips']} Redis round trips for {banned['requests_after_ban']} requests")
     print("targets", TARGETS)
     print("reached", reached)
-    print(f"written to {args.out}")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from guard.sessions.settings import SessionSettings
 from guard.sessions.tokens import SessionKeys
 from guard.signals.publisher import Publisher
 from guard.signals.upstream import UpstreamRobots
-from guard.startup import inside_a_running_server, refuse, warn_if_counters_split
+from guard.startup import inside_a_running_server, refuse, under_a_server, warn_if_counters_split
 from guard.stores.base import Store
 from guard.stores.memory import MemoryStore
 
@@ -144,9 +144,9 @@ class GuardMiddleware:
         try:
             policy = rules if isinstance(rules, Policy) else load_rules(rules or default_rules_path())
         except ConfigError as error:
-            if not inside_a_running_server():
+            if not (inside_a_running_server() or under_a_server()):
                 raise
-            self.startup_error = error  # built lazily by the server: fail its lifespan startup instead
+            self.startup_error = error  # a server's app: fail its lifespan startup instead (one line)
             return
         settings = policy.redis or RedisSettings()
         redis_url = redis_url or settings.url

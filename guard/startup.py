@@ -5,8 +5,10 @@ Starlette and FastAPI build their middleware lazily, inside the server's first A
 unsupported" and serves on. So when :class:`~guard.middleware.GuardMiddleware` is built
 inside a running server and its rules do not load, it does not raise: it answers the
 lifespan startup with ``lifespan.startup.failed`` and the ``file:line: reason`` message,
-and the server prints it and exits. Built outside a server (at import, in a script), it
-raises :class:`~guard.errors.ConfigError` at once.
+and the server prints it and exits. Built at the import of a module that a server was
+started to serve (``app = GuardMiddleware(app, rules=...)`` under ``uvicorn module:app``),
+it does the same, so both ways of mounting fail with the same one line and no traceback.
+Built anywhere else (a script, a test), it raises :class:`~guard.errors.ConfigError` at once.
 """
 
 from __future__ import annotations
@@ -55,6 +57,13 @@ async def refuse(error: Exception, scope: Scope, receive: Receive, send: Send) -
         await send({"type": "websocket.close", "code": 1011})
 
 
+def under_a_server(argv: Sequence[str] | None = None) -> bool:
+    """Whether this process is an ASGI server's (uvicorn, gunicorn, ...), from its command line."""
+    argv = sys.argv if argv is None else argv
+    program = Path(argv[0]) if argv else Path()
+    return bool({program.stem, program.parent.name} & SERVERS)  # /usr/bin/gunicorn, .../uvicorn/__main__.py
+
+
 def worker_count(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """How many worker processes the server that runs this process starts, as far as can be told.
 
@@ -68,8 +77,7 @@ def worker_count(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     concurrency = environ.get("WEB_CONCURRENCY", "")
     if concurrency.isdigit():
         counts.append(int(concurrency))
-    program = Path(argv[0]) if argv else Path()
-    if {program.stem, program.parent.name} & SERVERS:  # /usr/bin/gunicorn, .../uvicorn/__main__.py
+    if under_a_server(argv):
         for i, token in enumerate(argv[1:], 1):
             value = None
             if token in ("--workers", "-w") and i + 1 < len(argv):

@@ -1,14 +1,19 @@
-"""Packaging: every library the package imports is declared, so `pip install` gives a working guard."""
+"""Packaging: every library the package imports is declared, and the built wheel, installed into a fresh
+virtualenv outside the checkout, serves the demo."""
 
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
 import sys
 import tomllib
 from importlib.metadata import packages_distributions
+from pathlib import Path
 
-from support import ROOT
+import httpx
+from support import CHROME, GPTBOT, ROOT, free_port, wait_for_http
 
 #: Imported only where an extra is installed: the Redis store, and guard.testing (helpers for tests).
 OPTIONAL = {"redis": "redis", "httpx": "dev"}
@@ -67,3 +72,65 @@ def test_every_package_directory_is_packaged() -> None:
     assert found <= listed, f"not in [tool.setuptools] packages: {sorted(found - listed)}"
     for name in found:
         assert (ROOT / name.replace(".", "/") / "__init__.py").exists(), f"{name} has no __init__.py"
+
+
+def test_the_built_wheel_installs_into_a_fresh_virtualenv_and_serves_the_demo(tmp_path: Path) -> None:
+    """What a user outside the checkout gets: `python -m build` (sdist, then the wheel built
+    from it), the wheel with its redis extra in a new virtualenv, the demo served from there.
+
+    Needs the package registry for the build backend and the dependencies, nothing else.
+    """
+    dist = tmp_path / "dist"
+    run_ok([sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)], cwd=tmp_path, timeout=600)
+    wheels = list(dist.glob("guard_asgi-*-py3-none-any.whl"))
+    assert len(wheels) == 1 and list(dist.glob("guard_asgi-*.tar.gz")), sorted(p.name for p in dist.iterdir())
+    venv = tmp_path / "venv"
+    run_ok([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path)
+    bin_ = venv / "bin"
+    run_ok([str(bin_ / "pip"), "install", "--quiet", f"{wheels[0]}[redis]"], cwd=tmp_path, timeout=600)
+
+    home = tmp_path / "elsewhere"  # outside the checkout: only the installed package can answer
+    home.mkdir()
+    check = run_ok([str(bin_ / "guard"), "check", str(venv_rules(venv))], cwd=home)
+    assert ": ok (" in check.stdout
+    imported = run_ok([str(bin_ / "python"), "-c", "import guard, redis; print(guard.__file__)"], cwd=home)
+    assert imported.stdout.startswith(str(venv))
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GUARD_", "PYTHON", "VIRTUAL_ENV"))}
+    demo = subprocess.Popen(
+        [str(bin_ / "guard"), "demo", "--port", str(port)],
+        cwd=home,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(base + "/healthz", timeout=60, process=demo)
+        assert httpx.get(base + "/tracks/1/stream", headers={"user-agent": GPTBOT}).status_code == 403
+        with httpx.Client(base_url=base, headers={"user-agent": CHROME}) as browser:
+            page = browser.get("/tracks/1", headers={"sec-fetch-mode": "navigate", "sec-fetch-dest": "document"})
+            assert page.status_code == 200
+            audio = browser.get("/tracks/1/stream", headers={"range": "bytes=0-99", "sec-fetch-mode": "no-cors"})
+            assert audio.status_code == 206
+        assert httpx.get(base + "/robots.txt").text.count("GPTBot") >= 1
+    finally:
+        demo.terminate()
+        _, err = demo.communicate(timeout=30)
+    assert "Traceback" not in err
+
+
+def venv_rules(venv: Path) -> Path:
+    """The shipped rules inside the virtualenv's copy of the package."""
+    found = list(venv.glob("lib/python*/site-packages/guard/shipped/default.yaml"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def run_ok(command: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GUARD_", "PYTHON", "VIRTUAL_ENV"))}
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    return result

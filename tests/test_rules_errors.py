@@ -105,7 +105,8 @@ CASES = {
     "missing catalogue": (
         HEAD + "catalogue: nothere.yaml\nrules: []\n",
         (5, 12),
-        "catalogue 'nothere.yaml': cannot read file: No such file or directory",
+        "catalogue 'nothere.yaml': cannot read file: No such file or directory"
+        " (use 'catalogue: shipped' for the catalogue that comes with guard)",
     ),
     "unknown action": (
         HEAD + RULE + "    action: explode\n",

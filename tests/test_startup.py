@@ -92,15 +92,27 @@ def test_a_bad_rules_file_stops_uvicorn_under_every_way_of_mounting(tmp_path: Pa
         assert "Application startup complete" not in err, name
 
 
-def test_the_lifespan_failure_reads_as_one_message(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mounting", ["added", "wrapped"])
+def test_the_lifespan_failure_reads_as_one_message_for_both_forms_the_docs_show(tmp_path: Path, mounting: str) -> None:
     (tmp_path / "bad.yaml").write_text(BAD_RULES)
-    (tmp_path / "added.py").write_text(HOME + MOUNTINGS["added"])
-    process = uvicorn(tmp_path, "added")
+    (tmp_path / "app.py").write_text(HOME + MOUNTINGS[mounting])
+    process = uvicorn(tmp_path, "app")
     _, err = finish(process)
     assert process.returncode == 3  # uvicorn's "startup failed"
     assert "guard: the rules did not load: bad.yaml:7:13: rule 'x'" in err
     assert "Traceback" not in err
     assert "appears unsupported" not in err
+
+
+def test_outside_a_server_a_bad_rules_file_raises_at_once(tmp_path: Path) -> None:
+    from starlette.applications import Starlette
+
+    from guard import GuardMiddleware
+    from guard.errors import ConfigError
+
+    (tmp_path / "bad.yaml").write_text(BAD_RULES)
+    with pytest.raises(ConfigError, match="'explode' is not one of"):
+        GuardMiddleware(Starlette(), rules=tmp_path / "bad.yaml")
 
 
 def test_the_decision_log_appears_with_the_shipped_log_config_and_logs_numbers_as_numbers(tmp_path: Path) -> None:

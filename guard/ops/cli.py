@@ -194,9 +194,38 @@ def cmd_init(args: argparse.Namespace) -> int:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text((shipped_dir() / "starter.yaml").read_text(encoding="utf-8"), encoding="utf-8")
     policy = load_rules(target)
-    print(f"wrote {target}: the shipped rules ({len(policy.rules)} rules) with room for yours")
+    print(f"wrote {target}: the shipped rules ({plural(len(policy.rules), 'rule')}) with room for yours")
     print(f"  check it:  guard check {target}")
-    print(f'  mount it:  app.add_middleware(GuardMiddleware, rules="{target}")')
+    print(f'  mount it:  app = GuardMiddleware(app, rules="{target}")')
+    print("  keys for the server's environment (sessions, and budgets shared through Redis; docs/mounting.md):")
+    for line in key_lines():
+        print(f"    {line}")
+    return 0
+
+
+# -- guard keygen --------------------------------------------------------------------------------
+
+#: The secrets a serving guard reads from its environment, and what each is for.
+KEYS = {
+    "GUARD_SESSION_KEY": "signs session cookies and challenges (random per process when unset)",
+    "GUARD_BUDGET_KEY": "hashes the tracks hour and day budgets count (the same on every instance)",
+}
+
+
+def add_keygen(sub: SubParsers) -> None:
+    parser = sub.add_parser("keygen", help="print new random keys for $GUARD_SESSION_KEY and $GUARD_BUDGET_KEY")
+    parser.set_defaults(run=cmd_keygen)
+
+
+def key_lines() -> list[str]:
+    """``export NAME=<new random key>`` for each of :data:`KEYS`."""
+    return [f"export {name}={secrets.token_urlsafe(32)}" for name in KEYS]
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    for (name, what), line in zip(KEYS.items(), key_lines(), strict=True):
+        print(f"# {name}: {what}")
+        print(line)
     return 0
 
 
@@ -226,16 +255,27 @@ def cmd_check(args: argparse.Namespace) -> int:
         warnings = rule_warnings(policy)
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        counts = (
-            f"{len(policy.rules)} rules, {len(policy.paths.groups)} path groups, "
-            f"{len(policy.catalogue.agents)} catalogue agents, {len(warnings)} warnings"
+        counts = ", ".join(
+            (
+                plural(len(policy.rules), "rule"),
+                plural(len(policy.paths.groups), "path group"),
+                plural(len(policy.catalogue.agents), "catalogue agent"),
+                plural(len(warnings), "warning"),
+            )
         )
         if args.strict and warnings:
-            fail(f"{path}: {len(warnings)} warnings, which --strict makes errors ({counts})")
+            fail(f"{path}: {plural(len(warnings), 'warning')}, which --strict makes errors ({counts})")
             status = FAILED
             continue
         print(f"{path}: ok ({counts})")
+        for note in policy.notes:
+            print(f"{path}: {note}")
     return status
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 rule``, ``2 rules``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 # -- guard schema --------------------------------------------------------------------------------
@@ -303,6 +343,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         middleware = GuardMiddleware(
             app,
             policy,
+            session_keys=quiet_session_keys(policy),
             trusted_proxies=args.trusted_proxy or (),
             redis_url=url,
             reload_interval=0,
@@ -320,6 +361,21 @@ def cmd_explain(args: argparse.Namespace) -> int:
     report = asyncio.run(run())
     sys.stdout.write(json.dumps(report, indent=2) + "\n" if args.json else format_text(report))
     return 0
+
+
+def quiet_session_keys(policy: Any) -> Any:
+    """The keys a server with these rules would read, else a random key, without the server's warning.
+
+    A command that serves no traffic (``explain``) has no sessions to keep: no key is no news.
+    """
+    from guard.sessions.tokens import SessionKeys
+
+    settings = policy.sessions
+    if settings is None:
+        return None
+    if settings.key_file:
+        return SessionKeys.from_file(settings.key_file)
+    return SessionKeys.from_env(settings.key_env) or SessionKeys.generate()
 
 
 async def _ping_redis(url: str, timeout: float = 3.0) -> None:
@@ -493,6 +549,7 @@ def cmd_robots(args: argparse.Namespace) -> int:
 #: The subcommands, in the order ``guard --help`` lists them. Add yours here.
 COMMANDS: list[Callable[[SubParsers], None]] = [
     add_init,
+    add_keygen,
     add_demo,
     add_serve,
     add_check,

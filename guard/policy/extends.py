@@ -38,6 +38,8 @@ from guard.yamlfile import Located, load_yaml
 #: Names a rules file may give to ``extends`` and ``catalogue`` instead of a path.
 SHIPPED_RULES = {"default": "default.yaml"}
 SHIPPED_CATALOGUE = "shipped"
+#: The catalogue a rules file without ``catalogue:`` reads when it sits beside one.
+LOCAL_CATALOGUE = "agents.yaml"
 #: Sections merged key by key; every other top-level key is replaced when given.
 SECTIONS = (
     "reverse_dns",
@@ -75,9 +77,16 @@ def shipped_dir() -> Path:
     return Path(str(files("guard.shipped").joinpath("default.yaml"))).parent  # a namespace package: ask for a file
 
 
-def catalogue_path(ref: str, base_dir: Path) -> Path:
-    """The catalogue file a rules file names: ``shipped``, or a path relative to the rules file."""
-    return shipped_dir() / "agents.yaml" if ref == SHIPPED_CATALOGUE else base_dir / ref
+def catalogue_path(ref: str | None, base_dir: Path) -> Path:
+    """The catalogue file a rules file names: ``shipped``, or a path relative to the rules file.
+
+    None (no ``catalogue:``) is ``agents.yaml`` beside the rules file when there is one,
+    else the shipped catalogue: a first rules file works from any folder.
+    """
+    if ref is None:
+        beside = base_dir / LOCAL_CATALOGUE
+        return beside if beside.exists() else shipped_dir() / LOCAL_CATALOGUE
+    return shipped_dir() / LOCAL_CATALOGUE if ref == SHIPPED_CATALOGUE else base_dir / ref
 
 
 def load_extended(path: str | Path, _depth: int = 0) -> Located:
@@ -142,9 +151,9 @@ def merge(base: Located, child: Located) -> Located:
 def _rebase_paths(doc: dict[str, Any], base_dir: Path, child_dir: Path) -> dict[str, Any]:
     """``doc`` with its file references made absolute, so they still name the base's files."""
     out = dict(doc)
-    catalogue = out.get("catalogue", "agents.yaml")
-    if isinstance(catalogue, str) and catalogue != SHIPPED_CATALOGUE:
-        out["catalogue"] = str((base_dir / catalogue).resolve())
+    catalogue = out.get("catalogue")
+    if catalogue is None or (isinstance(catalogue, str) and catalogue != SHIPPED_CATALOGUE):
+        out["catalogue"] = str(catalogue_path(catalogue, base_dir).resolve())
     for section, key in FILE_KEYS:
         value = out.get(section, {}).get(key) if isinstance(out.get(section), dict) else None
         if isinstance(value, str) and value != "upstream":

@@ -731,16 +731,18 @@ class RulesFile(Section):
         "guard is installed) or a path relative to this file. Rules combine by `id`, path groups by name, "
         "sections key by key; other keys given here replace the inherited ones.",
     )
-    catalogue: str = Field(
-        "agents.yaml",
+    catalogue: str | None = Field(
+        None,
         description="The crawler catalogue, relative to this file, or `shipped` (the catalogue that comes with "
-        "guard). The crawlers' published IP ranges are read from a `ranges/` folder beside this file, or "
-        "else beside the catalogue.",
+        "guard). Absent: `agents.yaml` beside this file if there is one, else `shipped`. The crawlers' "
+        "published IP ranges are read from a `ranges/` folder beside this file, or else beside the catalogue.",
     )
     paths: dict[GroupName, OneOrMany[PathPattern]] = Field(
+        default_factory=dict,  # the loader puts the shipped groups in when the file gives none
         min_length=1,
         description="Named path groups, each one or a list of patterns. A path belongs to the FIRST group "
-        "with a matching pattern, or to `other`.",
+        "with a matching pattern, or to `other`. Absent: the shipped groups (directives, health, audio, "
+        "content_api, pages), and unless `exempt` is given, the shipped `exempt`.",
     )
     exempt: OneOrMany[GroupRef] = Field([], description="Path groups never checked or counted.")
     apps: list[App] = Field(

@@ -17,15 +17,15 @@ from pathlib import Path
 from guard import config
 from guard.consent.model import Price
 from guard.consent.settings import ConsentSettings
-from guard.errors import ConfigError
+from guard.errors import ConfigError, Problem
 from guard.identity.catalogue import Catalogue, load_catalogue
 from guard.policy import model
-from guard.policy.extends import catalogue_path, load_extended
+from guard.policy.extends import SHIPPED_CATALOGUE, SHIPPED_RULES, catalogue_path, load_extended, shipped_dir
 from guard.policy.limits import Ban, Budget, DistinctLimit, RateLimit, distinct_limit
 from guard.policy.model import ACTIONS, BUILTIN_CATEGORIES, parse_duration
 from guard.policy.paths import PathGroups
 from guard.sessions.settings import ChallengeSettings, CookieSettings, SessionSettings
-from guard.yamlfile import Located
+from guard.yamlfile import Located, load_yaml
 
 __all__ = [
     "ACTIONS",
@@ -150,6 +150,7 @@ class Policy:
     redis: RedisSettings | None = None
     consent: ConsentSettings | None = None  # artists' opt-ins (guard/consent); None: no consent gate
     sessions: SessionSettings | None = None  # None: no sessions
+    notes: tuple[str, ...] = ()  # what the loader filled in for the file (`guard check` says so)
     _plans: dict[tuple[str, str | None, str, bool, str, bool], Plan] = field(default_factory=dict, repr=False)
 
     def plan(
@@ -212,43 +213,96 @@ def load_rules(path: str | Path) -> Policy:
     return parse_rules(doc, Path(path).parent)
 
 
+#: Fixes for problems a first rules file runs into, by the reason the model gives.
+HINTS = {
+    "'version' is required": "add 'version: 1' as the first line",
+    "'rules' is required": "add 'rules:' (a list; [] for none), or 'extends: default' to start from the shipped rules",
+    "paths: must not be empty": "name at least one group, or leave 'paths:' out for the shipped groups",
+}
+
+
 def parse_rules(doc: Located, base_dir: Path) -> Policy:
-    """Validate parsed YAML into a :class:`Policy`; relative paths resolve from ``base_dir``."""
+    """Validate parsed YAML into a :class:`Policy`; relative paths resolve from ``base_dir``.
+
+    Every problem of the file is reported at once (one :class:`ConfigError` with a line
+    per problem), except a file that is not a mapping or names another version: then
+    nothing else can be read.
+    """
     root = doc.data
     if not isinstance(root, dict):
         line, column = doc.locate([]) or (1, 1)
         raise ConfigError(doc.file, line, "a rules file is a mapping (version, paths, rules, ...)", column)
     version = root.get("version")
-    if version != 1 or isinstance(version, bool):  # another version's keys may mean other things: stop here
+    if "version" in root and (version != 1 or isinstance(version, bool)):  # another version's keys differ
         line, column = doc.position(root, "version") or (1, 1)
         raise ConfigError(doc.file, line, "'version: 1' is required (the only version so far)", column)
-    catalogue = _load_catalogue(doc, root, base_dir)
-    spec = config.validate(
-        model.RulesFile,
-        doc,
-        {
-            **model.rules_context(root),
-            "categories": list(catalogue.categories) if catalogue else None,
-            "agents": [a.name for a in catalogue.agents] if catalogue else None,
-            "base_dir": base_dir,
-        },
-    )
-    assert catalogue is not None  # a catalogue reference that fails to load is a problem validate reports
-    return compile_policy(spec, catalogue, doc, base_dir)
+    doc, notes = with_shipped_paths(doc)
+    root = doc.data
+    problems: list[Problem] = []
+    catalogue = _load_catalogue(doc, root, base_dir, problems)
+    # A catalogue that did not load: the rules' names are still checked, against the shipped one.
+    names = catalogue or (load_catalogue(catalogue_path(SHIPPED_CATALOGUE, base_dir)) if problems else None)
+    try:
+        spec = config.validate(
+            model.RulesFile,
+            doc,
+            {
+                **model.rules_context(root),
+                "categories": list(names.categories) if names else None,
+                "agents": [a.name for a in names.agents] if names else None,
+                "base_dir": base_dir,
+            },
+        )
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise ConfigError.of([_with_hint(p) for p in problems])
+    assert catalogue is not None  # a catalogue that fails to load is a problem reported above
+    policy = compile_policy(spec, catalogue, doc, base_dir)
+    policy.notes = notes
+    return policy
 
 
-def _load_catalogue(doc: Located, root: dict, base_dir: Path) -> Catalogue | None:
-    """The catalogue the file names; None when the name is not text (the model says so)."""
-    ref = root.get("catalogue", "agents.yaml")
-    if not isinstance(ref, str):
-        return None
+def _with_hint(problem: Problem) -> Problem:
+    hint = HINTS.get(problem.reason)
+    return Problem(problem.file, problem.line, f"{problem.reason}: {hint}", problem.column) if hint else problem
+
+
+def with_shipped_paths(doc: Located) -> tuple[Located, tuple[str, ...]]:
+    """``doc`` with the shipped path groups (and ``exempt``) when it names none, and a note saying so."""
+    root = doc.data
+    if "paths" in root:
+        return doc, ()
+    shipped = load_yaml(shipped_dir() / SHIPPED_RULES["default"]).data
+    added = {"paths": shipped["paths"]}
+    if "exempt" not in root:
+        added["exempt"] = shipped["exempt"]
+    data = {**root, **added}
+    here = doc.position(root) or (1, 1)
+    filled = Located(doc.file, data)
+    filled._marks.update(doc._marks)
+    own, entries = doc._marks.get(id(root), (here, {}))
+    filled._marks[id(data)] = (own, {**entries, **{key: (here, here) for key in added}})
+    groups = ", ".join(shipped["paths"])
+    return filled, (f"no paths: the shipped path groups apply ({groups})",)
+
+
+def _load_catalogue(doc: Located, root: dict, base_dir: Path, problems: list[Problem]) -> Catalogue | None:
+    """The catalogue the file names; None when it names none that loads (the reason goes to ``problems``)."""
+    ref = root.get("catalogue")
+    if ref is not None and not isinstance(ref, str):
+        return None  # the model says what is wrong with it
     try:
         return load_catalogue(catalogue_path(ref, base_dir))
     except ConfigError as exc:
         if exc.line is not None:
             raise  # a problem inside the catalogue: its own file and line
         line, column = doc.position(root, "catalogue") or (1, 1)
-        raise ConfigError(doc.file, line, f"catalogue '{ref}': {exc.reason}", column) from None
+        reason = f"catalogue '{ref or catalogue_path(ref, base_dir).name}': {exc.reason}"
+        if ref != SHIPPED_CATALOGUE:
+            reason += " (use 'catalogue: shipped' for the catalogue that comes with guard)"
+        problems.append(Problem(doc.file, line, reason, column))
+        return None
 
 
 def compile_policy(spec: model.RulesFile, catalogue: Catalogue, doc: Located, base_dir: Path) -> Policy:
