@@ -11,7 +11,14 @@ People (none of them may be stopped):
     requests for the audio. A household's browser keeps its cookies.
   * an office: 30 people behind one address, listening through an 8-hour day;
   * a carrier: 150 people over 16 addresses of one /24 (carrier-grade NAT);
-  * a family: 4 iPhones with byte-identical User-Agents behind one address.
+  * a family: 4 iPhones with byte-identical User-Agents behind one address;
+  * device listeners: 60 households whose browsers are drawn from the diverse corpora of
+    real User-Agents in tests/data (in-app browsers, TVs, consoles, e-readers, feature
+    phones, car browsers, older engines), not only mainstream desktop browsers;
+  * single-page-app listeners: 40 people who load one page, then play track after track
+    for hours through the API and audio alone (same-origin fetches, no navigation);
+  * commuters: 40 phones that leave home Wi-Fi for the carrier's network (another /24,
+    or IPv6) in the middle of a track, and come back in the evening.
 Scrapers, each running all day with a browser User-Agent, honouring Retry-After (it
 waits, then tries the same track again) and skipping a track on 403:
   * one address, 1 track every 10 s, keeping its cookies / without cookies;
@@ -56,7 +63,7 @@ import re
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +85,8 @@ TARGETS = {"single address": 300, "rotation": 1000, "browser farm": 2000, "peopl
 
 BROWSERS = [line for line in (ROOT / "tests" / "data" / "browser_user_agents.txt").read_text().splitlines() if line]
 BROWSERS = [ua for ua in BROWSERS if not ua.startswith("#")]
+#: Corpora of people's devices (in-app browsers, TVs, consoles, e-readers, ...).
+DEVICE_CORPORA = ["tests/data/browser_user_agents.txt"]
 IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 18_7 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
     "Version/26.6.1 Mobile/15E148 Safari/604.1"
@@ -97,6 +106,7 @@ class Request:
     jar: Jar | None = None  # None: sends no cookies, keeps none
     range_header: str | None = None
     navigate: bool = False  # a page load (a document); else the page's own fetch (audio, API)
+    api: bool = False  # a single-page app's fetch() of its API (same-origin, cors)
 
 
 @dataclass
@@ -121,7 +131,8 @@ class Day:
         heapq.heappush(self.queue, (at, next(self.count), actor))
 
     async def send(self, request: Request) -> Answer:
-        headers = [(b"user-agent", request.ua.encode()), *(NAVIGATE if request.navigate else FETCH)]
+        metadata = NAVIGATE if request.navigate else API_FETCH if request.api else FETCH
+        headers = [(b"user-agent", request.ua.encode()), *metadata]
         if request.jar and "cookie" in request.jar:
             headers.append((b"cookie", request.jar["cookie"].encode()))
         if request.range_header:
@@ -174,6 +185,13 @@ class Day:
 
 NAVIGATE = [(b"sec-fetch-mode", b"navigate"), (b"sec-fetch-dest", b"document"), (b"accept", b"text/html,*/*;q=0.8")]
 FETCH = [(b"sec-fetch-mode", b"no-cors"), (b"accept", b"*/*")]
+# What a single-page app's own fetch() of its API sends.
+API_FETCH = [
+    (b"sec-fetch-mode", b"cors"),
+    (b"sec-fetch-site", b"same-origin"),
+    (b"sec-fetch-dest", b"empty"),
+    (b"accept", b"application/json"),
+]
 
 
 async def app(scope, receive, send) -> None:
@@ -208,23 +226,44 @@ def pick_track(rng: random.Random, favourites: list[int]) -> int:
     return rng.randint(1, CATALOGUE)
 
 
-def listen(person: Person, rng: random.Random, ip: str, ua: str, jar: Jar, tracks: int, skipping: bool) -> Generator:
-    """One listening session: per track its page, metadata and 2-4 Range requests over its length."""
+def ask(person: Person, request: Request) -> Generator:
+    """One request of a person's, counted; its answer."""
+    answer = yield request
+    person.requests += 1
+    person.refused += answer.status in REFUSED
+    return answer
+
+
+def listen(
+    person: Person,
+    rng: random.Random,
+    address: Callable[[], str],
+    ua: str,
+    jar: Jar,
+    tracks: int,
+    skipping: bool,
+    spa: bool = False,
+) -> Generator:
+    """One listening session: per track its page, metadata and 2-4 Range requests over its length.
+
+    ``address()`` is where each request leaves from (a phone changing network mid-track gives
+    another one). A single-page app (``spa``) loads no page per track: its own fetch() of the
+    API, then the audio.
+    """
     favourites = [pick_track(rng, []) for _ in range(30)]
     skip_until = rng.randint(0, tracks) if skipping else 0
     for n in range(tracks):
         track = pick_track(rng, favourites)
         length = rng.uniform(150, 300)
         played = rng.uniform(8, 25) if n < skip_until else length
-        for path in (f"/tracks/{track}", f"/api/tracks/{track}"):
-            answer = yield Request(ip, path, ua, jar, navigate=not path.startswith("/api/"))
-            person.requests += 1
-            person.refused += answer.status in REFUSED
+        pages = (f"/api/tracks/{track}",) if spa else (f"/tracks/{track}", f"/api/tracks/{track}")
+        for path in pages:
+            navigate = not path.startswith("/api/")
+            yield from ask(person, Request(address(), path, ua, jar, navigate=navigate, api=spa))
         ranges = rng.randint(2, 4)
         for r in range(ranges):
-            answer = yield Request(ip, f"/tracks/{track}/stream", ua, jar, f"bytes={r * 65536}-")
-            person.requests += 1
-            person.refused += answer.status in REFUSED
+            request = Request(address(), f"/tracks/{track}/stream", ua, jar, f"bytes={r * 65536}-")
+            answer = yield from ask(person, request)
             if answer.status == 206:
                 person.tracks.add(track)
             yield played / ranges
@@ -245,7 +284,7 @@ def household_day(
         # Behind a carrier NAT a session's flows leave from one address of the pool, as RFC 4787
         # and RFC 6888 ask ("paired" pooling); the next session may get another one.
         address = ip if isinstance(ip, str) else rng.choice(ip)
-        yield from listen(person, rng, address, uas[device], jars[device], rng.randint(5, 25), skipper)
+        yield from listen(person, rng, lambda a=address: a, uas[device], jars[device], rng.randint(5, 25), skipper)
 
 
 def office_worker(person: Person, rng: random.Random, now: list[float], ip: str, ua: str) -> Generator:
@@ -254,8 +293,35 @@ def office_worker(person: Person, rng: random.Random, now: list[float], ip: str,
     end = START + 17 * 3600 + rng.uniform(0, 1800)
     jar: Jar = {}
     while now[0] < end:
-        yield from listen(person, rng, ip, ua, jar, rng.randint(5, 25), rng.random() < 0.3)
+        yield from listen(person, rng, lambda: ip, ua, jar, rng.randint(5, 25), rng.random() < 0.3)
         yield rng.uniform(60, 900)
+
+
+def spa_listener(person: Person, rng: random.Random, now: list[float], ip: str, ua: str) -> Generator:
+    """Opens the web player once, then plays track after track for 2-10 hours through its API and
+    audio alone: no further navigation (a single-page app, or a tab left open)."""
+    yield rng.uniform(7, 14) * 3600
+    end = now[0] + rng.uniform(2, 10) * 3600
+    jar: Jar = {}
+    yield from ask(person, Request(ip, f"/tracks/{pick_track(rng, [])}", ua, jar, navigate=True))
+    while now[0] < end:
+        yield from listen(person, rng, lambda: ip, ua, jar, rng.randint(5, 25), rng.random() < 0.3, spa=True)
+        yield rng.uniform(5, 600)  # a pause: the tab stays open
+
+
+def commuter_day(
+    person: Person, rng: random.Random, now: list[float], home: str, carrier: Callable[[], str], ua: str
+) -> Generator:
+    """A phone that starts listening on home Wi-Fi, walks out mid-track onto the carrier's network
+    (another /24, or IPv6 on a dual-stack carrier, the address changing between flows), and plays
+    again at home in the evening, keeping its cookies throughout."""
+    jar: Jar = {}
+    yield rng.uniform(7, 8.5) * 3600
+    leaves = now[0] + rng.uniform(60, 900)  # in the middle of some track
+    yield from listen(person, rng, lambda: home if now[0] < leaves else carrier(), ua, jar, rng.randint(8, 20), False)
+    yield max(1.0, rng.uniform(17.5, 19) * 3600 + START - now[0])
+    back = now[0] + rng.uniform(60, 900)  # the phone joins the Wi-Fi again mid-track
+    yield from listen(person, rng, lambda: carrier() if now[0] < back else home, ua, jar, rng.randint(8, 20), False)
 
 
 # -- scrapers ---------------------------------------------------------------------------------
@@ -535,6 +601,52 @@ def build(day: Day, rng: random.Random, hosting: HostingRanges) -> tuple[list[Pe
     return people, scrapers
 
 
+def build_more_people(day: Day, rng: random.Random, hosting: HostingRanges) -> list[Person]:
+    """The people an earlier version of this day left out: devices beyond mainstream browsers,
+    single-page-app listeners and commuters. They draw from their own random stream, so the
+    rows above stay comparable with runs that did not have them."""
+    now = day.clock
+    people: list[Person] = []
+    homes = residential_slash24s(hosting, 200, rng, [31, 37, 46, 77, 79, 84, 88, 94, 95])
+    devices = device_user_agents()
+    for h in range(60):
+        person = Person("households on diverse devices (TVs, in-app browsers, consoles, ...)")
+        people.append(person)
+        uas = [rng.choice(devices) for _ in range(rng.randint(1, 2))]
+        day.start(START, household_day(person, rng, now, homes[h] + str(rng.randint(2, 254)), uas))
+    for h in range(40):
+        person = Person("single-page-app listeners (one page, then API and audio for hours)")
+        people.append(person)
+        day.start(START, spa_listener(person, rng, now, homes[60 + h] + str(rng.randint(2, 254)), rng.choice(BROWSERS)))
+    phones = [ua for ua in BROWSERS if "Mobile" in ua] or [IPHONE]
+    cgnat = [f"100.{64 + n}.{rng.randint(0, 255)}." for n in range(4)]  # the carrier's NAT pool: four /24s
+    for h in range(40):
+        person = Person("commuters (Wi-Fi to 4G and back, mid-track)")
+        people.append(person)
+        v6 = f"2a02:8109:{rng.randint(0, 0xFFFF):x}:{rng.randint(0, 0xFFFF):x}::"
+        dual_stack = h % 2 == 0
+
+        def carrier(v6: str = v6, dual_stack: bool = dual_stack) -> str:
+            # Each new flow may leave from another NAT pool address; a dual-stack phone's
+            # flows go over IPv6 or IPv4 as Happy Eyeballs decides.
+            if dual_stack and rng.random() < 0.7:
+                return f"{v6}{rng.randint(1, 0xFFFF):x}"
+            return f"{rng.choice(cgnat)}{rng.randint(1, 254)}"
+
+        home = homes[100 + h] + str(rng.randint(2, 254))
+        day.start(START, commuter_day(person, rng, now, home, carrier, rng.choice(phones)))
+    return people
+
+
+def device_user_agents() -> list[str]:
+    """Real User-Agents of people's devices beyond mainstream browsers, from the public corpora
+    in tests/data (see each file's header for its source)."""
+    agents: list[str] = []
+    for path in DEVICE_CORPORA:
+        agents += [line for line in (ROOT / path).read_text().splitlines() if line and not line.startswith("#")]
+    return agents or BROWSERS
+
+
 BITS = 4  # the day's challenge difficulty: what the scrapers' search costs is reported, not spent
 
 
@@ -574,6 +686,7 @@ def main() -> None:
     day = Day(middleware, clock)
     rng = random.Random(args.seed)
     people, scrapers = build(day, rng, hosting)
+    people += build_more_people(day, random.Random(f"more people {args.seed}"), hosting)
 
     started = time.perf_counter()
     asyncio.run(day.run(START + args.hours * 3600))
