@@ -115,6 +115,9 @@ class GuardMiddleware:
     Redis key prefix, call timeout and fail mode come from the rules file's ``redis:`` section.
     """
 
+    #: An error while checking a request lets it through (False: it propagates to the caller).
+    fail_open = True
+
     def __init__(
         self,
         app: ASGIApp,
@@ -267,6 +270,8 @@ class GuardMiddleware:
                 if reading is not None and sessions is not None:  # a new cookie, or the challenge
                     cookie, answer = sessions.respond(reading, decision, facts, policy.shadow)
         except Exception:  # the guard must never take the site down
+            if not self.fail_open:
+                raise  # forward-auth refuses instead (guard.forwardauth)
             log.exception("guard: error while checking a request; letting it through")
             decision, exempt, answer = None, True, None
         if consent is not None and facts is not None and not exempt:

@@ -22,6 +22,7 @@ import pytest
 from support import CHROME, GPTBOT, NAVIGATE, ROOT, RULES, FakeClock, free_port, run, solve_challenge, wait_for_http
 
 from guard.forwardauth import AUTH_PATH, NGINX_PATH, ForwardAuth
+from guard.stores.memory import MemoryStore
 
 PROXY = "127.0.0.1"
 
@@ -110,6 +111,72 @@ def test_the_directive_files_are_served_and_nothing_else(auth) -> None:
     robots = ask(auth, {}, path="/robots.txt", peer="203.0.113.9")
     assert robots.status_code == 200 and "User-agent: GPTBot" in robots.text
     assert ask(auth, {}, path="/tracks/1", peer=PROXY).status_code == 404
+
+
+# -- hostile requests and guard's own errors -------------------------------------------------------
+
+
+def test_a_path_beyond_latin_1_after_the_envoy_prefix_is_judged_not_a_500(auth) -> None:
+    """Was: the decoded path was encoded as Latin-1 outside any error handling: 500, which
+    Envoy (failure_mode_allow) took as "let it through"."""
+    headers = {"x-forwarded-for": "198.51.100.30", "user-agent": GPTBOT}
+    for path in ("/tracks/%D9%A5/stream", "/tracks/5/%E2%80%AEstream", "/%F0%9F%8E%B5", "/tracks/%FF/stream"):
+        r = ask(auth, headers, path=AUTH_PATH + path)
+        assert r.status_code == 403 and "ai-training" in r.headers["x-guard-reason"], path
+    browser = {**headers, "user-agent": CHROME}
+    assert ask(auth, browser, path=AUTH_PATH + "/tracks/%D9%A5/stream").status_code == 401  # audio: needs a session
+
+
+def test_an_original_uri_that_is_no_path_is_refused_with_400_and_an_absolute_one_judged_by_its_path(auth) -> None:
+    def asks(uri: str, user_agent: str = CHROME) -> dict[str, str]:
+        return {
+            "x-forwarded-uri": uri,
+            "x-forwarded-method": "GET",
+            "x-forwarded-for": "198.51.100.31",
+            "user-agent": user_agent,
+        }
+
+    for uri in ("*", "tracks/1/stream", "", "ftp://music.example/tracks/1/stream"):
+        r = ask(auth, asks(uri), path=AUTH_PATH)
+        assert r.status_code == 400 and r.headers["x-guard-reason"] == "the original URI is not a path", uri
+    nginx = ask(auth, nginx_asks("*", CHROME))
+    assert nginx.status_code == 403 and nginx.headers["x-guard-status"] == "400"  # nginx relays 401 and 403 only
+    # Was: "/" was put before it, and "/http://music.example/tracks/1/stream" is no audio path.
+    absolute = ask(auth, asks("http://music.example/tracks/1/stream"), path=AUTH_PATH)
+    assert absolute.status_code == 401  # judged as /tracks/1/stream: audio needs a session
+    assert ask(auth, asks("HTTPS://music.example/tracks/1/stream", GPTBOT), path=AUTH_PATH).status_code == 403
+
+
+class _Broken(MemoryStore):
+    async def apply(self, now, checks):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+
+def test_an_error_inside_guard_refuses_the_request(policy, caplog) -> None:
+    """Forward-auth fails closed: a 200 here opens the site, and a 5xx opens it behind Envoy."""
+    app = ForwardAuth(policy, trusted_proxies=["127.0.0.1/32"], clock=FakeClock(), store=_Broken())
+    for path, headers in (
+        (NGINX_PATH, nginx_asks("/api/tracks/1", CHROME)),
+        (AUTH_PATH + "/api/tracks/1", {"user-agent": CHROME}),
+    ):
+        r = ask(app, headers, path=path)
+        assert r.status_code == 403 and r.headers["x-guard-reason"] == "guard could not check this request", path
+    assert "refusing it" in caplog.text
+
+
+def test_an_error_inside_guard_allows_the_request_when_the_operator_chose_fail_open(policy) -> None:
+    app = ForwardAuth(policy, trusted_proxies=["127.0.0.1/32"], clock=FakeClock(), store=_Broken(), fail_open=True)
+    assert ask(app, nginx_asks("/api/tracks/1", CHROME)).status_code == 200
+    assert ask(app, {"user-agent": CHROME}, path=AUTH_PATH + "/api/tracks/1").status_code == 200
+
+
+def test_guard_serve_takes_fail_open_from_its_flag(monkeypatch) -> None:
+    from guard.forwardauth import app_from_env
+
+    monkeypatch.setenv("GUARD_FAIL_OPEN", "1")
+    assert app_from_env().fail_open is True
+    monkeypatch.setenv("GUARD_FAIL_OPEN", "")
+    assert app_from_env().fail_open is False
 
 
 # -- through a real nginx ---------------------------------------------------------------------------
