@@ -105,3 +105,12 @@ def test_distinct_huge_user_agents_do_not_grow_memory(policy) -> None:
 
     grown = run(main())
     assert grown < 8 << 20, f"{grown / 2**20:.1f} MiB for 1,500 distinct 16 KB User-Agents"
+
+
+def test_a_long_licence_token_is_refused_and_never_kept(tmp_path) -> None:
+    from guard.consent.licences import Licences, load_key
+
+    licences = Licences(load_key(tmp_path / "key.json"))
+    for n in range(50):
+        assert licences.verify(f"{n:08d}" + "e" * 60000) == "licence token too long"
+    assert len(licences._cache) == 0
