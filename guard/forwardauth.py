@@ -121,9 +121,10 @@ class ForwardAuth:
         path = scope.get("path", "")
         nginx = path == NGINX_PATH
         asks = nginx or path == AUTH_PATH or path.startswith(AUTH_PATH + "/")
-        watched = _Watched(_for_nginx(send) if nginx else _with_reason(send) if asks else send)
+        watched = _Watched(send)  # what the server got; a denial is held by _Denial until complete
+        answer = _for_nginx(watched) if nginx else _with_reason(watched) if asks else watched
         try:
-            await self._answer(scope, receive, watched, path, nginx, asks)
+            await self._answer(scope, receive, answer, path, nginx, asks)
         except Exception:
             if watched.started:  # too late to answer otherwise
                 log.exception("guard: error after forward-auth began its answer")
@@ -131,10 +132,10 @@ class ForwardAuth:
             opened = self.fail_open and asks
             log.exception("guard: error in a forward-auth request; %s", "allowing it" if opened else "refusing it")
             if opened:
-                await respond(watched, 200, b"", head=True)
+                await respond(answer, 200, b"", head=True)
             else:
                 reason = FAILED_CLOSED.encode()
-                await respond(watched, 403, b"403 Forbidden: " + reason + b"\n", extra=[(b"x-guard-reason", reason)])
+                await respond(answer, 403, b"403 Forbidden: " + reason + b"\n", extra=[(b"x-guard-reason", reason)])
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send, path: str, nginx: bool, asks: bool) -> None:
         if not asks:
