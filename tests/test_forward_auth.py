@@ -510,3 +510,12 @@ def test_with_guard_down_the_proxy_refuses_instead_of_opening_the_site(proxy: st
         guard.wait(timeout=20)
         r = httpx.get(base + "/tracks/1/stream", headers={"user-agent": CHROME})
         assert r.status_code == (500 if proxy == "nginx" else 502) and r.content != audio
+
+
+def test_through_caddy_a_listener_gets_the_session_with_the_page_and_plays(caddy_site) -> None:
+    base, _, audio, _ = caddy_site
+    with httpx.Client(base_url=base, headers={"user-agent": CHROME}) as browser:
+        page = browser.get("/tracks/1/", headers=NAVIGATE)  # the player's page (a folder of the static site)
+        assert page.status_code == 200 and "guard_session" in browser.cookies, page.headers
+        played = browser.get("/tracks/1/stream", headers={"range": "bytes=0-99"})
+        assert played.status_code == 206 and played.content == audio[:100]
