@@ -519,3 +519,14 @@ def test_through_caddy_a_listener_gets_the_session_with_the_page_and_plays(caddy
         assert page.status_code == 200 and "guard_session" in browser.cookies, page.headers
         played = browser.get("/tracks/1/stream", headers={"range": "bytes=0-99"})
         assert played.status_code == 206 and played.content == audio[:100]
+
+
+def test_the_shipped_envoy_config_refuses_when_guard_errs() -> None:
+    """Was: ``failure_mode_allow: true``, so a 5xx from guard, or guard too slow or down, opened the site."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "deploy" / "envoy.yaml").read_text())
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    (authz,) = [f["typed_config"] for f in manager["http_filters"] if f["name"] == "envoy.filters.http.ext_authz"]
+    assert authz["failure_mode_allow"] is False
+    assert authz["status_on_error"]["code"] == "ServiceUnavailable"
