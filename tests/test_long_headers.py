@@ -11,7 +11,7 @@ from __future__ import annotations
 import tracemalloc
 
 import pytest
-from support import CHROME, GPTBOT, FakeClock, Visitor, run
+from support import CHROME, GPTBOT, RULES, FakeClock, Visitor, run
 
 from guard.demo.app import create_app
 from guard.identity.identify import MAX_UA_CHARS, Identifier
@@ -114,3 +114,17 @@ def test_a_long_licence_token_is_refused_and_never_kept(tmp_path) -> None:
     for n in range(50):
         assert licences.verify(f"{n:08d}" + "e" * 60000) == "licence token too long"
     assert len(licences._cache) == 0
+
+
+def test_the_caches_of_paths_and_forwarded_chains_are_bounded_in_bytes() -> None:
+    from guard.policy.engine import Guard
+    from guard.policy.rules import load_rules
+
+    policy = load_rules(RULES)
+    guard = Guard(policy, trusted_proxies=["127.0.0.1/32"])
+    for n in range(20000):  # 20,000 distinct keys of 500 bytes: 10 MB of text, more than either holds
+        policy.paths.classify(f"/tracks/{n:06d}/" + "p" * 486)
+        chain = ", ".join(f"10.{n >> 8 & 255}.{n & 255}.{i}" for i in range(34))[:500]
+        guard.resolver.resolve({"client": ("127.0.0.1", 1), "headers": [(b"x-forwarded-for", chain.encode())]})
+    for cache in (policy.paths._classified, guard.resolver._forwarded):
+        assert len(cache) > 5000 and cache.used <= 8 << 20  # full up to its bytes, and no further
