@@ -21,14 +21,21 @@ The client is the socket peer unless that peer is a trusted proxy, as everywhere
 only trusted proxies may ask, and their ``X-Forwarded-For`` names the client. The
 directive files (``/robots.txt``, ``/ai.txt``, ...) are served on their own paths for the
 proxy to route to guard.
+
+Nothing a client sends makes guard answer a 5xx here, which some proxies (Envoy with
+``failure_mode_allow``) would take as "let it through". A request whose original URI is
+not a path (``*``, no leading slash) is refused with 400; any other error inside guard
+refuses the request (403, reason ``guard could not check this request``) unless the
+operator chose ``fail_open`` (``guard serve --fail-open``), which allows it instead.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from starlette.types import Message, Receive, Scope, Send
 
@@ -37,6 +44,7 @@ from guard.middleware import GuardMiddleware
 from guard.policy.rules import Policy
 from guard.responses import respond
 
+log = logging.getLogger("guard")
 #: Auth endpoint answering with the real statuses (Traefik, Caddy, Envoy ``path_prefix``).
 AUTH_PATH = "/_guard/auth"
 #: Auth endpoint for nginx ``auth_request``: denials are 403 (or 401) with ``X-Guard-Status``.
@@ -53,6 +61,12 @@ DROPPED = frozenset(
     }
 )
 FORWARDED_AUTH_KEY = "guard.forward_auth"
+#: The reason a request is refused when guard itself fails (and ``fail_open`` is off).
+FAILED_CLOSED = "guard could not check this request"
+
+
+class Unmappable(ValueError):
+    """The original request's URI is not a path guard can judge (answered with 400)."""
 
 
 async def _application(scope: Scope, receive: Receive, send: Send) -> None:
@@ -82,19 +96,49 @@ class ForwardAuth:
         (the rules' ``forwarded_header``) names the client. Other peers get a 403.
     :param options: passed on to :class:`~guard.middleware.GuardMiddleware` (``redis_url``,
         ``store``, ``clock``, ...).
+    :param fail_open: when guard itself fails on a request, allow it (200) instead of
+        refusing it (403): the site stays open while guard errs. Off by default.
     """
 
     def __init__(
-        self, rules: str | Path | Policy | None = None, *, trusted_proxies: Iterable[str] = (), **options: Any
+        self,
+        rules: str | Path | Policy | None = None,
+        *,
+        trusted_proxies: Iterable[str] = (),
+        fail_open: bool = False,
+        **options: Any,
     ) -> None:
         proxies = list(trusted_proxies)
         self.proxies = Networks(proxies)
+        self.fail_open = fail_open
         self.middleware = GuardMiddleware(_application, rules, trusted_proxies=proxies, **options)
+        self.middleware.fail_open = fail_open  # else its errors come here, to be refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if scope["type"] != "http":
+            await self.middleware(scope, receive, send)
+            return
+        path = scope.get("path", "")
         nginx = path == NGINX_PATH
-        if not (nginx or path == AUTH_PATH or path.startswith(AUTH_PATH + "/")):
+        asks = nginx or path == AUTH_PATH or path.startswith(AUTH_PATH + "/")
+        watched = _Watched(send)  # what the server got; a denial is held by _Denial until complete
+        answer = _for_nginx(watched) if nginx else _with_reason(watched) if asks else watched
+        try:
+            await self._answer(scope, receive, answer, path, nginx, asks)
+        except Exception:
+            if watched.started:  # too late to answer otherwise
+                log.exception("guard: error after forward-auth began its answer")
+                return
+            opened = self.fail_open and asks
+            log.exception("guard: error in a forward-auth request; %s", "allowing it" if opened else "refusing it")
+            if opened:
+                await respond(answer, 200, b"", head=True)
+            else:
+                reason = FAILED_CLOSED.encode()
+                await respond(answer, 403, b"403 Forbidden: " + reason + b"\n", extra=[(b"x-guard-reason", reason)])
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, path: str, nginx: bool, asks: bool) -> None:
+        if not asks:
             await self.middleware(scope, receive, send)  # the directive files, metrics; else 404
             return
         peer = scope.get("client")
@@ -102,8 +146,40 @@ class ForwardAuth:
             body = b"403 Forbidden: forward-auth answers only the trusted proxies (--trusted-proxy).\n"
             await respond(send, 403, body, extra=[(b"x-guard-reason", b"not a trusted proxy")])
             return
-        original = original_request(scope, path[len(AUTH_PATH) :] if not nginx else "", nginx=nginx)
-        await self.middleware(original, _empty_body, _for_nginx(send) if nginx else _with_reason(send))
+        try:
+            original = original_request(scope, _after_prefix(scope, path) if not nginx else "", nginx=nginx)
+        except Unmappable as problem:
+            reason = str(problem).encode()
+            await respond(send, 400, b"400 Bad Request: " + reason + b"\n", extra=[(b"x-guard-reason", reason)])
+            return
+        await self.middleware(original, _empty_body, send)
+
+
+class _Watched:
+    """A ``send`` that remembers whether the response has begun."""
+
+    __slots__ = ("send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        self.started = True
+        await self.send(message)
+
+
+def _after_prefix(scope: Scope, path: str) -> str:
+    """The original path after ``/_guard/auth`` (Envoy's ``path_prefix``), percent-encoded as it came.
+
+    Read from the raw bytes the server received when they carry the prefix as is: the
+    decoded path may hold any character, which no header can carry.
+    """
+    raw = scope.get("raw_path")
+    prefix = AUTH_PATH.encode()
+    if isinstance(raw, bytes) and raw.startswith(prefix):
+        return raw[len(prefix) :].decode("latin-1")
+    return quote(path[len(AUTH_PATH) :], safe="/:@!$&'()*+,;=-._~")
 
 
 def original_request(scope: Scope, rest: str, *, nginx: bool = False) -> Scope:
@@ -120,14 +196,13 @@ def original_request(scope: Scope, rest: str, *, nginx: bool = False) -> Scope:
     method_header, uri_header = (
         (b"x-original-method", b"x-original-uri") if nginx else (b"x-forwarded-method", b"x-forwarded-uri")
     )
-    method = headers.get(method_header) or scope["method"].encode()
+    method = headers.get(method_header) or scope["method"].encode("latin-1", "replace")
     uri = headers.get(uri_header)
     if uri is None:
         query = scope.get("query_string", b"")
         uri = (rest or "/").encode("latin-1") + (b"?" + query if query else b"")
-    raw_path, _, query_string = uri.partition(b"?")
-    if not raw_path.startswith(b"/"):
-        raw_path = b"/" + raw_path
+    raw_path = _origin_path(uri)
+    raw_path, _, query_string = raw_path.partition(b"?")
     kept = [(k, v) for k, v in scope.get("headers", ()) if k not in DROPPED]
     forwarded_host = headers.get(b"x-forwarded-host")
     if forwarded_host:
@@ -141,6 +216,24 @@ def original_request(scope: Scope, rest: str, *, nginx: bool = False) -> Scope:
         "headers": kept,
         FORWARDED_AUTH_KEY: True,
     }
+
+
+def _origin_path(uri: bytes) -> bytes:
+    """The path and query of the original URI; an absolute URI (``http://host/p``) gives its path.
+
+    Anything else (``*``, ``tracks/1``, nothing) is not a path the site would serve as
+    guard judged it: :class:`Unmappable`.
+    """
+    if uri.startswith(b"/"):
+        return uri
+    scheme, sep, rest = uri.partition(b"://")
+    if sep and scheme.lower() in (b"http", b"https"):
+        slash = rest.find(b"/")
+        if slash >= 0:
+            return rest[slash:]
+        query = rest.find(b"?")
+        return b"/" + (rest[query:] if query >= 0 else b"")
+    raise Unmappable("the original URI is not a path")
 
 
 async def _empty_body() -> Message:
@@ -188,7 +281,11 @@ class _Denial:
 
 
 def app_from_env() -> ForwardAuth:
-    """The forward-auth app configured from GUARD_RULES, GUARD_REDIS_URL, GUARD_TRUSTED_PROXIES (uvicorn factory)."""
+    """The forward-auth app (a uvicorn factory) configured from the environment.
+
+    GUARD_RULES, GUARD_REDIS_URL, GUARD_TRUSTED_PROXIES, and GUARD_FAIL_OPEN (``1``: allow
+    a request when guard itself fails on it).
+    """
     import os
 
     rules = os.environ.get("GUARD_RULES") or None
@@ -196,6 +293,7 @@ def app_from_env() -> ForwardAuth:
     return ForwardAuth(
         rules,
         trusted_proxies=proxies,
+        fail_open=os.environ.get("GUARD_FAIL_OPEN", "").strip().lower() in ("1", "true", "yes"),
         redis_url=os.environ.get("GUARD_REDIS_URL") or None,
         tune_gc=True,  # a server of its own: see guard.ops.collector
     )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -42,3 +43,39 @@ class LRU(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+class SizedLRU(LRU[K, V]):
+    """An :class:`LRU` bounded in bytes as well: its keys' ``weigh`` (``len``) plus ``overhead`` each.
+
+    For keys a client chooses (a User-Agent): a bound on entries alone lets long keys take
+    ``size`` times the longest key. Callers still keep out keys too long to be worth a slot.
+    """
+
+    __slots__ = ("max_bytes", "overhead", "used", "weigh")
+
+    def __init__(self, size: int, max_bytes: int, overhead: int = 0, weigh: Callable[[Any], int] = len) -> None:
+        super().__init__(size)
+        self.max_bytes = max_bytes
+        self.overhead = overhead
+        self.weigh = weigh
+        self.used = 0  # bytes of the keys held, with their overhead
+
+    def put(self, key: K, value: V) -> None:
+        data = self._data
+        if key not in data:
+            self.used += self.weigh(key) + self.overhead
+        data[key] = value
+        data.move_to_end(key)
+        while len(data) > self.size or (self.used > self.max_bytes and len(data) > 1):
+            old, _ = data.popitem(last=False)
+            self.used -= self.weigh(old) + self.overhead
+
+    def pop(self, key: K) -> V | None:
+        if key in self._data:
+            self.used -= self.weigh(key) + self.overhead
+        return self._data.pop(key, None)
+
+    def clear(self) -> None:
+        self._data.clear()
+        self.used = 0

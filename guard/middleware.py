@@ -36,7 +36,7 @@ from guard.policy.engine import Clock, Guard
 from guard.policy.rules import Policy, RedisSettings, load_rules, ranges_dir
 from guard.policy.tracks import TrackType, register_track_type
 from guard.responses import deny, reply, respond, with_headers
-from guard.sessions.service import Sessions, load_keys
+from guard.sessions.service import Reply, Sessions, load_keys
 from guard.sessions.settings import SessionSettings
 from guard.sessions.tokens import SessionKeys
 from guard.signals.publisher import Publisher
@@ -48,6 +48,8 @@ from guard.stores.memory import MemoryStore
 log = logging.getLogger("guard")
 
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules" / "default.yaml"
+#: What a challenge answer gets when guard fails to check it: refused, no session, no 500.
+UNCHECKED_ANSWER = Reply(403, b"403 Forbidden: this answer could not be checked; reload the page for a new one.\n")
 
 
 def default_rules_path() -> Path:
@@ -114,6 +116,9 @@ class GuardMiddleware:
 
     Redis key prefix, call timeout and fail mode come from the rules file's ``redis:`` section.
     """
+
+    #: An error while checking a request lets it through (False: it propagates to the caller).
+    fail_open = True
 
     def __init__(
         self,
@@ -242,7 +247,12 @@ class GuardMiddleware:
         policy = guard.policy
         sessions = self.sessions
         if sessions is not None and path == sessions.settings.challenge.path:
-            await reply(send, await sessions.answer(guard, scope), scope.get("method") == "HEAD")
+            try:
+                checked = await sessions.answer(guard, scope)
+            except Exception:  # an answer guard cannot check mints no session, and is no 500
+                log.exception("guard: error while checking a challenge answer; refusing it")
+                checked = UNCHECKED_ANSWER
+            await reply(send, checked, scope.get("method") == "HEAD")
             return
         started = time.perf_counter()
         verdict = facts = signed = answer = None
@@ -267,6 +277,8 @@ class GuardMiddleware:
                 if reading is not None and sessions is not None:  # a new cookie, or the challenge
                     cookie, answer = sessions.respond(reading, decision, facts, policy.shadow)
         except Exception:  # the guard must never take the site down
+            if not self.fail_open:
+                raise  # forward-auth refuses instead (guard.forwardauth)
             log.exception("guard: error while checking a request; letting it through")
             decision, exempt, answer = None, True, None
         if consent is not None and facts is not None and not exempt:

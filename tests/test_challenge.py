@@ -135,6 +135,29 @@ def test_a_wrong_or_malformed_answer_is_refused(site: Site) -> None:
     assert browser.get("/.guard/challenge").status_code == 403
 
 
+def test_an_answer_guard_fails_to_check_is_refused_not_a_500(site: Site, monkeypatch, caplog) -> None:
+    from guard.sessions.service import Sessions
+
+    async def broken(self, guard, scope):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+    browser = site.browser()
+    config = challenge_of(browser.page("/tracks/5/stream"))
+    monkeypatch.setattr(Sessions, "answer", broken)
+    r = browser.get(solve(config))
+    assert r.status_code == 403 and "could not be checked" in r.text and "set-cookie" not in r.headers
+    assert "refusing it" in caplog.text
+
+
+def test_an_answer_in_digits_beyond_ascii_is_refused_not_a_500(site: Site) -> None:
+    """Was: "٣" (Arabic-Indic three) and "²" pass ``isdigit()``, then hashing them as ASCII raised: 500."""
+    browser = site.browser()
+    config = challenge_of(browser.page("/tracks/5/stream"))
+    for bad in ("%D9%A3", "%C2%B2", "%EF%BC%91", "1%D9%A3"):  # ٣, ², fullwidth 1
+        r = browser.get(f"{config['base']}&n={bad}")
+        assert r.status_code == 403 and "proof of work is wrong" in r.text, bad
+
+
 def test_a_forged_or_edited_challenge_is_refused(site: Site) -> None:
     browser = site.browser()
     config = challenge_of(browser.page("/tracks/5/stream"))

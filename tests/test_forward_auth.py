@@ -22,6 +22,7 @@ import pytest
 from support import CHROME, GPTBOT, NAVIGATE, ROOT, RULES, FakeClock, free_port, run, solve_challenge, wait_for_http
 
 from guard.forwardauth import AUTH_PATH, NGINX_PATH, ForwardAuth
+from guard.stores.memory import MemoryStore
 
 PROXY = "127.0.0.1"
 
@@ -112,6 +113,72 @@ def test_the_directive_files_are_served_and_nothing_else(auth) -> None:
     assert ask(auth, {}, path="/tracks/1", peer=PROXY).status_code == 404
 
 
+# -- hostile requests and guard's own errors -------------------------------------------------------
+
+
+def test_a_path_beyond_latin_1_after_the_envoy_prefix_is_judged_not_a_500(auth) -> None:
+    """Was: the decoded path was encoded as Latin-1 outside any error handling: 500, which
+    Envoy (failure_mode_allow) took as "let it through"."""
+    headers = {"x-forwarded-for": "198.51.100.30", "user-agent": GPTBOT}
+    for path in ("/tracks/%D9%A5/stream", "/tracks/5/%E2%80%AEstream", "/%F0%9F%8E%B5", "/tracks/%FF/stream"):
+        r = ask(auth, headers, path=AUTH_PATH + path)
+        assert r.status_code == 403 and "ai-training" in r.headers["x-guard-reason"], path
+    browser = {**headers, "user-agent": CHROME}
+    assert ask(auth, browser, path=AUTH_PATH + "/tracks/%D9%A5/stream").status_code == 401  # audio: needs a session
+
+
+def test_an_original_uri_that_is_no_path_is_refused_with_400_and_an_absolute_one_judged_by_its_path(auth) -> None:
+    def asks(uri: str, user_agent: str = CHROME) -> dict[str, str]:
+        return {
+            "x-forwarded-uri": uri,
+            "x-forwarded-method": "GET",
+            "x-forwarded-for": "198.51.100.31",
+            "user-agent": user_agent,
+        }
+
+    for uri in ("*", "tracks/1/stream", "", "ftp://music.example/tracks/1/stream"):
+        r = ask(auth, asks(uri), path=AUTH_PATH)
+        assert r.status_code == 400 and r.headers["x-guard-reason"] == "the original URI is not a path", uri
+    nginx = ask(auth, nginx_asks("*", CHROME))
+    assert nginx.status_code == 403 and nginx.headers["x-guard-status"] == "400"  # nginx relays 401 and 403 only
+    # Was: "/" was put before it, and "/http://music.example/tracks/1/stream" is no audio path.
+    absolute = ask(auth, asks("http://music.example/tracks/1/stream"), path=AUTH_PATH)
+    assert absolute.status_code == 401  # judged as /tracks/1/stream: audio needs a session
+    assert ask(auth, asks("HTTPS://music.example/tracks/1/stream", GPTBOT), path=AUTH_PATH).status_code == 403
+
+
+class _Broken(MemoryStore):
+    async def apply(self, now, checks):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+
+def test_an_error_inside_guard_refuses_the_request(policy, caplog) -> None:
+    """Forward-auth fails closed: a 200 here opens the site, and a 5xx opens it behind Envoy."""
+    app = ForwardAuth(policy, trusted_proxies=["127.0.0.1/32"], clock=FakeClock(), store=_Broken())
+    for path, headers in (
+        (NGINX_PATH, nginx_asks("/api/tracks/1", CHROME)),
+        (AUTH_PATH + "/api/tracks/1", {"user-agent": CHROME}),
+    ):
+        r = ask(app, headers, path=path)
+        assert r.status_code == 403 and r.headers["x-guard-reason"] == "guard could not check this request", path
+    assert "refusing it" in caplog.text
+
+
+def test_an_error_inside_guard_allows_the_request_when_the_operator_chose_fail_open(policy) -> None:
+    app = ForwardAuth(policy, trusted_proxies=["127.0.0.1/32"], clock=FakeClock(), store=_Broken(), fail_open=True)
+    assert ask(app, nginx_asks("/api/tracks/1", CHROME)).status_code == 200
+    assert ask(app, {"user-agent": CHROME}, path=AUTH_PATH + "/api/tracks/1").status_code == 200
+
+
+def test_guard_serve_takes_fail_open_from_its_flag(monkeypatch) -> None:
+    from guard.forwardauth import app_from_env
+
+    monkeypatch.setenv("GUARD_FAIL_OPEN", "1")
+    assert app_from_env().fail_open is True
+    monkeypatch.setenv("GUARD_FAIL_OPEN", "")
+    assert app_from_env().fail_open is False
+
+
 # -- through a real nginx ---------------------------------------------------------------------------
 
 
@@ -156,8 +223,24 @@ http {{
 """
 
 
+def guard_serve(port: int, folder: Path) -> subprocess.Popen:
+    """``guard serve --forward-auth`` on ``port``, trusting the proxy on loopback; its log in ``folder``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    serve = ["serve", "--forward-auth", "--port", str(port), "--rules", str(RULES), "--trusted-proxy", PROXY]
+    return subprocess.Popen(
+        [sys.executable, "-m", "guard.ops.cli", *serve, "--log-level", "warning"],
+        stdout=subprocess.DEVNULL,
+        stderr=(folder / "guard.log").open("w"),
+        env=env,
+    )
+
+
+def guard_log(folder: Path) -> str:
+    return (folder / "guard.log").read_text(errors="replace")
+
+
 @contextmanager
-def nginx_in_front_of_guard(folder: Path) -> Iterator[tuple[str, str, bytes]]:
+def nginx_in_front_of_guard(folder: Path) -> Iterator[tuple[str, str, bytes, subprocess.Popen]]:
     """nginx on a free loopback port, guard serve --forward-auth behind it; yields (site URL, guard URL, audio)."""
     binary = nginx_binary()
     audio = bytes(range(256)) * 400
@@ -174,14 +257,7 @@ def nginx_in_front_of_guard(folder: Path) -> Iterator[tuple[str, str, bytes]]:
             snippet=ROOT / "deploy" / "nginx" / "guard.conf",
         )
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    serve = ["serve", "--forward-auth", "--port", str(guard_port), "--rules", str(RULES), "--trusted-proxy", PROXY]
-    guard = subprocess.Popen(
-        [sys.executable, "-m", "guard.ops.cli", *serve, "--log-level", "warning"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
+    guard = guard_serve(guard_port, folder)
     nginx = subprocess.Popen(
         [binary, "-p", f"{folder}/", "-c", "nginx.conf", "-e", "error.log", "-g", "daemon off;"],
         stdout=subprocess.DEVNULL,
@@ -195,7 +271,7 @@ def nginx_in_front_of_guard(folder: Path) -> Iterator[tuple[str, str, bytes]]:
             wait_for_http(base + "/robots.txt", process=nginx)
         except RuntimeError:
             pytest.fail(f"nginx did not start: {nginx.communicate()[1]}{(folder / 'error.log').read_text()}")
-        yield base, guard_base, audio
+        yield base, guard_base, audio, guard
     finally:
         for process in (nginx, guard):
             process.send_signal(signal.SIGQUIT if process is nginx else signal.SIGINT)
@@ -209,8 +285,8 @@ def nginx_in_front_of_guard(folder: Path) -> Iterator[tuple[str, str, bytes]]:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Iterator[tuple[str, str, bytes]]:
     """One nginx and guard for the tests that trip no limit (every request comes from 127.0.0.1)."""
-    with nginx_in_front_of_guard(tmp_path_factory.mktemp("nginx")) as urls:
-        yield urls
+    with nginx_in_front_of_guard(tmp_path_factory.mktemp("nginx")) as (base, guard_base, audio, _):
+        yield base, guard_base, audio
 
 
 def test_through_nginx_gptbot_gets_403(site) -> None:
@@ -247,7 +323,7 @@ def test_through_nginx_a_header_the_scraper_sends_cannot_change_what_guard_sees(
 
 
 def test_through_nginx_a_throttle_is_a_429_with_retry_after(tmp_path: Path) -> None:
-    with nginx_in_front_of_guard(tmp_path) as (base, _, _):
+    with nginx_in_front_of_guard(tmp_path) as (base, _, _, _):
         _scrape_through(base)
 
 
@@ -282,3 +358,175 @@ def test_a_challenge_answers_forward_auth_with_a_reason_line_not_its_html(auth) 
     assert page.status_code == 403 and page.headers["x-guard-status"] == "403"
     assert page.headers["x-guard-challenge"] == "proof-of-work"
     assert page.headers["x-guard-reason"] == "challenge: a session is required"
+
+
+# -- hostile paths through a real proxy --------------------------------------------------------------
+
+#: Paths a scraper tries on a proxy: each must be refused by guard or miss the audio, never crash it.
+HOSTILE_PATHS = [
+    "/tracks/%D9%A5/stream",  # an Arabic-Indic five
+    "/tracks/%31/stream",  # an encoded 1
+    "/tracks/1/stream%00",
+    "/tracks/%FF/stream",
+    "/tracks/1/./stream",
+    "/tracks//1/stream",
+    "/tracks/1/%2e/stream",
+    "/tracks/1/stream/../stream",
+    "/%F0%9F%8E%B5/../tracks/1/stream",
+    "/tracks/1/stream;x=1",
+    "/tracks/1/stream?%D9%A5=%FF",
+]
+
+
+def assert_hostile_paths_refused(base: str, guard_base: str, audio: bytes, log: str) -> None:
+    for path in HOSTILE_PATHS:
+        for ua in (GPTBOT, CHROME):  # GPTBot is refused; Chrome has no session, so no audio either
+            with httpx.Client(base_url=base) as client:
+                r = client.send(client.build_request("GET", base + path, headers={"user-agent": ua}))
+            assert r.status_code < 500, (path, ua, r.status_code, r.text[:200])
+            assert r.content != audio and r.status_code not in (200, 206), (path, ua, r.status_code)
+            if ua == GPTBOT:
+                assert r.status_code in (400, 403), (path, r.status_code)
+    assert httpx.get(guard_base + "/robots.txt").status_code == 200  # still up
+    assert "Traceback" not in log and "Exception" not in log, log[-2000:]
+
+
+def test_through_nginx_a_hostile_path_neither_crashes_guard_nor_passes(site, tmp_path_factory) -> None:
+    base, guard_base, audio = site
+    assert_hostile_paths_refused(base, guard_base, audio, "")
+
+
+# -- through a real Caddy ----------------------------------------------------------------------------
+
+
+def caddy_binary() -> str:
+    path = shutil.which("caddy")
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("caddy is not installed; scripts/test installs it (Debian package caddy)")
+        pytest.skip("caddy is not installed (bash scripts/test installs it)")
+    return path
+
+
+#: What the test puts around the shipped Caddyfile: no admin endpoint, no certificates, no
+#: network (http:// addresses on loopback), its state in the test's folder.
+CADDY_GLOBAL = """\
+{{
+	admin off
+	auto_https off
+	storage file_system {dir}/data
+}}
+
+http://127.0.0.1:{upstream} {{
+	root * {dir}/static
+	file_server
+}}
+
+"""
+
+
+def caddyfile(folder: Path, port: int, guard: int, upstream: int) -> str:
+    """The shipped deploy/Caddyfile on loopback ports, after the test's global options."""
+    shipped = (ROOT / "deploy" / "Caddyfile").read_text()
+    site = shipped.replace("music.example {", f"http://127.0.0.1:{port} {{")
+    site = site.replace("127.0.0.1:9000", f"127.0.0.1:{guard}").replace("127.0.0.1:8080", f"127.0.0.1:{upstream}")
+    assert site.count(f"127.0.0.1:{port} {{") == 1 and f"127.0.0.1:{guard}" in site and f":{upstream}" in site
+    return CADDY_GLOBAL.format(dir=folder, upstream=upstream) + site
+
+
+@contextmanager
+def caddy_in_front_of_guard(folder: Path) -> Iterator[tuple[str, str, bytes, subprocess.Popen]]:
+    """Caddy on a free loopback port with the shipped Caddyfile, guard serve --forward-auth behind it."""
+    binary = caddy_binary()
+    audio = bytes(range(256)) * 400
+    (folder / "static" / "tracks" / "1").mkdir(parents=True)
+    (folder / "static" / "tracks" / "1" / "stream").write_bytes(audio)
+    (folder / "static" / "tracks" / "1" / "index.html").write_text("<!doctype html><title>track 1</title>")
+    guard_port, upstream, port = free_port(), free_port(), free_port()
+    (folder / "Caddyfile").write_text(caddyfile(folder, port, guard_port, upstream))
+    guard = guard_serve(guard_port, folder)
+    home = {"HOME": str(folder), "XDG_DATA_HOME": str(folder / "data"), "XDG_CONFIG_HOME": str(folder / "config")}
+    caddy = subprocess.Popen(
+        [binary, "run", "--config", str(folder / "Caddyfile"), "--adapter", "caddyfile"],
+        stdout=subprocess.DEVNULL,
+        stderr=(folder / "caddy.log").open("w"),
+        env={**os.environ, **home},
+    )
+    base, guard_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{guard_port}"
+    try:
+        wait_for_http(guard_base + "/robots.txt", process=guard)
+        try:
+            wait_for_http(base + "/robots.txt", process=caddy)
+        except RuntimeError:
+            pytest.fail(f"caddy did not start: {(folder / 'caddy.log').read_text()}")
+        yield base, guard_base, audio, guard
+    finally:
+        for process in (caddy, guard):
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def caddy_site(tmp_path_factory) -> Iterator[tuple[str, str, bytes, Path]]:
+    folder = tmp_path_factory.mktemp("caddy")
+    with caddy_in_front_of_guard(folder) as (base, guard_base, audio, _):
+        yield base, guard_base, audio, folder
+
+
+def test_through_caddy_gptbot_gets_403_and_robots_txt_comes_from_guard(caddy_site) -> None:
+    base, guard_base, audio, _ = caddy_site
+    r = httpx.get(base + "/tracks/1/stream", headers={"user-agent": GPTBOT})
+    assert r.status_code == 403 and "guard rule 'ai-training'" in r.text and r.content != audio
+    assert httpx.get(base + "/robots.txt").text == httpx.get(guard_base + "/robots.txt").text
+
+
+def test_through_caddy_a_browser_proves_itself_gets_a_session_and_plays(caddy_site) -> None:
+    base, _, audio, _ = caddy_site
+    with httpx.Client(base_url=base, headers={"user-agent": CHROME}) as browser:
+        assert browser.get("/tracks/1/stream", headers={"range": "bytes=0-99"}).status_code == 401  # no session
+        page = browser.get("/tracks/1/stream", headers=NAVIGATE)  # a page load: the challenge, relayed
+        answer = browser.get(solve_challenge(page), headers=NAVIGATE)  # /.guard/challenge, routed to guard
+        assert answer.status_code == 303 and "guard_session" in browser.cookies
+        played = browser.get("/tracks/1/stream", headers={"range": "bytes=100-199"})
+        assert played.status_code == 206 and played.content == audio[100:200]
+
+
+def test_through_caddy_a_hostile_path_neither_crashes_guard_nor_passes(caddy_site) -> None:
+    base, guard_base, audio, folder = caddy_site
+    assert_hostile_paths_refused(base, guard_base, audio, "")
+    assert "Traceback" not in guard_log(folder), guard_log(folder)[-2000:]
+
+
+@pytest.mark.parametrize("proxy", ["nginx", "caddy"])
+def test_with_guard_down_the_proxy_refuses_instead_of_opening_the_site(proxy: str, tmp_path: Path) -> None:
+    """nginx answers 500 and Caddy 502 when its auth service cannot answer: the site stays closed."""
+    front = nginx_in_front_of_guard if proxy == "nginx" else caddy_in_front_of_guard
+    with front(tmp_path) as (base, _, audio, guard):
+        guard.send_signal(signal.SIGINT)
+        guard.wait(timeout=20)
+        r = httpx.get(base + "/tracks/1/stream", headers={"user-agent": CHROME})
+        assert r.status_code == (500 if proxy == "nginx" else 502) and r.content != audio
+
+
+def test_through_caddy_a_listener_gets_the_session_with_the_page_and_plays(caddy_site) -> None:
+    base, _, audio, _ = caddy_site
+    with httpx.Client(base_url=base, headers={"user-agent": CHROME}) as browser:
+        page = browser.get("/tracks/1/", headers=NAVIGATE)  # the player's page (a folder of the static site)
+        assert page.status_code == 200 and "guard_session" in browser.cookies, page.headers
+        played = browser.get("/tracks/1/stream", headers={"range": "bytes=0-99"})
+        assert played.status_code == 206 and played.content == audio[:100]
+
+
+def test_the_shipped_envoy_config_refuses_when_guard_errs() -> None:
+    """Was: ``failure_mode_allow: true``, so a 5xx from guard, or guard too slow or down, opened the site."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "deploy" / "envoy.yaml").read_text())
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    (authz,) = [f["typed_config"] for f in manager["http_filters"] if f["name"] == "envoy.filters.http.ext_authz"]
+    assert authz["failure_mode_allow"] is False
+    assert authz["status_on_error"]["code"] == "ServiceUnavailable"

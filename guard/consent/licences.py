@@ -115,7 +115,8 @@ class Licences:
         cached = self._cache.get(token)
         if cached is None:
             cached = self._verify(token)
-            self._cache.put(token, cached)
+            if len(token) <= MAX_TOKEN:  # a longer one is refused each time, never kept: bounded bytes
+                self._cache.put(token, cached)
         return cached
 
     def _verify(self, token: str) -> Licence | str:

@@ -28,7 +28,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, Protocol
 
 from guard.headers import request_headers
-from guard.lru import LRU
+from guard.lru import LRU, SizedLRU
 
 log = logging.getLogger("guard")
 
@@ -186,7 +186,8 @@ class ClientResolver:
         self.forwarded_header = forwarded_header
         self._header = forwarded_header.encode("latin-1")
         self._peers: LRU[str, tuple[Client, bool]] = LRU(65536)  # the peer, and whether it is a trusted proxy
-        self._forwarded: LRU[bytes, Client | bool] = LRU(65536)  # False: no usable client
+        # False: no usable client. Bounded in bytes too: a chain is up to 512 bytes (below).
+        self._forwarded: SizedLRU[bytes, Client | bool] = SizedLRU(65536, 8 << 20, overhead=200)
         self._garbling: set[str] = set()  # proxies whose last forwarded header named no usable client
         #: Times a trusted proxy started (or stopped) sending chains without a usable client.
         self.unidentified_changes = 0

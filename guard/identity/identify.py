@@ -1,7 +1,12 @@
 """Who is asking: the User-Agent matched against the catalogue, and claims verified.
 
-The catalogue match is cached per User-Agent string (bounded), so a returning browser
-costs one dictionary lookup. The ``user-agents`` parser (browser, OS and device family)
+The catalogue match is cached per User-Agent string (bounded in entries and in bytes), so
+a returning browser costs one dictionary lookup. A User-Agent longer than
+:data:`MAX_UA_CHARS` is padded: no browser sends one. It is named by its first and last
+:data:`MAX_UA_CHARS` / 2 bytes if a catalogue token is there, and otherwise judged a bot
+(``unknown_bot``) for the padding itself, whatever it hides in the middle: the work per
+request stays bounded whatever the header's length, and hiding a name costs the scraper
+more than showing it. The ``user-agents`` parser (browser, OS and device family)
 is slow (hundreds of microseconds per new string) and is therefore never called on the
 request path: :func:`describe_browser` serves ``guard explain`` and logs.
 """
@@ -14,14 +19,18 @@ from functools import lru_cache
 
 from guard.identity.address import Client
 from guard.identity.catalogue import Agent, Catalogue
-from guard.identity.kinds import BROWSER, kind_of, plain_browser_platform
+from guard.identity.kinds import BROWSER, UNKNOWN_BOT, kind_of, plain_browser_platform
 from guard.identity.ranges import RangeVerifier
 from guard.identity.rdns import ReverseDNSVerifier
-from guard.lru import LRU
+from guard.lru import SizedLRU
 
-#: Longer User-Agent strings are matched on their first and last halves of this many
-#: characters (servers cap header sizes well below; matching is C-speed bytes work).
-MAX_UA_CHARS = 65536
+#: Longer User-Agent strings are padded (real browsers' are a few hundred bytes): matched
+#: on their first and last halves of this many bytes, judged a bot unless named there, and
+#: never cached.
+MAX_UA_CHARS = 2048
+#: Bytes of User-Agent strings the identity cache may hold (with an entry's own cost, below).
+CACHE_BYTES = 8 << 20
+ENTRY_BYTES = 200  # the string's header, the Identity and the table slot, roughly
 
 
 @dataclass(slots=True)
@@ -62,7 +71,7 @@ class Identifier:
         self.verifier = verifier or RangeVerifier()
         self.rdns = rdns
         self.pending = pending
-        self._cache: LRU[str, Identity] = LRU(cache_size)
+        self._cache: SizedLRU[str, Identity] = SizedLRU(cache_size, CACHE_BYTES, ENTRY_BYTES)
 
     def from_user_agent(self, user_agent: str) -> Identity:
         """What the User-Agent string alone says (its claim, unverified), cached per string."""
@@ -76,10 +85,8 @@ class Identifier:
                 user_agent = raw.decode("latin-1")
             # A stable hash (the same in every process) to key per-browser counters.
             digest = format(zlib.crc32(raw), "08x")
-            if len(raw) > MAX_UA_CHARS:  # padded: keep both ends, where tokens hide
-                half = MAX_UA_CHARS // 2
-                raw = raw[:half] + b" " + raw[-half:]
-                user_agent = raw.decode("latin-1")
+            if len(raw) > MAX_UA_CHARS:
+                return self._padded(raw, digest)
             platform = plain_browser_platform(user_agent)
             if platform is not None:  # a mainstream browser's string: a name can only hide in here
                 hit = self.catalogue.lookup(platform.encode("latin-1"))[0]
@@ -94,6 +101,14 @@ class Identifier:
                 identity = Identity(hit.agent.category, hit.agent, hit.token, ua_hash=digest)
             self._cache.put(key, identity)
         return identity
+
+    def _padded(self, raw: bytes, digest: str) -> Identity:
+        """A User-Agent longer than :data:`MAX_UA_CHARS`: named by its ends, else a bot (not cached)."""
+        half = MAX_UA_CHARS // 2
+        hit = self.catalogue.lookup(raw[:half] + b" " + raw[-half:])[0]
+        if hit is None:
+            return Identity(UNKNOWN_BOT, None, None, False, digest)
+        return Identity(hit.agent.category, hit.agent, hit.token, ua_hash=digest)
 
     def identify(self, user_agent: str | None, client: Client) -> Identity:
         """The identity of a request with this User-Agent from this client.
@@ -124,12 +139,16 @@ class Identifier:
         return Identity(category, agent, claim.token, ua_hash=claim.ua_hash, verified=verified, evidence=evidence)
 
 
-@lru_cache(maxsize=4096)
 def describe_browser(user_agent: str) -> str:
     """Browser, OS and device family, e.g. ``"Chrome 131 / Windows 10 / PC"`` (slow; cached)."""
+    return _describe_browser(user_agent[:MAX_UA_CHARS])  # cached on a bounded key
+
+
+@lru_cache(maxsize=4096)
+def _describe_browser(user_agent: str) -> str:
     from user_agents import parse
 
-    ua = parse(user_agent[:MAX_UA_CHARS])
+    ua = parse(user_agent)
     kind = "bot" if ua.is_bot else "mobile" if ua.is_mobile else "tablet" if ua.is_tablet else "PC"
     browser = f"{ua.browser.family} {ua.browser.version_string}".strip()
     os = f"{ua.os.family} {ua.os.version_string}".strip()

@@ -162,6 +162,11 @@ def add_serve(sub: SubParsers) -> None:
         help="answer forward-auth subrequests on /_guard/auth and /_guard/nginx (docs/deployment.md)",
     )
     _server_options(options, 9000)
+    options.add(
+        "--fail-open",
+        action="store_true",
+        help="when guard itself fails on a request, allow it (default: refuse it with 403; env GUARD_FAIL_OPEN=1)",
+    )
     parser.set_defaults(run=cmd_serve)
 
 
@@ -169,6 +174,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not args.trusted_proxy:
         args.trusted_proxy = ["127.0.0.1/32", "::1/128"]
         print("guard serve: trusting the proxy on loopback only (give --trusted-proxy for others)", file=sys.stderr)
+    if args.fail_open:
+        os.environ["GUARD_FAIL_OPEN"] = "1"
     return _run_server(args, "guard.forwardauth:app_from_env", "guard forward-auth")
 
 

@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable
 from typing import NamedTuple
 
-from guard.lru import LRU
+from guard.lru import SizedLRU
 from guard.policy.tracks import canonicaliser, track_types
 
 OTHER = "other"
@@ -172,7 +172,8 @@ class PathGroups:
             for p in patterns
         ]
         self._by_segment, self._unsegmented = _segment_index(self._matchers)
-        self._classified: LRU[str, tuple[str, str | None, str | None]] = LRU(65536)
+        # Paths up to 512 characters (below), at most 8 MiB of them with their entries.
+        self._classified: SizedLRU[str, tuple[str, str | None, str | None]] = SizedLRU(65536, 8 << 20, overhead=250)
 
     def classify(self, path: str) -> PathMatch:
         """The group of an already-normalised path, and its ``{track}`` capture (cached per path)."""

@@ -105,7 +105,8 @@ class Challenges:
             return Answer(None, "the challenge was issued to another session", nxt)
         counter = params.get("n")
         if counter is not None:
-            if len(counter) > MAX_COUNTER or not counter.isdigit() or not solves(token, counter, bits):
+            digits = counter.isascii() and counter.isdigit()  # not "٣" or "²", which isdigit() takes
+            if len(counter) > MAX_COUNTER or not digits or not solves(token, counter, bits):
                 return Answer(None, "the proof of work is wrong", nxt)
         elif params.get("wait") == "1" and self.settings.wait > 0:
             if now - issued < self.settings.wait:

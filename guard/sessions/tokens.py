@@ -68,7 +68,8 @@ def platform_of(user_agent: str | None) -> str:
         return "other"
     found = _platforms.peek(user_agent)
     if found is None:
-        found = _platform_of(user_agent)
+        # A padded string (guard.identity.identify.MAX_UA_CHARS) is read at its ends: bounded work.
+        found = _platform_of(user_agent if len(user_agent) <= 2048 else user_agent[:1024] + " " + user_agent[-1024:])
         if len(user_agent) <= 1024:
             _platforms.put(user_agent, found)
     return found
