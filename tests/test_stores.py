@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from support import run
 
-from guard.policy.limits import Ban, Check, DistinctLimit, RateLimit
+from guard.policy.limits import Ban, Budget, Check, DistinctLimit, RateLimit
 from guard.stores.memory import MemoryStore
 
 T0 = 1_800_000_000.0
@@ -93,7 +93,11 @@ def test_memory_store_is_bounded() -> None:
     limit = RateLimit(requests=10, per=60, burst=10)
     for n in range(50_000):
         store.apply_sync(T0, [Check(f"k:{n}", limit)])
-    assert len(store) == 900  # a tenth of the bound is kept for bans
+    assert len(store) == 450  # short windows and rates: half of what is not kept for bans
+    budget = Budget("track", max=10, per=86400)
+    for n in range(50_000):
+        store.apply_sync(T0, [Check(f"b:{n}", budget, "1")])
+    assert len(store) == 900  # and budgets the other half: a tenth of the bound is kept for bans
 
 
 def test_a_flood_of_new_clients_cannot_evict_a_running_ban() -> None:
