@@ -157,11 +157,53 @@ def test_a_flood_does_not_give_an_address_more_of_its_day() -> None:
 def test_an_evicting_redis_policy_is_found(policy, maxmemory, problem) -> None:
     server = RedisServer("--maxmemory", maxmemory, "--maxmemory-policy", policy).start()
     try:
-        client = server.client()
-        found = asyncio.run(eviction_problem(RedisStore.from_url(server.url).client))
-        client.close()
+
+        async def read() -> str | None:
+            store = RedisStore.from_url(server.url)
+            try:
+                return await eviction_problem(store.client)
+            finally:
+                await store.close()
+
+        found = asyncio.run(read())
     finally:
         server.stop()
     assert (found is not None) == problem
     if problem:
         assert policy in found and "volatile-ttl" in found
+
+
+def test_guard_check_fails_on_a_redis_that_evicts_budgets_and_passes_on_one_that_keeps_them() -> None:
+    from test_cli import assert_one_line_error, guard
+
+    for policy, status in (("allkeys-lru", 1), ("volatile-ttl", 0), ("noeviction", 0)):
+        server = RedisServer("--maxmemory", "64mb", "--maxmemory-policy", policy).start()
+        try:
+            result = guard("check", str(RULES), "--redis-url", server.url)
+        finally:
+            server.stop()
+        if status:
+            assert_one_line_error(result, 1, "allkeys-lru", "volatile-ttl", "docs/redis.md")
+        else:
+            assert result.returncode == 0 and "keeps live budgets" in result.stdout, result.stderr
+
+
+def test_the_redis_store_warns_at_start_up_when_it_would_evict_budgets(caplog) -> None:
+    from support import Visitor
+
+    from guard.demo.app import create_app
+
+    server = RedisServer("--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lfu").start()
+    try:
+
+        async def main() -> None:
+            app = create_app(RULES, store=RedisStore.from_url(server.url, timeout=2.0), clock=FakeClock(T0))
+            await Visitor(app, ADDRESS).get("/tracks/1")  # the first request starts the background tasks
+            await app._evicting
+            await app.guard.store.close()
+
+        with caplog.at_level("WARNING", logger="guard.redis"):
+            asyncio.run(main())
+    finally:
+        server.stop()
+    assert any("allkeys-lfu" in r.getMessage() and "volatile-ttl" in r.getMessage() for r in caplog.records)
