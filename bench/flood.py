@@ -6,7 +6,8 @@ The shipped rules, the embedded memory store at its shipped size and an injected
 Scenarios, each with and without flooding:
 
 * one session: a scraper keeping one proven session, 100 new tracks an hour (under every
-  minute and hour limit), stops at 280 tracks of the day, floods, and goes on;
+  minute and hour limit), stops at 280 tracks, floods, and goes on (refused, it floods
+  again every two hours);
 * 30 sessions: thirty proven sessions on one address (thirty browsers), paced the same
   way, taking turns, flooding every two hours;
 * botnet: the one-session scraper, while others flood for it from many addresses (page
@@ -98,14 +99,14 @@ class Simulation:
 
 
 async def one_session(sim: Simulation, hours: float, flooding: bool) -> Outcome:
-    """One proven session at 100 new tracks an hour; flooding at 280 of the day, and after each refusal."""
+    """One proven session at 100 new tracks an hour; flooding at 280 of the day, and when refused (two hours apart)."""
     out, end, pace = Outcome(), T0 + hours * 3600, 36.0
-    today = 0
+    today, next_try = 0, 0.0
     while sim.clock.now < end:
-        if flooding and (today >= 280 or (out.refused and out.refused % 20 == 1)):
+        if flooding and (today >= 280 or (out.refused and sim.clock.now >= next_try)):
             await sim.flood()
             out.floods += 1
-            today = 0
+            today, next_try = 0, sim.clock.now + 7200  # refused after a flood: another in two hours
         if await sim.listen("scraper"):
             out.tracks += 1
             today += 1

@@ -45,6 +45,8 @@ from guard.policy.limits import (
 from guard.stores.hll import SLICES, SlicedSketch, register_of
 
 LASTING_US = 3_600_000_000  # windows longer than this (and every budget) are kept in the lasting table
+UNITS_PER_ENTRY = 8  # the lasting table's memory: registers and window values per entry on average
+MIN_UNITS = 65_536  # and at least this many (a small store still holds a busy address's day budget)
 
 
 class MemoryStore:
@@ -59,7 +61,10 @@ class MemoryStore:
         held = max(1, max_entries // 10)
         lasting = max(1, (max_entries - held) // 2)
         self._held: LRU[str, Any] = LRU(held)
-        self._lasting: CheapestFirst[str, Any] = CheapestFirst(lasting)
+        # Its memory is bounded in registers and window values too: a budget's register takes
+        # about 330 bytes, so about UNITS_PER_ENTRY * 330 bytes an entry (240 MB for 200,000 entries).
+        units = max(lasting * UNITS_PER_ENTRY, MIN_UNITS)
+        self._lasting: CheapestFirst[str, Any] = CheapestFirst(lasting, units)
         self._entries: LRU[str, Any] = LRU(max(1, max_entries - held - lasting))
         # Bans ever started (an upper bound on those alive): lets the common case skip ban lookups.
         self._bans = 0
@@ -224,15 +229,16 @@ class MemoryStore:
             if check.escalation is not None:
                 self._escalate(now_us, check, check.escalation, until)
             return Verdict.from_us(index, ban.duration_us, until, tuple(shadowed))
-        kept.put(check.strike_key, strikes, strikes[0], strikes[1], now_us)
+        kept.put(check.strike_key, strikes, strikes[0], 1, strikes[1], now_us)
         return Verdict.from_us(index, retry_us, None, tuple(shadowed))
 
     def _keep(self, key: str, value: Any, limit: Budget | DistinctLimit, now_us: int) -> None:
         """Write a budget or long window: its weight is what it counts, it is dead once its window is empty."""
         if isinstance(limit, DistinctLimit):
-            self._lasting.put(key, value, len(value), now_us + limit.per_us, now_us)
+            self._lasting.put(key, value, len(value), len(value) + 1, now_us + limit.per_us, now_us)
         else:  # a budget's sketch: about one register per value counted, dead when its newest slice leaves
-            self._lasting.put(key, value, len(value.union), (value.current + SLICES) * limit.slice_us, now_us)
+            expires = (value.current + SLICES) * limit.slice_us
+            self._lasting.put(key, value, len(value.union), len(value.registers) + 1, expires, now_us)
 
     def _budget(
         self, key: str, limit: Budget, now_us: int, register: tuple[int, int]
