@@ -106,9 +106,8 @@ class Sessions:
         if reading.request.navigation:
             here = path + ("?" + query if query else "")
             wait = self.challenges.admit(address or reading.tag, reading.tag, reading.now)
-            if wait:
-                body = self.challenges.wait_more(here, wait)
-                return Reply(429, body, ((b"retry-after", str(int(wait + 0.999)).encode()),), HTML)
+            if wait:  # too many challenges outstanding here: come back when one has run out
+                return self._wait_more(here, wait)
             token = self.challenges.issue(reading, reading.now)
             body = self.challenges.page(token, here)
             reason = f"challenge: {why}"[:300].encode("latin-1", "replace")  # the page's body is HTML
@@ -136,10 +135,8 @@ class Sessions:
         if reading.session is None:
             checks += guard.mint_checks(client)
         verdict = await guard.store.apply(now, checks)
-        if answer.waited and verdict.denied == 0:
-            wait = max(1.0, verdict.retry_after or 1.0)
-            body = self.challenges.wait_more(self.settings.challenge.path + "?" + query, wait)
-            return Reply(429, body, ((b"retry-after", str(int(wait + 0.999)).encode()),), HTML)
+        if answer.waited and verdict.denied == 0:  # the network's waits are taken: this answer, again later
+            return self._wait_more(self.settings.challenge.path + "?" + query, max(1.0, verdict.retry_after or 1.0))
         if verdict.denied is not None:
             return _retry("403 Forbidden: this challenge was already answered", answer.next)
         if verdict.shadowed:
@@ -152,6 +149,11 @@ class Sessions:
             (b"set-cookie", self.gate.set_cookie(session, request.https, now)),
         )
         return Reply(303, b"", headers)
+
+    def _wait_more(self, url: str, wait: float) -> Reply:
+        """429 with ``Retry-After``, and a page that asks for ``url`` again by itself then."""
+        body = self.challenges.wait_more(url, wait)
+        return Reply(429, body, ((b"retry-after", str(int(wait + 0.999)).encode()),), HTML)
 
     def _wait_check(self, guard: Guard, client: Client, reading: Reading, waited: float) -> Check:
         """The no-JavaScript answers of the client's network: ``waits_at_once`` at once, then one per ``waited``."""
