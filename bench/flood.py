@@ -183,7 +183,7 @@ def main() -> None:
             print(f"{name:28} {flood:22} {out.tracks:7,} tracks in {args.hours:g} h, {out.refused:,} refused")
     if args.save:
         report = {
-            "guard": str(Path(guard.__file__).resolve().parent.parent),
+            "guard": "this tree" if Path(guard.__file__).resolve().is_relative_to(ROOT) else guard.__file__,
             "hours": args.hours,
             "flood_requests": args.flood,
             "flood_rate": FLOOD_RATE,
