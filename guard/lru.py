@@ -79,3 +79,75 @@ class SizedLRU(LRU[K, V]):
     def clear(self) -> None:
         self._data.clear()
         self.used = 0
+
+
+class CheapestFirst(Generic[K, V]):
+    """At most ``size`` entries and ``units`` units of memory, each entry put with a weight, a
+    size in units and an expiry; ``peek`` reads without refreshing.
+
+    When over either bound, it evicts an entry past its expiry if one is found (the oldest
+    written of each weight level is looked at), else the lightest entry, the longest
+    unwritten among equally light ones, never the entry just put. The weight is what
+    forgetting the entry gives back (a counter's count), so a flood of new keys, each of
+    weight one, evicts its own kind and never a heavier entry. Weights are grouped by bit
+    length: 1, 2-3, 4-7, ...
+    """
+
+    __slots__ = ("_levels", "_units", "_values", "_where", "peek", "size", "units")
+
+    LEVELS = 16
+
+    def __init__(self, size: int, units: int) -> None:
+        self.size, self.units = size, units
+        self._units = 0
+        self._values: dict[K, V] = {}
+        self._where: dict[K, tuple[int, int]] = {}  # key -> its level and size in units
+        # Per level, the keys (with their expiry) in the order they were last written.
+        self._levels: list[OrderedDict[K, int]] = [OrderedDict() for _ in range(self.LEVELS)]
+        self.peek = self._values.get
+
+    def put(self, key: K, value: V, weight: int, units: int, expires: int, now: int) -> None:
+        """Store ``value`` at ``key``: forgetting it would give back ``weight``, it takes ``units``
+        of memory, and it is dead after ``expires``."""
+        level = min(weight.bit_length(), self.LEVELS - 1)
+        old = self._where.get(key)
+        if old is not None:
+            del self._levels[old[0]][key]
+            self._units -= old[1]
+        self._values[key] = value
+        self._where[key] = (level, units)
+        self._levels[level][key] = expires
+        self._units += units
+        while (len(self._values) > self.size or self._units > self.units) and len(self._values) > 1:
+            self._evict(now, key)
+
+    def pop(self, key: K) -> V | None:
+        where = self._where.pop(key, None)
+        if where is None:
+            return None
+        del self._levels[where[0]][key]
+        self._units -= where[1]
+        return self._values.pop(key)
+
+    def _evict(self, now: int, keep: K) -> None:
+        for keys in self._levels:
+            for key, expires in keys.items():
+                if key != keep and expires <= now:
+                    self.pop(key)
+                    return
+                break  # only the oldest written of each level (or the one after ``keep``) is looked at
+        for keys in self._levels:
+            for key in keys:
+                if key != keep:
+                    self.pop(key)
+                    return
+
+    def clear(self) -> None:
+        self._values.clear()
+        self._where.clear()
+        self._units = 0
+        for keys in self._levels:
+            keys.clear()
+
+    def __len__(self) -> int:
+        return len(self._values)

@@ -207,6 +207,7 @@ class GuardMiddleware:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flusher: asyncio.Task | None = None
+        self._evicting: asyncio.Task | None = None
         warn_if_counters_split(self.guard.store)
 
     @property
@@ -339,4 +340,7 @@ class GuardMiddleware:
             tune_gc()
         if self.top is not None:
             self._flusher = loop.create_task(self.top.run())
+        warn = getattr(self.guard.store, "warn_if_evicting", None)  # the Redis store: can a flood flush budgets?
+        if warn is not None:
+            self._evicting = loop.create_task(warn())
         self.reloader.start(loop)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from support import run
 
-from guard.policy.limits import Ban, Check, DistinctLimit, RateLimit
+from guard.policy.limits import Ban, Budget, Check, DistinctLimit, RateLimit
 from guard.stores.memory import MemoryStore
 
 T0 = 1_800_000_000.0
@@ -93,7 +93,11 @@ def test_memory_store_is_bounded() -> None:
     limit = RateLimit(requests=10, per=60, burst=10)
     for n in range(50_000):
         store.apply_sync(T0, [Check(f"k:{n}", limit)])
-    assert len(store) == 900  # a tenth of the bound is kept for bans
+    assert len(store) == 450  # short windows and rates: half of what is not kept for bans
+    budget = Budget("track", max=10, per=86400)
+    for n in range(50_000):
+        store.apply_sync(T0, [Check(f"b:{n}", budget, "1")])
+    assert len(store) == 900  # and budgets the other half: a tenth of the bound is kept for bans
 
 
 def test_a_flood_of_new_clients_cannot_evict_a_running_ban() -> None:
@@ -108,3 +112,19 @@ def test_a_flood_of_new_clients_cannot_evict_a_running_ban() -> None:
     assert len(store) <= 1000
     verdict = store.apply_sync(T0 + 2, [Check("k:scraper", limit, "3", ban)])
     assert verdict.denied == 0 and verdict.banned_until is not None  # still banned
+
+
+def test_the_lasting_tables_memory_is_bounded_in_registers_too() -> None:
+    """Budgets that count many values take more memory: the table holds fewer of them, the
+    lightest going first, and a heavy one written last is kept."""
+    store = MemoryStore(max_entries=20_000)  # 9,000 lasting entries, 72,000 registers and values
+    budget = Budget("track", max=10_000, per=86400)
+    for n in range(2000):
+        store.apply_sync(T0 + n, [Check(f"b:{n}", budget, "1")])
+    for n in range(150):  # 150 budgets of 500 tracks each: 75,000 registers
+        for t in range(500):
+            store.apply_sync(T0 + 3000 + n, [Check(f"heavy:{n}", budget, str(t))])
+    lasting = store._lasting
+    assert lasting._units <= lasting.units
+    assert not any(lasting.peek(f"b:{n}") for n in range(2000))  # the light ones went first
+    assert lasting.peek("heavy:149") is not None and len(lasting) < 150

@@ -243,6 +243,12 @@ def add_check(sub: SubParsers) -> None:
     parser = sub.add_parser("check", help="validate rules files (exit status 1 on error)")
     parser.add_argument("files", nargs="+", metavar="file", help="the rules file(s)")
     parser.add_argument("--strict", action="store_true", help="warnings fail too (exit status 1)")
+    parser.add_argument(
+        "--redis-url",
+        type=redis_url,
+        metavar="URL",
+        help="check this Redis too: reachable, and not evicting live budgets when full (maxmemory-policy)",
+    )
     parser.set_defaults(run=cmd_check)
 
 
@@ -277,12 +283,43 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{path}: ok ({counts})")
         for note in policy.notes:
             print(f"{path}: {note}")
+    if args.redis_url and not _redis_keeps_budgets(args.redis_url):
+        status = FAILED
     return status
 
 
 def plural(count: int, noun: str) -> str:
     """``1 rule``, ``2 rules``."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _redis_keeps_budgets(url: str) -> bool:
+    """Whether Redis at ``url`` answers and keeps live budgets when full (reported either way)."""
+    import asyncio
+
+    from guard.stores.redis import eviction_problem, redis_client
+
+    async def problem() -> str | None:
+        await _ping_redis(url)
+        client = redis_client(url, socket_connect_timeout=3.0, socket_timeout=3.0)
+        try:
+            return await eviction_problem(client)
+        finally:
+            await client.aclose()
+
+    try:
+        found = asyncio.run(problem())
+    except CommandError as exc:
+        fail(str(exc))
+        return False
+    except Exception as exc:  # INFO refused (an ACL), or a cluster that does not answer it
+        fail(f"cannot read Redis's eviction policy at {url}: {type(exc).__name__}: {exc}")
+        return False
+    if found is not None:
+        fail(f"{url}: {found}")
+        return False
+    print(f"{url}: ok (reachable; keeps live budgets when full)")
+    return True
 
 
 # -- guard schema --------------------------------------------------------------------------------

@@ -14,7 +14,12 @@ Why a scraper gains little from cheating:
 * solving on one machine for a farm: the token names the network, platform and session
   it was issued to, and the answer is refused anywhere else;
 * solving many: each answer mints at most one session, and minting is limited per
-  address and per subnet.
+  address and per subnet;
+* waiting instead of hashing: the wait doubles with each bit of difficulty above 16 (as
+  the hashing does), and one network redeems at most ``waits_at_once`` waits at once, then
+  one per wait: waiting out many in parallel gains nothing (the service checks this);
+* asking for many: each process keeps at most ``open_per_address`` and
+  ``open_per_network`` challenges outstanding (issued within ``ttl``).
 """
 
 from __future__ import annotations
@@ -28,12 +33,15 @@ from urllib.parse import parse_qs, quote
 
 from itsdangerous import BadSignature
 
+from guard.policy.limits import Check, DistinctLimit
 from guard.sessions.gate import Reading
 from guard.sessions.settings import ChallengeSettings
 from guard.sessions.tokens import MAX_TOKEN, SessionKeys
+from guard.stores.memory import MemoryStore
 
 MAX_COUNTER = 20  # digits of an answer's counter
 MAX_DIFFICULTY = 32
+BASE_BITS = 16  # the difficulty the configured wait is the price of
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,7 @@ class Answer:
     nonce: str | None
     problem: str | None
     next: str
+    waited: float = 0.0  # a no-JavaScript answer: the wait it stood for (seconds); 0: proof of work
 
 
 def leading_zero_bits(digest: bytes) -> int:
@@ -72,6 +81,26 @@ class Challenges:
     def __init__(self, settings: ChallengeSettings, keys: SessionKeys) -> None:
         self.settings = settings
         self._signer = keys.signer("guard.challenge")
+        self._open = MemoryStore(max_entries=20_000)  # challenges outstanding, in this process
+        self._issued = 0
+
+    def wait_for(self, bits: int) -> float:
+        """The no-JavaScript wait for a challenge of ``bits``: ``wait`` up to 16 bits, doubling
+        with each bit above (as the hashing does)."""
+        return self.settings.wait * 2 ** max(0, bits - BASE_BITS)
+
+    def admit(self, address: str, network: str, now: float) -> float:
+        """Count one more challenge outstanding for ``address`` and ``network``: 0.0 when it may
+        be issued, else the seconds until one of theirs runs out."""
+        s = self.settings
+        self._issued += 1
+        item = str(self._issued)
+        checks = [
+            Check(f"address:{address}", DistinctLimit("challenge", s.open_per_address, s.ttl), item),
+            Check(f"network:{network}", DistinctLimit("challenge", s.open_per_network, s.ttl), item),
+        ]
+        verdict = self._open.apply_sync(now, checks)
+        return 0.0 if verdict.denied is None else max(1.0, verdict.retry_after or 1.0)
 
     def issue(self, reading: Reading, now: float, difficulty: int | None = None) -> str:
         """A new challenge token for the client of ``reading``."""
@@ -109,8 +138,9 @@ class Challenges:
             if len(counter) > MAX_COUNTER or not digits or not solves(token, counter, bits):
                 return Answer(None, "the proof of work is wrong", nxt)
         elif params.get("wait") == "1" and self.settings.wait > 0:
-            if now - issued < self.settings.wait:
+            if now - issued < self.wait_for(bits):
                 return Answer(None, "answered before the wait was over", nxt)
+            return Answer(nonce, None, nxt, self.wait_for(bits))
         else:
             return Answer(None, "no answer given", nxt)
         return Answer(nonce, None, nxt)
@@ -122,7 +152,7 @@ class Challenges:
         base = f"{s.path}?t={quote(token, safe='')}&next={quote(next_path, safe='')}"
         refresh = note = ""
         if s.wait > 0:
-            wait = int(s.wait + 0.999)
+            wait = int(self.wait_for(bits) + 0.999)
             url = html.escape(f"{base}&wait=1")
             refresh = f'<noscript><meta http-equiv="refresh" content="{wait};url={url}"></noscript>'
             note = f"<noscript><p>Without JavaScript this page goes on by itself in {wait} seconds.</p></noscript>"
@@ -130,6 +160,22 @@ class Challenges:
         page = PAGE.replace("{refresh}", refresh).replace("{note}", note)
         return page.replace("{config}", config).encode("utf-8")
 
+    def wait_more(self, url: str, seconds: float) -> bytes:
+        """The page for a no-JavaScript answer its network must wait longer for: it comes back by itself."""
+        wait = int(seconds + 0.999)
+        target = html.escape(url)
+        return WAIT_PAGE.replace("{wait}", str(wait)).replace("{url}", target).encode("utf-8")
+
+
+# Too many of a network's visitors are waiting at once: this page asks again by itself.
+WAIT_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex">
+<meta http-equiv="refresh" content="{wait};url={url}">
+<title>One moment</title></head><body><h1>One moment</h1>
+<p role="status">Many visitors from your network are being checked right now. This page goes on by
+itself in {wait} seconds (or <a href="{url}">try again then</a>).</p>
+</body></html>
+"""
 
 # The interstitial. Plain JavaScript SHA-256 (crypto.subtle is missing outside secure
 # contexts), a few hundred thousand hashes a second: difficulty 16 takes a moment.

@@ -18,6 +18,7 @@ from starlette.types import Scope
 from guard.headers import request_headers
 from guard.identity.address import Client
 from guard.policy.engine import Decision, Facts, Guard
+from guard.policy.limits import Check, RateLimit
 from guard.sessions.challenge import Challenges
 from guard.sessions.gate import Reading, SessionGate
 from guard.sessions.settings import SessionSettings
@@ -86,7 +87,7 @@ class Sessions:
         if decision.action == "allow" or shadow:
             return self.cookie(reading, decision, facts.where.group), None
         if decision.action == "challenge":
-            return [], self.refusal(reading, decision, facts.path, facts.query)
+            return [], self.refusal(reading, decision, facts.path, facts.query, facts.client.key)
         return [], None
 
     def cookie(self, reading: Reading, decision: Decision, group: str) -> list[tuple[bytes, bytes]]:
@@ -97,11 +98,16 @@ class Sessions:
             return []
         return [(b"set-cookie", self.gate.set_cookie(session, request.https, now))]
 
-    def refusal(self, reading: Reading, decision: Decision, path: str, query: str) -> Reply:
-        """The answer to a ``challenge`` decision: the interstitial for a page load, else 401 or 429."""
+    def refusal(self, reading: Reading, decision: Decision, path: str, query: str, address: str = "") -> Reply:
+        """The answer to a ``challenge`` decision: the interstitial for a page load, else 401 or 429.
+
+        ``address``: the client's (its counting key), for the limit on challenges outstanding."""
         why = reading.problem or decision.reason or "a session is required"
         if reading.request.navigation:
             here = path + ("?" + query if query else "")
+            wait = self.challenges.admit(address or reading.tag, reading.tag, reading.now)
+            if wait:  # too many challenges outstanding here: come back when one has run out
+                return self._wait_more(here, wait)
             token = self.challenges.issue(reading, reading.now)
             body = self.challenges.page(token, here)
             reason = f"challenge: {why}"[:300].encode("latin-1", "replace")  # the page's body is HTML
@@ -124,9 +130,13 @@ class Sessions:
         if answer.problem is not None or answer.nonce is None:
             return _retry(f"403 Forbidden: {answer.problem}", answer.next)
         checks = [guard.once_check(client, answer.nonce, self.settings.challenge.ttl)]
+        if answer.waited:  # first: a network's waits are redeemed a few at once, then one per wait
+            checks.insert(0, self._wait_check(guard, client, reading, answer.waited))
         if reading.session is None:
             checks += guard.mint_checks(client)
         verdict = await guard.store.apply(now, checks)
+        if answer.waited and verdict.denied == 0:  # the network's waits are taken: this answer, again later
+            return self._wait_more(self.settings.challenge.path + "?" + query, max(1.0, verdict.retry_after or 1.0))
         if verdict.denied is not None:
             return _retry("403 Forbidden: this challenge was already answered", answer.next)
         if verdict.shadowed:
@@ -139,6 +149,16 @@ class Sessions:
             (b"set-cookie", self.gate.set_cookie(session, request.https, now)),
         )
         return Reply(303, b"", headers)
+
+    def _wait_more(self, url: str, wait: float) -> Reply:
+        """429 with ``Retry-After``, and a page that asks for ``url`` again by itself then."""
+        body = self.challenges.wait_more(url, wait)
+        return Reply(429, body, ((b"retry-after", str(int(wait + 0.999)).encode()),), HTML)
+
+    def _wait_check(self, guard: Guard, client: Client, reading: Reading, waited: float) -> Check:
+        """The no-JavaScript answers of the client's network: ``waits_at_once`` at once, then one per ``waited``."""
+        key = f"{guard.namespace}:{{{client.tag}}}:waits:{reading.tag}"  # the hash tag of the request's other keys
+        return Check(key, RateLimit(1, waited, self.settings.challenge.waits_at_once))
 
 
 def _retry(first_line: str, next_path: str) -> Reply:

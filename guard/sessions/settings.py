@@ -33,6 +33,12 @@ class ChallengeSettings:
     wait: float = 10.0  # the no-JavaScript fallback's server-checked delay (0: no fallback)
     proof_ttl: float = 86400.0  # a session stays proven this long
     path: str = "/.guard/challenge"
+    # What the no-JavaScript path costs (docs/sessions.md): no-JavaScript answers one network
+    # (the session's /24 or /48) may redeem at once; past them, one per wait of the difficulty.
+    waits_at_once: int = 10
+    # Challenges outstanding (issued within ``ttl``) per address and per network, in each process.
+    open_per_address: int = 60
+    open_per_network: int = 300
 
 
 HOW_TO = "open this site's page in a browser to get a session, or a desktop player: use the page's .m3u link"

@@ -1,11 +1,19 @@
 """The embedded store: counters in this process's memory, bounded in size.
 
-Every key (GCRA timestamp, distinct-value window, strike counter, ban) is one entry in an
-LRU table, at most ``max_entries`` in all. A scraper rotating through a million
-addresses evicts its own oldest entries instead of growing memory; the subnet-level
-limits still see it. Bans, and what they hold (an address's hold, a subnet's banned
-addresses, the hash tag's marker), live in a table of their own (a tenth of the bound):
-a flood of new clients evicts counters, never a ban that is still running. The arithmetic
+Every key (GCRA timestamp, distinct-value window, strike counter, ban) is one entry, at
+most ``max_entries`` in all, in one of three tables by what the entry protects:
+
+* bans, and what they hold (an address's hold, a subnet's banned addresses, the hash
+  tag's marker): a tenth of the bound, least recently written evicted first;
+* what leads to a ban or a day's refusal (budgets, windows longer than an hour, strike
+  counters): half of the rest, evicting the dead first, else the cheapest: the entry
+  whose loss gives back least (:class:`~guard.lru.CheapestFirst`);
+* the short windows and request rates: the rest, least recently written evicted first.
+
+A scraper rotating through a million addresses or User-Agents evicts its own short
+windows instead of growing memory (the address and subnet limits still see it); a flood
+of new keys, each counting one, cannot push out a budget that counts hundreds, nor a
+running ban. The arithmetic
 is the Redis store's Lua script (lua/apply.lua) step for step, in whole microseconds, so
 both give the same verdicts. An hour or day budget is one entry too: a
 :class:`~guard.stores.hll.SlicedSketch` (sparse HyperLogLog slices computing Redis's own
@@ -17,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from guard.lru import LRU
+from guard.lru import LRU, CheapestFirst
 from guard.policy.limits import (
     ALLOWED,
     ESCALATE_ADDRESSES,
@@ -37,6 +45,10 @@ from guard.policy.limits import (
 )
 from guard.stores.hll import SLICES, SlicedSketch, register_of
 
+LASTING_US = 3_600_000_000  # windows longer than this (and every budget) are kept in the lasting table
+UNITS_PER_ENTRY = 8  # the lasting table's memory: registers and window values per entry on average
+MIN_UNITS = 65_536  # and at least this many (a small store still holds a busy address's day budget)
+
 
 class MemoryStore:
     """In-process store; see :class:`guard.stores.base.Store` for the semantics."""
@@ -45,15 +57,21 @@ class MemoryStore:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
-        # LRU tables (reads do not refresh, writes do): bans and holds, and everything else.
+        # Reads never refresh an entry. Bans and holds; what leads to a ban or a day's refusal
+        # (cheapest evicted first); and the short windows and rates (LRU): see the module's docstring.
         held = max(1, max_entries // 10)
+        lasting = max(1, (max_entries - held) // 2)
         self._held: LRU[str, Any] = LRU(held)
-        self._entries: LRU[str, Any] = LRU(max(1, max_entries - held))
+        # Its memory is bounded in registers and window values too: a budget's register takes
+        # about 330 bytes, so about UNITS_PER_ENTRY * 330 bytes an entry (240 MB for 200,000 entries).
+        units = max(lasting * UNITS_PER_ENTRY, MIN_UNITS)
+        self._lasting: CheapestFirst[str, Any] = CheapestFirst(lasting, units)
+        self._entries: LRU[str, Any] = LRU(max(1, max_entries - held - lasting))
         # Bans ever started (an upper bound on those alive): lets the common case skip ban lookups.
         self._bans = 0
 
     def __len__(self) -> int:
-        return len(self._entries) + len(self._held)
+        return len(self._entries) + len(self._lasting) + len(self._held)
 
     async def apply(self, now: float, checks: Sequence[Check]) -> Verdict:
         return self.apply_sync(now, checks)
@@ -88,7 +106,7 @@ class MemoryStore:
         # used directly: its plain dict reads, and moving a written key to the young end.
         data = entries._data
         get = data.get
-        updates: list[tuple[str, Any, Any]] = []
+        updates: list[tuple[str, Any, Any, Any]] = []  # key, value, item, limit (None: a short entry)
         shadowed: list[int] = []
         escalation: Escalation | None = None
         for i, check in enumerate(checks):
@@ -106,7 +124,7 @@ class MemoryStore:
                         shadowed.append(i)
                         continue
                     return self._deny(now_us, i, check, allow_at - now_us, shadowed)
-                updates.append((key, new_tat, None))
+                updates.append((key, new_tat, None, None))
             elif check.item is None:
                 continue  # counts nothing on this request: its ban (looked up above) alone
             elif kind is Budget:
@@ -117,27 +135,31 @@ class MemoryStore:
                         shadowed.append(i)
                         continue
                     return self._deny(now_us, i, check, retry_us, shadowed)
-                updates.append((check.key, sketch, register))
+                updates.append((check.key, sketch, register, limit))
             else:
-                window = self._window(check.key, now_us - limit.per_us)  # type: ignore[union-attr]
+                lasting = limit.per_us > LASTING_US  # type: ignore[union-attr]
+                window = self._window(check.key, now_us - limit.per_us, lasting)  # type: ignore[union-attr]
                 if check.item not in window and len(window) >= limit.max:  # type: ignore[union-attr]
                     if check.shadow:
                         shadowed.append(i)
                         continue
                     oldest = next(iter(window.values()))
                     return self._deny(now_us, i, check, oldest + limit.per_us - now_us, shadowed)  # type: ignore[union-attr]
-                updates.append((check.key, window, check.item))
+                updates.append((check.key, window, check.item, limit if lasting else None))
             if escalation is None and check.escalation is not None and check.escalation.scope == "client":
                 escalation = check.escalation
 
         move, size, evict = data.move_to_end, entries.size, data.popitem
-        for key, value, item in updates:  # LRU.put, inline
+        for key, value, item, lasting in updates:  # LRU.put, inline
             if item is not None:
                 if type(value) is dict:
                     value.pop(item, None)  # re-insert: the window stays ordered by last sight
                     value[item] = now_us
                 else:
                     value.add_register(*item)
+            if lasting is not None:
+                self._keep(key, value, lasting, now_us)
+                continue
             data[key] = value
             move(key)
             if len(data) > size:
@@ -150,16 +172,16 @@ class MemoryStore:
 
     async def peek(self, now: float, checks: Sequence[Check]) -> list[dict[str, Any]]:
         """Each check's counters as they stand, changing nothing (for ``guard explain``)."""
-        get, held = self._entries.peek, self._held.peek
+        get, kept, held = self._entries.peek, self._lasting.peek, self._held.peek
         now_us = to_us(now)
         return [
-            budget_state(get(c.key), now_us, c, held(c.ban_key))
+            budget_state(kept(c.key), now_us, c, held(c.ban_key))
             if isinstance(c.limit, Budget)
             else peek_entry(
                 {
-                    "window": get(c.key) if isinstance(c.limit, DistinctLimit) else None,
+                    "window": (kept(c.key) or get(c.key)) if isinstance(c.limit, DistinctLimit) else None,
                     "tat": None if isinstance(c.limit, DistinctLimit) else get(c.key),
-                    "strikes": get(c.strike_key),
+                    "strikes": kept(c.strike_key),
                     "ban": held(c.ban_key),
                 },
                 now_us,
@@ -185,6 +207,7 @@ class MemoryStore:
 
     async def close(self) -> None:
         self._entries.clear()
+        self._lasting.clear()
         self._held.clear()
 
     # -- internals ------------------------------------------------------------------
@@ -193,13 +216,13 @@ class MemoryStore:
         ban = check.ban
         if ban is None:
             return Verdict.from_us(index, retry_us, None, tuple(shadowed))
-        entries = self._entries
-        strikes = entries.peek(check.strike_key)
+        kept = self._lasting
+        strikes = kept.peek(check.strike_key)
         if strikes is None or strikes[1] <= now_us:
             strikes = [0, now_us + ban.within_us]
         strikes[0] += 1
         if strikes[0] >= ban.after:
-            entries.pop(check.strike_key)
+            kept.pop(check.strike_key)
             until = now_us + ban.duration_us
             self._held.put(check.ban_key, until)
             self._bans += 1
@@ -209,15 +232,23 @@ class MemoryStore:
             if check.escalation is not None:
                 self._escalate(now_us, check, check.escalation, until)
             return Verdict.from_us(index, ban.duration_us, until, tuple(shadowed))
-        self._entries.put(check.strike_key, strikes)
+        kept.put(check.strike_key, strikes, strikes[0], 1, strikes[1], now_us)
         return Verdict.from_us(index, retry_us, None, tuple(shadowed))
+
+    def _keep(self, key: str, value: Any, limit: Budget | DistinctLimit, now_us: int) -> None:
+        """Write a budget or long window: its weight is what it counts, it is dead once its window is empty."""
+        if isinstance(limit, DistinctLimit):
+            self._lasting.put(key, value, len(value), len(value) + 1, now_us + limit.per_us, now_us)
+        else:  # a budget's sketch: about one register per value counted, dead when its newest slice leaves
+            expires = (value.current + SLICES) * limit.slice_us
+            self._lasting.put(key, value, len(value.union), len(value.registers) + 1, expires, now_us)
 
     def _budget(
         self, key: str, limit: Budget, now_us: int, register: tuple[int, int]
     ) -> tuple[SlicedSketch, int | None]:
         """The budget's sketch at ``key`` moved to now, and the wait (None: the value whose
         ``register`` is given fits)."""
-        sketch = self._entries.peek(key)
+        sketch = self._lasting.peek(key)
         if sketch is None:
             sketch = SlicedSketch()
         current = now_us // limit.slice_us
@@ -304,12 +335,13 @@ class MemoryStore:
             seen[e.ua] = min(now_us, e.since) if e.since else now_us  # a session: seen since issued
         self._entries.put(e.seen_key, (now_us + SEEN_FOR_US, seen))
 
-    def _window(self, key: str, horizon_us: int) -> dict[str, int]:
-        """The distinct-value window at ``key``, values last seen at or before ``horizon_us`` dropped.
+    def _window(self, key: str, horizon_us: int, lasting: bool) -> dict[str, int]:
+        """The distinct-value window at ``key`` (in the lasting table, or the short one), values
+        last seen at or before ``horizon_us`` dropped.
 
         The dict is ordered by last sight, so stale values are at its front.
         """
-        window = self._entries.peek(key)
+        window = (self._lasting if lasting else self._entries).peek(key)
         if window is None:
             return {}
         while window:

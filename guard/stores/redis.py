@@ -217,6 +217,17 @@ class RedisStore:
             )
         return [found.get(id(c)) for c in checks]
 
+    async def warn_if_evicting(self) -> str | None:
+        """Log a warning (once, at start-up) when Redis's eviction policy could drop live budgets; return it."""
+        try:
+            problem = await eviction_problem(self.client)
+        except Exception as exc:  # down, or INFO not allowed: the request path logs outages itself
+            log.info("guard: could not read Redis's eviction policy (%s: %s)", type(exc).__name__, exc)
+            return None
+        if problem is not None:
+            log.warning("guard: WARNING: %s", problem)
+        return problem
+
     async def close(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -336,6 +347,33 @@ class RedisStore:
         self.stats.down_seconds += lasted
         self._down_since = None
         log.warning("guard: Redis is back after %.1f s; shared counting resumed", lasted)
+
+
+# Eviction policies under which a flood cannot push out a live budget: none at all, or the
+# keys nearest their end first (a new client's minute window before a day's budget).
+SAFE_POLICIES = ("noeviction", "volatile-ttl")
+
+
+async def eviction_problem(client: Redis | RedisCluster) -> str | None:
+    """What is wrong with how Redis at ``client`` evicts keys, for guard's counters (None: nothing).
+
+    Every guard key has a time to live, so every other ``maxmemory-policy`` (``allkeys-*``,
+    ``volatile-lru``, ``volatile-lfu``, ``volatile-random``) picks budgets, strike counters and
+    bans as readily as a flood's fresh keys: a scraper, or a botnet for it, could flush the
+    counts that limit it. Without ``maxmemory`` nothing is evicted. Read from INFO (managed
+    services often rename CONFIG).
+    """
+    info = await client.info("memory")
+    nodes = [info] if "maxmemory_policy" in info else [v for v in info.values() if isinstance(v, dict)]
+    for node in nodes:
+        policy = str(node.get("maxmemory_policy", "noeviction"))
+        if policy not in SAFE_POLICIES and int(node.get("maxmemory", 0) or 0) > 0:
+            return (
+                f"Redis evicts keys when full (maxmemory-policy {policy}, maxmemory {node['maxmemory']} bytes): "
+                "a flood of new clients can push out live budgets, strike counters and bans. Set "
+                "maxmemory-policy volatile-ttl (or noeviction, with room to spare); see docs/redis.md"
+            )
+    return None
 
 
 def budget_slice_keys(key: str, limit: Budget, now_us: int) -> list[str]:
