@@ -236,6 +236,7 @@ CASES = {
 def write(tmp_path: Path, text: str) -> Path:
     shutil.copy(RULES.parent / "agents.yaml", tmp_path / "agents.yaml")
     shutil.copy(RULES.parent / "ai-robots.json", tmp_path / "ai-robots.json")
+    shutil.copy(RULES.parent / "previews.json", tmp_path / "previews.json")
     path = tmp_path / "rules.yaml"
     path.write_text(text, encoding="utf-8")
     return path

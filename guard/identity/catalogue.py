@@ -19,6 +19,7 @@ tried joined, alone and with the word after it.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from guard.config import validate
 from guard.errors import ConfigError
 from guard.identity.catalogue_model import CatalogueFile, catalogue_context
 from guard.identity.lookalike import DIGIT_IMAGES, fold, fold_text, maybe_spelt_out, plain_words, unicode_table
+from guard.identity.previews import CATEGORY as PREVIEW_CATEGORY
+from guard.identity.previews import PreviewSnapshot, read_previews
 from guard.identity.sync import Snapshot, category_for, operator_name, read_snapshot, ua_token
 from guard.yamlfile import Located, load_yaml
 
@@ -83,6 +86,7 @@ class Agent:
     example: str | None = None
     verification: Verification | None = None
     synced: bool = False  # from the synced list (ai.robots.txt), not curated by hand
+    leading: bool = False  # named only as the User-Agent's first product
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,7 @@ class Catalogue:
     agents: list[Agent]
     source: str = ""  # the file it was loaded from
     synced_file: str | None = None  # the synced list it merges (guard update-agents rewrites it)
+    previews_file: str | None = None  # the synced previewers it merges (guard update-agents rewrites it)
     # key word -> [(token words, key word's offset, specificity, match, number-shaped)], most
     # specific first. A multi-word token is keyed by its rarest-looking word, so that words
     # every browser sends ("windows", "like", "60" folded to "go") seldom lead anywhere.
@@ -128,7 +133,7 @@ class Catalogue:
                     # Written as one word too: "ClaudeWeb", or spelt out "C l a u d e - W e b".
                     joined = b"".join(token_words)
                     self._index.setdefault(joined, []).append(((joined,), 0, specificity, Match(agent, token), False))
-                if len(token_words) == 1:
+                if len(token_words) == 1 and named:  # a generic tool split in two is an unnamed visitor
                     word = token_words[0]
                     # Not halves spelt only with letters a digit folds to: numbers ("15") would hit them.
                     halves.update(h for h in (word[:cut] for cut in range(2, len(word) - 1)) if not _numberish(h))
@@ -140,7 +145,7 @@ class Catalogue:
         """This catalogue and the platform's own apps (name, User-Agent tokens): category ``app``."""
         extra = [Agent(name, "this platform", APP, tokens, ()) for name, tokens in apps]
         categories = {**self.categories, APP: "The platform's own apps."}
-        return Catalogue(categories, [*self.agents, *extra], self.source, self.synced_file)
+        return Catalogue(categories, [*self.agents, *extra], self.source, self.synced_file, self.previews_file)
 
     def by_name(self, name: str) -> Agent | None:
         """The agent called ``name`` (case-insensitive), if any."""
@@ -224,11 +229,21 @@ def parse_catalogue_with(path: str | Path, snapshot: Snapshot) -> Catalogue:
     return parse_catalogue(load_yaml(path), Path(path).parent, snapshot)
 
 
-def parse_catalogue(doc: Located, base_dir: Path | None = None, snapshot: Snapshot | None = None) -> Catalogue:
+def parse_catalogue_with_previews(path: str | Path, previews: PreviewSnapshot) -> Catalogue:
+    """The catalogue at ``path`` merged with ``previews`` instead of the previews file it names."""
+    return parse_catalogue(load_yaml(path), Path(path).parent, previews=previews)
+
+
+def parse_catalogue(
+    doc: Located,
+    base_dir: Path | None = None,
+    snapshot: Snapshot | None = None,
+    previews: PreviewSnapshot | None = None,
+) -> Catalogue:
     """Validate parsed YAML (see :mod:`guard.identity.catalogue_model`) into a :class:`Catalogue`.
 
-    The synced list the file names (``synced:``, relative to ``base_dir``) is merged in,
-    or ``snapshot`` in its place.
+    The synced lists the file names (``synced:`` and ``previews:``, relative to
+    ``base_dir``) are merged in, or ``snapshot`` and ``previews`` in their place.
     """
     model = validate(CatalogueFile, doc, catalogue_context(doc.data))
     agents = [
@@ -242,6 +257,7 @@ def parse_catalogue(doc: Located, base_dir: Path | None = None, snapshot: Snapsh
             Verification(entry.verify.ranges, tuple(s.lower().lstrip(".") for s in entry.verify.rdns))
             if entry.verify
             else None,
+            leading=entry.leading,
         )
         for entry in model.agents
     ]
@@ -255,7 +271,39 @@ def parse_catalogue(doc: Located, base_dir: Path | None = None, snapshot: Snapsh
             if agent.category not in model.categories:
                 raise ConfigError(doc.file, None, f"the synced list needs category {agent.category!r}")
             agents.append(agent)
-    return Catalogue(dict(model.categories), agents, doc.file, synced_file)
+    previews_file = None
+    if model.previews is not None:
+        previews_file = str((base_dir or Path(doc.file).parent) / model.previews)
+        if previews is None:
+            previews = read_previews(previews_file)
+    if previews is not None:
+        if PREVIEW_CATEGORY not in model.categories:
+            raise ConfigError(doc.file, None, f"the synced previews need category {PREVIEW_CATEGORY!r}")
+        agents += synced_previews(agents, previews, model.not_previews)
+    return Catalogue(dict(model.categories), agents, doc.file, synced_file, previews_file)
+
+
+def synced_previews(agents: list[Agent], previews: PreviewSnapshot, left_out: Mapping[str, str]) -> list[Agent]:
+    """Agents for the synced previewers: each with the tokens no agent before it matches.
+
+    A previewer every token of which is matched already (by a curated agent, a synced AI
+    agent or an earlier previewer) adds nothing; names in ``left_out`` are skipped.
+    """
+    skipped = {name.lower() for name in left_out}
+    names = {a.name.lower() for a in agents}
+    known = {words(t) for a in agents for t in a.ua_tokens}
+    out = []
+    for name, previewer in previews.agents.items():
+        if name.lower() in skipped or name.lower() in names:
+            continue
+        tokens = tuple(t for t in previewer.ua if words(t) and words(t) not in known)
+        if not tokens:
+            continue
+        known.update(words(t) for t in tokens)
+        names.add(name.lower())
+        operator = f"{previewer.source} (synced)"
+        out.append(Agent(name, operator, PREVIEW_CATEGORY, tokens, tokens, previewer.example, synced=True))
+    return out
 
 
 def synced_agents(curated: list[Agent], snapshot: Snapshot) -> list[Agent]:

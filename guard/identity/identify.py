@@ -8,13 +8,24 @@ request path: :func:`describe_browser` serves ``guard explain`` and logs.
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
 from guard.identity.address import Client
-from guard.identity.catalogue import Agent, Catalogue
-from guard.identity.kinds import BROWSER, kind_of, plain_browser_platform
+from guard.identity.catalogue import GENERIC_CATEGORIES, Agent, Catalogue, Match, words
+from guard.identity.kinds import (
+    BROWSER,
+    UNKNOWN_BOT,
+    UNKNOWN_PREVIEW,
+    browser_platform_end,
+    declares_bot,
+    kind_of,
+    plain_browser_platform,
+    self_declared_name,
+)
+from guard.identity.lookalike import fold
 from guard.identity.ranges import RangeVerifier
 from guard.identity.rdns import ReverseDNSVerifier
 from guard.lru import LRU
@@ -37,12 +48,21 @@ class Identity:
     evidence: str | None = None  # how the claim was checked: "ip ranges", "reverse dns", ...
 
     @property
+    def agent_key(self) -> str:
+        """Who a limit keyed ``agent`` counts: the catalogue agent's name, the name a
+        self-declared bot gives, else the User-Agent string itself (its hash)."""
+        if self.agent is not None:
+            return "n:" + self.agent.name.lower()
+        return "n:" + self.token if self.token else "ua:" + self.ua_hash
+
+    @property
     def claimed(self) -> str | None:
         """The category the User-Agent claims (differs from ``category`` when spoofed)."""
         return self.agent.category if self.agent else None
 
 
 MISSING_UA = Identity("unknown", ua_missing=True)
+_SELF_DECLARED = frozenset({UNKNOWN_BOT, UNKNOWN_PREVIEW})
 
 
 class Identifier:
@@ -83,13 +103,21 @@ class Identifier:
             platform = plain_browser_platform(user_agent)
             if platform is not None:  # a mainstream browser's string: a name can only hide in here
                 hit = self.catalogue.lookup(platform.encode("latin-1"))[0]
+                if hit is not None and (
+                    hit.agent.category in GENERIC_CATEGORIES or not stands(hit, user_agent, self.catalogue)
+                ):
+                    hit = None  # a device's name that folds to a tool's ("CURI LITE"): tools are not in here
                 category = BROWSER
             else:
                 hit, ua_words = self.catalogue.lookup(raw)
+                if hit is not None and not stands(hit, user_agent, self.catalogue):
+                    hit = None
                 # Not named: a browser by its structure, a bot by its own words, else a program.
                 category = kind_of(user_agent, ua_words) if hit is None else ""
             if hit is None:
-                identity = Identity(category, None, None, False, digest)
+                # A self-declared bot or previewer is counted under the name it gives (key: agent).
+                named = self_declared_name(user_agent) or None if category in _SELF_DECLARED else None
+                identity = Identity(category, None, named, False, digest)
             else:
                 identity = Identity(hit.agent.category, hit.agent, hit.token, ua_hash=digest)
             self._cache.put(key, identity)
@@ -122,6 +150,64 @@ class Identifier:
             return Identity("unknown", agent, claim.token, ua_hash=claim.ua_hash, evidence="nothing to check against")
         category = claim.category if verified else "spoofed"
         return Identity(category, agent, claim.token, ua_hash=claim.ua_hash, verified=verified, evidence=evidence)
+
+
+#: The category of link previewers in the catalogue.
+PREVIEW = "social_preview"
+# A device platform named the way apps do ("Android/6.0 Device/Meizu-M5_Note", "iPhone_OS/4.3.3").
+_APP_PLATFORM = re.compile(r"\b(?:Android|iPhone_OS|iOS|Device|Darwin|CFNetwork|Electron)/", re.IGNORECASE)
+# The first product of a User-Agent: its name up to a slash, a space or a comment.
+_FIRST_PRODUCT = re.compile(r"\s*([^\s/;()]+)")
+# Products that open browsers' strings, never an app's own name.
+_BROWSER_LEADS = frozenset({"mozilla", "opera", "dalvik"})
+
+
+def stands(hit: Match, user_agent: str, catalogue: Catalogue) -> bool:
+    """Whether a catalogue hit names the sender, or only a part that a listener's app embeds.
+
+    * A previewer's name in an app's or an in-app browser's string is that app, not its
+      link-preview fetcher: WhatsApp's and Viber's apps send ``WhatsApp/2.17 Android/6.0
+      Device/...`` and a WebView string ending ``Viber/11.9``, their previewers a bare
+      ``WhatsApp/2.19 A`` or ``Viber``. Such a string is a visitor, unless it declares itself
+      automated (a bot word or a contact address).
+    * A generic library (okhttp, curl, Java, ...) after the product of an app that the
+      catalogue does not name is that app's engine: ``DS podcast/1.0.5 (...) OkHttp/4.9.1``
+      is a podcast app, ``UCWEB/2.0 (Java; U; MIDP-2.0; ...)`` a phone's browser. Led by a
+      browser's ``Mozilla/5.0`` or by the library itself, it is the library.
+    Anything else (every AI agent, search engine, monitor, ...) stands wherever it is.
+    """
+    category = hit.agent.category
+    if hit.agent.leading:
+        return _leads(hit, user_agent, catalogue)
+    if category == PREVIEW:
+        # (A browser-shaped string is an in-app browser only for names from the synced lists:
+        # a curated previewer, such as BingPreview, sends browser-shaped strings itself.)
+        end = browser_platform_end(user_agent) if hit.agent.synced and _versioned(hit.token, user_agent) else None
+        if end is None and _APP_PLATFORM.search(user_agent) is None:
+            return True
+        return declares_bot(user_agent, [], end or 0)
+    if category in GENERIC_CATEGORIES:
+        first = _FIRST_PRODUCT.match(user_agent)
+        if first is None or first.group(1).lower() in _BROWSER_LEADS:
+            return True
+        return _leads(hit, user_agent, catalogue)
+    return True
+
+
+def _versioned(token: str, user_agent: str) -> bool:
+    """Whether ``token`` is an app's versioned product in the string ("Viber/11.9", "Steam GameOverlay/1")."""
+    spelt = r"\W*".join(re.escape(w) for w in re.findall(r"[A-Za-z0-9]+", token))
+    return re.search(spelt + r"[\w ]*/\d", user_agent, re.IGNORECASE) is not None
+
+
+def _leads(hit: Match, user_agent: str, catalogue: Catalogue) -> bool:
+    """Whether the User-Agent opens with a named product: the hit's own token, or another tool's."""
+    token = words(hit.token)
+    if tuple(w.decode() for w in fold(user_agent.encode("latin-1", "replace")).split()[: len(token)]) == token:
+        return True
+    first = _FIRST_PRODUCT.match(user_agent)
+    lead = catalogue.match(first.group(1)) if first is not None else None
+    return lead is not None and (lead.agent is hit.agent or not hit.agent.leading)
 
 
 @lru_cache(maxsize=4096)
