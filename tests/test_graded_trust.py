@@ -96,8 +96,8 @@ def test_an_unnamed_bot_reads_a_few_hundred_titles_across_the_platform(policy: P
         return statuses
 
     statuses = run(main())
-    assert statuses[:290] == [200] * 290
-    assert statuses[-1] == 403
+    assert statuses[:290] == [200] * 290  # a budget of 300 counted in HyperLogLog (~1%)
+    assert statuses.count(200) <= 310 and statuses[-1] == 403
 
 
 def test_an_unnamed_previewer_unfurls_pages(policy: Policy) -> None:

@@ -245,7 +245,7 @@ def test_a_catastrophic_pattern_costs_nothing(tmp_path: Path) -> None:
     """
     (tmp_path / "agents.yaml").write_text((RULES.parent / "agents.yaml").read_text())
     (tmp_path / "ai-robots.json").write_text((RULES.parent / "ai-robots.json").read_text())
-    (tmp_path / "previews.json").write_text((RULES.parent / "previews.json").read_text())
+    (tmp_path / "crawler-lists.json").write_text((RULES.parent / "crawler-lists.json").read_text())
     (tmp_path / "rules.yaml").write_text(
         textwrap.dedent("""\
         version: 1

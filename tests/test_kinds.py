@@ -77,7 +77,9 @@ def test_named_libraries_and_tools_are_named(policy: Policy) -> None:
     wrong = [
         ua
         for ua in clients
-        if ua not in UNNAMED_LIBRARIES and identifier.from_user_agent(ua).category not in ("scraping_tool", UNKNOWN_BOT)
+        if ua not in UNNAMED_LIBRARIES
+        and (i := identifier.from_user_agent(ua)).agent is None
+        and i.category != UNKNOWN_BOT
     ]
     assert wrong == []
     # An unnamed one is a visitor, not a verdict.
@@ -191,7 +193,7 @@ def test_the_platforms_own_apps_are_allowed_by_an_apps_entry(tmp_path) -> None:
 
     from guard.policy.rules import load_rules
 
-    for name in ("agents.yaml", "ai-robots.json", "previews.json"):
+    for name in ("agents.yaml", "ai-robots.json", "crawler-lists.json"):
         shutil.copy(RULES.parent / name, tmp_path / name)
     text = RULES.read_text()
     (tmp_path / "without.yaml").write_text(text)

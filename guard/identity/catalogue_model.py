@@ -89,15 +89,15 @@ class CatalogueFile(Section):
         "`guard update-agents`), relative to this file. Its names that no agent here claims (by name or "
         "robots token) become agents, with a category mapped from the list's `function`; agents here win.",
     )
-    previews: str | None = Field(
+    crawler_lists: str | None = Field(
         None,
-        description="The synced list of link previewers (crawler-user-agents' `social-preview` entries and "
-        "well-known-bots' `preview` ones, as written by `guard update-agents`), relative to this file. Each "
-        "previewer whose tokens no agent here matches becomes an agent of category `social_preview`.",
+        description="The synced public crawler lists (crawler-user-agents and well-known-bots, as written by "
+        "`guard update-agents`), relative to this file. Each listed crawler, previewer or tool whose tokens no "
+        "agent here matches becomes an agent, with a category from the list's tags; agents here win.",
     )
-    not_previews: dict[str, Text] = Field(
+    not_synced: dict[str, Text] = Field(
         {},
-        description="Names in the synced previews left out, each with the reason (a token real browsers send).",
+        description="Names in the synced crawler lists left out, each with the reason (a token real browsers send).",
     )
     categories: dict[str, str] = Field(min_length=1, description="Each category name, with what it means.")
     agents: list[AgentEntry] = Field(min_length=1, description="The known agents.")

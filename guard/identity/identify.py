@@ -15,6 +15,7 @@ from functools import lru_cache
 
 from guard.identity.address import Client
 from guard.identity.catalogue import GENERIC_CATEGORIES, Agent, Catalogue, Match, words
+from guard.identity.crawlerlists import PREVIEW
 from guard.identity.kinds import (
     BROWSER,
     UNKNOWN_BOT,
@@ -152,10 +153,12 @@ class Identifier:
         return Identity(category, agent, claim.token, ua_hash=claim.ua_hash, verified=verified, evidence=evidence)
 
 
-#: The category of link previewers in the catalogue.
-PREVIEW = "social_preview"
 # A device platform named the way apps do ("Android/6.0 Device/Meizu-M5_Note", "iPhone_OS/4.3.3").
 _APP_PLATFORM = re.compile(r"\b(?:Android|iPhone_OS|iOS|Device|Darwin|CFNetwork|Electron)/", re.IGNORECASE)
+# AI agents' names stand wherever they are (lookalike-proof), whatever the list they come from.
+_AI = frozenset({"ai_training", "ai_search", "ai_assistant"})
+# What a listener's app says of itself ("... Apple Watch podcast app", "Pocket Casts, Android v4.4").
+_APP_WORDS = re.compile(r"\b(?:podcast|podcatcher|player|app|android|ios|iphone|ipad|watchos)\b", re.IGNORECASE)
 # The first product of a User-Agent: its name up to a slash, a space or a comment.
 _FIRST_PRODUCT = re.compile(r"\s*([^\s/;()]+)")
 # Products that open browsers' strings, never an app's own name.
@@ -179,13 +182,22 @@ def stands(hit: Match, user_agent: str, catalogue: Catalogue) -> bool:
     category = hit.agent.category
     if hit.agent.leading:
         return _leads(hit, user_agent, catalogue)
-    if category == PREVIEW:
-        # (A browser-shaped string is an in-app browser only for names from the synced lists:
-        # a curated previewer, such as BingPreview, sends browser-shaped strings itself.)
-        end = browser_platform_end(user_agent) if hit.agent.synced and _versioned(hit.token, user_agent) else None
-        if end is None and _APP_PLATFORM.search(user_agent) is None:
+    if category == PREVIEW and not hit.agent.synced:
+        # A curated previewer's name in an app's own string is that app.
+        return _APP_PLATFORM.search(user_agent) is None or declares_bot(user_agent, [])
+    if hit.agent.synced and category not in _AI:
+        # A name from the public lists in a browser's or an app's string (a device called
+        # "Nitro_5X", Amazon's Silk browser, "Viber/11.9" ending an in-app browser, the
+        # Nextcloud app) is that browser or app unless the string declares itself automated.
+        end = browser_platform_end(user_agent)
+        if declares_bot(user_agent, [], end or 0):
             return True
-        return declares_bot(user_agent, [], end or 0)
+        if end is not None:
+            # After a browser's platform comment an app adds its versioned product ("Viber/11.9",
+            # "coc_coc_browser/87"); a fetcher its bare name ("... Safari/537.36 Google Favicon").
+            at = _find(hit.token, user_agent)
+            return at is not None and at[0] >= end and not at[1]
+        return _APP_PLATFORM.search(user_agent) is None and _APP_WORDS.search(user_agent) is None
     if category in GENERIC_CATEGORIES:
         first = _FIRST_PRODUCT.match(user_agent)
         if first is None or first.group(1).lower() in _BROWSER_LEADS:
@@ -194,10 +206,11 @@ def stands(hit: Match, user_agent: str, catalogue: Catalogue) -> bool:
     return True
 
 
-def _versioned(token: str, user_agent: str) -> bool:
-    """Whether ``token`` is an app's versioned product in the string ("Viber/11.9", "Steam GameOverlay/1")."""
+def _find(token: str, user_agent: str) -> tuple[int, bool] | None:
+    """Where ``token`` is in the User-Agent (any separators, any case), and whether a version follows it."""
     spelt = r"\W*".join(re.escape(w) for w in re.findall(r"[A-Za-z0-9]+", token))
-    return re.search(spelt + r"[\w ]*/\d", user_agent, re.IGNORECASE) is not None
+    found = re.search(spelt + r"(?P<version>[\w ]*/\d)?", user_agent, re.IGNORECASE)
+    return None if found is None else (found.start(), found.group("version") is not None)
 
 
 def _leads(hit: Match, user_agent: str, catalogue: Catalogue) -> bool:
