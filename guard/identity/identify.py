@@ -15,8 +15,9 @@ from functools import lru_cache
 
 from guard.identity.address import Client
 from guard.identity.catalogue import GENERIC_CATEGORIES, Agent, Catalogue, Match, words
-from guard.identity.crawlerlists import PREVIEW
+from guard.identity.crawlerlists import CRAWLER, PREVIEW
 from guard.identity.kinds import (
+    APP_WORDS,
     BROWSER,
     UNKNOWN_BOT,
     UNKNOWN_PREVIEW,
@@ -155,10 +156,10 @@ class Identifier:
 
 # A device platform named the way apps do ("Android/6.0 Device/Meizu-M5_Note", "iPhone_OS/4.3.3").
 _APP_PLATFORM = re.compile(r"\b(?:Android|iPhone_OS|iOS|Device|Darwin|CFNetwork|Electron)/", re.IGNORECASE)
+# Listed categories whose names are also apps' names (Viber, Notion, Tumblr; Coc Coc's browser).
+_APP_NAMED = frozenset({PREVIEW, CRAWLER})
 # AI agents' names stand wherever they are (lookalike-proof), whatever the list they come from.
 _AI = frozenset({"ai_training", "ai_search", "ai_assistant"})
-# What a listener's app says of itself ("... Apple Watch podcast app", "Pocket Casts, Android v4.4").
-_APP_WORDS = re.compile(r"\b(?:podcast|podcatcher|player|app|android|ios|iphone|ipad|watchos)\b", re.IGNORECASE)
 # The first product of a User-Agent: its name up to a slash, a space or a comment.
 _FIRST_PRODUCT = re.compile(r"\s*([^\s/;()]+)")
 # Products that open browsers' strings, never an app's own name.
@@ -193,11 +194,15 @@ def stands(hit: Match, user_agent: str, catalogue: Catalogue) -> bool:
         if declares_bot(user_agent, [], end or 0):
             return True
         if end is not None:
-            # After a browser's platform comment an app adds its versioned product ("Viber/11.9",
-            # "coc_coc_browser/87"); a fetcher its bare name ("... Safari/537.36 Google Favicon").
             at = _find(hit.token, user_agent)
-            return at is not None and at[0] >= end and not at[1]
-        return _APP_PLATFORM.search(user_agent) is None and _APP_WORDS.search(user_agent) is None
+            if at is None or at[0] < end:
+                return False  # in the platform comment: a device's name ("Nitro_5X", "MY807")
+            if category in _APP_NAMED:
+                # After the platform comment an in-app browser adds its app's versioned product
+                # ("Viber/11.9", "coc_coc_browser/87"); a fetcher its bare name ("Google Favicon").
+                return not at[1]
+            return True  # a monitor's or a tool's product on a browser string: synthetic checks
+        return _APP_PLATFORM.search(user_agent) is None and APP_WORDS.search(user_agent) is None
     if category in GENERIC_CATEGORIES:
         first = _FIRST_PRODUCT.match(user_agent)
         if first is None or first.group(1).lower() in _BROWSER_LEADS:

@@ -41,7 +41,19 @@ UNKNOWN_PREVIEW = "unknown_preview"
 HTTP_CLIENT = "http_client"
 BROWSER = "unknown"
 
-_BOT_WORDS = ("bot", "bots", "robot", "crawler", "crawlers", "crawl", "spider", "spiders", "scraper", "fetcher")
+_BOT_WORDS = (
+    "bot",
+    "bots",
+    "robot",
+    "robots",
+    "crawler",
+    "crawlers",
+    "crawl",
+    "spider",
+    "spiders",
+    "scraper",
+    "fetcher",
+)
 #: The bot words in the matching alphabet (``spider`` folds to ``splder``).
 BOT_WORDS = frozenset(fold_text(w) for w in _BOT_WORDS)
 
@@ -58,8 +70,12 @@ _PREVIEW_PAIRS = frozenset(
 # A contact address: a URL or an e-mail address.
 _CONTACT = re.compile(r"https?://|\bwww\.[a-z0-9-]+\.|[\w.+-]@[a-z0-9-]+\.[a-z]", re.IGNORECASE)
 
-# What a listener's app says of itself beside its home page (outside a browser's platform comment).
-_APP_WORDS = re.compile(r"\b(?:podcast|podcatcher|player|app|android|ios|iphone|ipad|watchos)\b", re.IGNORECASE)
+# How feed fetchers report the readers they fetch for.
+_SUBSCRIBERS = re.compile(r"\d+\s+subscribers?\b", re.IGNORECASE)
+#: What a listener's app says of itself beside its home page (outside a browser's platform comment).
+APP_WORDS = re.compile(
+    r"(?<![\w./-])(?:podcast|podcatcher|player|app|android|ios|iphone|ipad|watchos)(?![\w.-])", re.IGNORECASE
+)
 
 # "Mozilla/5.0 (platform) " and an engine: WebKit/Blink or Gecko. The platform comment may
 # nest one level ("(Linux; Android 11; moto g power (2022))").
@@ -108,11 +124,13 @@ def declares_bot(user_agent: str, ua_words: list[bytes], names_from: int = 0) ->
         "bot" in text or "crawl" in text or "spider" in text or "splder" in text or "scrap" in text or "fetch" in text
     ) and _has_bot_word(user_agent[names_from:]):
         return True
+    if "subscriber" in text and _SUBSCRIBERS.search(user_agent) is not None:
+        return True  # a feed fetcher reporting its readers ("Feedbin - 9 subscribers")
     if not ("//" in text or "@" in text or "www." in text) or _CONTACT.search(user_agent) is None:
         return False
     # A listener's app gives its home page too ("Overcast/3.0 (+http://overcast.fm/; iOS podcast
     # app)", "Jam/2.0.4 iOS/16.3.1 (www.listentojam.com)"): a contact with an app's own words is no bot.
-    return _APP_WORDS.search(user_agent, names_from) is None
+    return APP_WORDS.search(user_agent, names_from) is None
 
 
 def _has_bot_word(user_agent: str) -> bool:
