@@ -1,6 +1,7 @@
 """User-Agents the catalogue does not name: browsers (by structure), self-declared bots
-(``unknown_bot``) and other programs (``http_client``); and named media players, served
-audio like listeners but counted like them. Real strings from public corpora."""
+(``unknown_bot``, pages only) and unrecognised strings (``http_client``, visitors); named
+libraries and tools, refused audio and the API; and named media players, served audio like
+listeners but counted like them. Real strings from public corpora."""
 
 from __future__ import annotations
 

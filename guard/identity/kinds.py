@@ -74,7 +74,7 @@ _CONTACT = re.compile(r"https?://|\bwww\.[a-z0-9-]+\.|[\w.+-]@[a-z0-9-]+\.[a-z]"
 _SUBSCRIBERS = re.compile(r"\d+\s+subscribers?\b", re.IGNORECASE)
 #: What a listener's app says of itself beside its home page (outside a browser's platform comment).
 APP_WORDS = re.compile(
-    r"(?<![\w./-])(?:podcast|podcatcher|player|app|android|ios|iphone|ipad|watchos)(?![\w.-])", re.IGNORECASE
+    r"(?<![\w.-])(?:podcast|podcatcher|player|app|android|ios|iphone|ipad|watchos)(?![\w.-])", re.IGNORECASE
 )
 
 # "Mozilla/5.0 (platform) " and an engine: WebKit/Blink or Gecko. The platform comment may
