@@ -200,6 +200,7 @@ class Guard:
         # Limits that only some clients have a key for (a network level of one IP family, a provider).
         self._conditional = any(key == "provider" or prefix_key(key) for key in keys if key)
         self._agent_keyed = "agent" in keys
+        self._agent_keyed_limits: dict[int, tuple[tuple[Rule, ...], bool]] = {}
         self._applicable: dict[int, tuple[tuple[Rule, ...], dict[tuple[int, bool], tuple[Rule, ...]]]] = {}
         identifier = Identifier(
             policy.catalogue,
@@ -412,9 +413,14 @@ class Guard:
         Such a limit counts one agent across the whole platform, so all of the request's keys
         go to that agent's slot (one Redis call, one slot, as for every request).
         """
-        if not self._agent_keyed or not any(rule.key == "agent" for rule in limits):
+        if not self._agent_keyed:
             return None
-        return "agent:" + facts.identity.agent_key
+        known = self._agent_keyed_limits.get(id(limits))
+        if known is None or known[0] is not limits:  # once per tuple of limits (plans are memoised)
+            known = (limits, any(rule.key == "agent" for rule in limits))
+            if len(self._agent_keyed_limits) < 4096:
+                self._agent_keyed_limits[id(limits)] = known
+        return "agent:" + facts.identity.agent_key if known[1] else None
 
     def _prepare(
         self, rule: Rule, client: Client, ua: str, session: Session | None, since: int, tag: str | None = None
