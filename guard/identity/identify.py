@@ -167,18 +167,21 @@ _BROWSER_LEADS = frozenset({"mozilla", "opera", "dalvik"})
 
 
 def stands(hit: Match, user_agent: str, catalogue: Catalogue) -> bool:
-    """Whether a catalogue hit names the sender, or only a part that a listener's app embeds.
+    """Whether a catalogue hit names the sender, or is a word of a listener's browser or app.
 
-    * A previewer's name in an app's or an in-app browser's string is that app, not its
-      link-preview fetcher: WhatsApp's and Viber's apps send ``WhatsApp/2.17 Android/6.0
-      Device/...`` and a WebView string ending ``Viber/11.9``, their previewers a bare
-      ``WhatsApp/2.19 A`` or ``Viber``. Such a string is a visitor, unless it declares itself
-      automated (a bot word or a contact address).
-    * A generic library (okhttp, curl, Java, ...) after the product of an app that the
-      catalogue does not name is that app's engine: ``DS podcast/1.0.5 (...) OkHttp/4.9.1``
-      is a podcast app, ``UCWEB/2.0 (Java; U; MIDP-2.0; ...)`` a phone's browser. Led by a
-      browser's ``Mozilla/5.0`` or by the library itself, it is the library.
-    Anything else (every AI agent, search engine, monitor, ...) stands wherever it is.
+    * ``leading`` names (Java, Ruby, Python, ...) only as the string's first product.
+    * A curated previewer's name in an app's own string (``WhatsApp/2.17 Android/6.0
+      Device/...``) is that app; its fetcher sends ``WhatsApp/2.19 A``.
+    * A name from the public lists (not an AI agent's), unless the string declares itself
+      automated: in a browser's platform comment it is a device's (``Nitro_5X``); after it,
+      a previewer's or crawler's name with a version is an in-app browser (``Viber/11.9``),
+      without one a fetcher; a monitor's or a tool's name stands; in an app's own string
+      (``Android/``, ``CFNetwork/``, "podcast app") it is that app. Spelt with lookalikes on
+      a browser string, such a name is not found there and the string is a visitor.
+    * A generic library (okhttp, curl, ...) after the product of an app that the catalogue
+      does not name is that app's engine (``DS podcast/1.0.5 (...) OkHttp/4.9.1``); led by
+      ``Mozilla/5.0`` or by a named tool, it is the tool.
+    * Anything else (every AI agent, search engine, curated crawler) stands wherever it is.
     """
     category = hit.agent.category
     if hit.agent.leading:
