@@ -24,7 +24,9 @@ SERVED_AT_LEAST = {
     "dd_desktop_mobile": 0.999,
     "dd_tv_console_car": 0.999,
     "dd_apps": 0.985,
-    "uap_core": 0.995,
+    # uap-core counts tools and monitors as no bots (curl, Wget, python-requests, RuxitSynthetic):
+    # those are refused here, and they are most of the 0.5 % left.
+    "uap_core": 0.994,
 }
 AI = ("ai_training", "ai_search", "ai_assistant")
 
@@ -45,8 +47,12 @@ def test_listeners_of_every_kind_are_served(policy: Policy, name: str) -> None:
     served = sum(w.served for w in walks)
     missed = [(ua, tuple(w)) for ua, w in zip(uas, walks, strict=True) if not w.served]
     assert served / len(uas) >= SERVED_AT_LEAST[name], missed[:30]
-    # Nobody whom the rules serve pages is refused one by identity alone, except AI agents.
     identifier = Identifier(policy.catalogue)
+    # Whoever is refused is named or declares itself: an unrecognised string is never refused.
+    refused = [ua for ua, w in zip(uas, walks, strict=True) if not w.served]
+    unnamed = [ua for ua in refused if identifier.from_user_agent(ua).category in ("unknown", "http_client")]
+    assert unnamed == []
+    # Nobody is refused a page by identity alone, except AI agents.
     refused_pages = [ua for ua, w in zip(uas, walks, strict=True) if w.page != 200]
     assert all(identifier.from_user_agent(ua).category in AI for ua in refused_pages), refused_pages
 
