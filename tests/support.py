@@ -9,12 +9,13 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 
 from guard.sessions.challenge import solves
 from guard.sessions.tokens import Session, platform_of
-from guard.testing import free_port, wait_for_http
+from guard.testing import free_port, http_scope, wait_for_http
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules" / "default.yaml"
@@ -305,3 +306,64 @@ def web_bot_auth(
     out = {name.lower(): value for name, value in message.headers.items()}
     out.pop("host")
     return out
+
+
+def corpus(name: str) -> list[str]:
+    """The User-Agents of ``tests/data/corpora/<name>.txt`` (one a line, ``#`` comments)."""
+    text = (DATA / "corpora" / f"{name}.txt").read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+class Walk(NamedTuple):
+    """What one client got: its track page, the track's API record, and the audio with its cookie."""
+
+    page: int
+    api: int
+    audio: int
+
+    @property
+    def served(self) -> bool:
+        return self.page == 200 and self.api == 200 and self.audio in (200, 206)
+
+    @property
+    def refused_content(self) -> bool:
+        """Refused the audio and the API: never a byte of either (403, 401, or 429 while a claim is checked)."""
+        return self.api != 200 and self.audio not in (200, 206)
+
+
+async def walk(app, user_agent: str, n: int) -> Walk:
+    """Client ``n`` (an address of its own, in a /24 of its own) loads track ``n``'s page, then
+    its API record, then its audio with the session cookie the page gave it, as a browser does."""
+    ip = f"100.{64 + n % 50}.{n // 50 % 250 + 1}.{n // 12500 % 250 + 1}"
+    track = n % 5000 + 1
+    headers = [(b"host", b"music.example"), (b"user-agent", user_agent.encode("utf-8"))]
+    page, cookie = await _call(app, http_scope(f"/tracks/{track}", ip, [*headers, *_NAVIGATE]))
+    jar = [(b"cookie", cookie.split(b";", 1)[0])] if cookie else []
+    api, _ = await _call(app, http_scope(f"/api/tracks/{track}", ip, [*headers, *_FETCH, *jar]))
+    audio, _ = await _call(app, http_scope(f"/tracks/{track}/stream", ip, [*headers, *_MEDIA, *jar]))
+    return Walk(page, api, audio)
+
+
+_NAVIGATE = [(b"sec-fetch-mode", b"navigate"), (b"sec-fetch-dest", b"document"), (b"accept", b"text/html")]
+_FETCH = [(b"sec-fetch-mode", b"cors"), (b"sec-fetch-dest", b"empty"), (b"accept", b"application/json")]
+_MEDIA = [(b"sec-fetch-mode", b"no-cors"), (b"sec-fetch-dest", b"audio"), (b"range", b"bytes=0-1023")]
+
+
+async def _call(app, scope: dict) -> tuple[int, bytes | None]:
+    """Status and Set-Cookie of one request, in process (the body is dropped)."""
+    out: list = [0, None]
+    asked: list[bool] = []
+
+    async def receive() -> dict:
+        if asked:  # a streaming response listens for a disconnect: there is none
+            await asyncio.Event().wait()
+        asked.append(True)
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            out[0] = message["status"]
+            out[1] = next((v for k, v in message.get("headers", ()) if k == b"set-cookie"), None)
+
+    await app(scope, receive, send)
+    return out[0], out[1]

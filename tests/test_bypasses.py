@@ -227,6 +227,7 @@ def test_typed_placeholders_and_a_registered_normaliser(tmp_path) -> None:
 
     (tmp_path / "agents.yaml").write_text((RULES.parent / "agents.yaml").read_text())
     (tmp_path / "ai-robots.json").write_text((RULES.parent / "ai-robots.json").read_text())
+    (tmp_path / "crawler-lists.json").write_text((RULES.parent / "crawler-lists.json").read_text())
     rules = tmp_path / "rules.yaml"
     template = "version: 1\npaths:\n  a: ['/ids/{{track:str}}']\n  b: ['/slugs/{{track:{kind}}}']\nrules: []\n"
     rules.write_text(template.format(kind="slug_test"))

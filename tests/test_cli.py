@@ -158,6 +158,7 @@ def test_update_ranges_names_each_url_and_ends_with_a_summary(tmp_path: Path) ->
     try:
         catalogue = tmp_path / "agents.yaml"
         (tmp_path / "ai-robots.json").write_text((RULES.parent / "ai-robots.json").read_text())
+        (tmp_path / "crawler-lists.json").write_text((RULES.parent / "crawler-lists.json").read_text())
         categories = (RULES.parent / "agents.yaml").read_text().split("\nagents:")[0]
         catalogue.write_text(
             categories + "\nagents:\n"

@@ -127,7 +127,7 @@ def test_global_shadow_mode_enforces_nothing_but_logs_everything(policy, caplog)
 
 
 def copy_rules(tmp_path: Path) -> Path:
-    for name in ("default.yaml", "agents.yaml", "ai-robots.json"):
+    for name in ("default.yaml", "agents.yaml", "ai-robots.json", "crawler-lists.json"):
         shutil.copy(RULES.parent / name, tmp_path / name)
     shutil.copytree(RULES.parent / "ranges", tmp_path / "ranges")
     return tmp_path / "default.yaml"

@@ -18,6 +18,7 @@ from guard.policy.rules import load_rules, parse_duration
 def write_rules(tmp_path: Path, text: str) -> Path:
     shutil.copy(RULES.parent / "agents.yaml", tmp_path / "agents.yaml")
     shutil.copy(RULES.parent / "ai-robots.json", tmp_path / "ai-robots.json")
+    shutil.copy(RULES.parent / "crawler-lists.json", tmp_path / "crawler-lists.json")
     path = tmp_path / "rules.yaml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -64,7 +65,7 @@ paths:
             GOOD_HEAD + "rules:\n  - id: x\n    limit:\n      key: planet\n      requests: 5\n      per: 1m\n"
             "    action: throttle\n",
             8,
-            "limit.key: 'planet' is not one of: ip, ip_ua, subnet, session, provider, or a network level like v4/16",
+            "limit.key: 'planet' is not one of: ip, ip_ua, subnet, session, provider, agent, or a network level",
         ),
         (
             GOOD_HEAD + "rules:\n  - id: x\n    ban: {after: 3, within: 1m, for: 1h}\n    action: block\n",

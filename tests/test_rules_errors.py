@@ -138,8 +138,8 @@ CASES = {
         HEAD + RULE + "    match: {category: robots}\n    action: block\n",
         (7, 23),
         "rule 'x': match.category: unknown category 'robots' (known: ai_assistant, ai_search, ai_training, app,"
-        " archiver, http_client, media_player, monitoring, scraping_tool, search_engine, seo, social_preview, spoofed,"
-        " unknown, unknown_bot, verifying)",
+        " archiver, crawler, http_client, media_player, monitoring, scraping_tool, search_engine, seo, social_preview,"
+        " spoofed, unknown, unknown_bot, unknown_preview, verifying)",
     ),
     "unknown agent": (
         HEAD + RULE + "    match: {agent: [GPTBot, GPTBott]}\n    action: block\n",
@@ -237,6 +237,7 @@ CASES = {
 def write(tmp_path: Path, text: str) -> Path:
     shutil.copy(RULES.parent / "agents.yaml", tmp_path / "agents.yaml")
     shutil.copy(RULES.parent / "ai-robots.json", tmp_path / "ai-robots.json")
+    shutil.copy(RULES.parent / "crawler-lists.json", tmp_path / "crawler-lists.json")
     path = tmp_path / "rules.yaml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -305,7 +306,7 @@ def test_a_catalogue_error_names_the_catalogue(tmp_path: Path) -> None:
     assert str(err.value).splitlines() == [
         f"{catalogue}:3:38: agent 'A': category: unknown category 'ai_trainin' (known: ai_training)",
         f"{catalogue}:4:51: agent 'C': unknown key 'colour' (expected one of: name, operator, category, ua, robots,"
-        " example, verify)",
+        " example, verify, leading)",
     ]
     (tmp_path / "agents.yaml").write_text(
         "categories: {ai_training: x}\nagents:\n  - {name: A, operator: B, category: ai_training}\n"

@@ -190,6 +190,7 @@ def test_update_ranges_fetches_validates_and_keeps_the_last_good_file(tmp_path: 
     (served / "applebot.json").write_text(json.dumps({"prefixes": [{"ipv4Prefix": "0.0.0.0/1"}]}))
     catalogue = tmp_path / "agents.yaml"
     (tmp_path / "ai-robots.json").write_text((RULES.parent / "ai-robots.json").read_text())
+    (tmp_path / "crawler-lists.json").write_text((RULES.parent / "crawler-lists.json").read_text())
     text = (RULES.parent / "agents.yaml").read_text()
     for name, url in (
         ("googlebot", "https://developers.google.com/static/search/apis/ipranges/googlebot.json"),

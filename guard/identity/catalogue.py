@@ -19,12 +19,15 @@ tried joined, alone and with the word after it.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from guard.config import validate
 from guard.errors import ConfigError
 from guard.identity.catalogue_model import CatalogueFile, catalogue_context
+from guard.identity.crawlerlists import CATEGORIES as LISTED_CATEGORIES
+from guard.identity.crawlerlists import ListsSnapshot, read_lists
 from guard.identity.lookalike import DIGIT_IMAGES, fold, fold_text, maybe_spelt_out, plain_words, unicode_table
 from guard.identity.sync import Snapshot, category_for, operator_name, read_snapshot, ua_token
 from guard.yamlfile import Located, load_yaml
@@ -83,6 +86,8 @@ class Agent:
     example: str | None = None
     verification: Verification | None = None
     synced: bool = False  # from the synced list (ai.robots.txt), not curated by hand
+    leading: bool = False  # named only as the User-Agent's first product
+    listed: bool = False  # from the synced public crawler lists (crawler-user-agents, well-known-bots)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +106,11 @@ class Catalogue:
     agents: list[Agent]
     source: str = ""  # the file it was loaded from
     synced_file: str | None = None  # the synced list it merges (guard update-agents rewrites it)
+    lists_file: str | None = None  # the synced crawler lists it merges (guard update-agents rewrites it)
     # key word -> [(token words, key word's offset, specificity, match, number-shaped)], most
     # specific first. A multi-word token is keyed by its rarest-looking word, so that words
     # every browser sends ("windows", "like", "60" folded to "go") seldom lead anywhere.
-    _index: dict[bytes, list[tuple[tuple[bytes, ...], int, tuple[int, int, int], Match, bool]]] = field(
+    _index: dict[bytes, list[tuple[tuple[bytes, ...], int, tuple[int, int, int, int], Match, bool]]] = field(
         default_factory=dict, repr=False
     )
 
@@ -118,7 +124,9 @@ class Catalogue:
             named = agent.category not in GENERIC_CATEGORIES
             for token in agent.ua_tokens:
                 token_words = tuple(fold_text(token).split())
-                specificity = (int(named), len(token_words), len(token))
+                # The public crawler lists' names rank below everyone else's.
+                tier = 0 if agent.listed else 1
+                specificity = (tier, int(named), len(token_words), len(token))
                 # Spelt only with letters a digit folds to ("so", "go"): a number could fold to it.
                 numberish = all(_numberish(w) for w in token_words)
                 offset = _key_word(token_words)
@@ -128,7 +136,7 @@ class Catalogue:
                     # Written as one word too: "ClaudeWeb", or spelt out "C l a u d e - W e b".
                     joined = b"".join(token_words)
                     self._index.setdefault(joined, []).append(((joined,), 0, specificity, Match(agent, token), False))
-                if len(token_words) == 1:
+                if len(token_words) == 1 and named:  # a generic tool split in two is an unnamed visitor
                     word = token_words[0]
                     # Not halves spelt only with letters a digit folds to: numbers ("15") would hit them.
                     halves.update(h for h in (word[:cut] for cut in range(2, len(word) - 1)) if not _numberish(h))
@@ -140,7 +148,7 @@ class Catalogue:
         """This catalogue and the platform's own apps (name, User-Agent tokens): category ``app``."""
         extra = [Agent(name, "this platform", APP, tokens, ()) for name, tokens in apps]
         categories = {**self.categories, APP: "The platform's own apps."}
-        return Catalogue(categories, [*self.agents, *extra], self.source, self.synced_file)
+        return Catalogue(categories, [*self.agents, *extra], self.source, self.synced_file, self.lists_file)
 
     def by_name(self, name: str) -> Agent | None:
         """The agent called ``name`` (case-insensitive), if any."""
@@ -167,7 +175,7 @@ class Catalogue:
         index = self._index
         if index.keys().isdisjoint(words_):
             return None, ua_words  # the common case: an ordinary browser
-        best: tuple[tuple[int, int, int], Match] | None = None
+        best: tuple[tuple[int, int, int, int], Match] | None = None
         for i, word in enumerate(words_):
             for token_words, offset, specificity, hit, numberish in index.get(word, ()):
                 n = len(token_words)
@@ -224,11 +232,21 @@ def parse_catalogue_with(path: str | Path, snapshot: Snapshot) -> Catalogue:
     return parse_catalogue(load_yaml(path), Path(path).parent, snapshot)
 
 
-def parse_catalogue(doc: Located, base_dir: Path | None = None, snapshot: Snapshot | None = None) -> Catalogue:
+def parse_catalogue_with_lists(path: str | Path, lists: ListsSnapshot) -> Catalogue:
+    """The catalogue at ``path`` merged with ``lists`` instead of the crawler-lists file it names."""
+    return parse_catalogue(load_yaml(path), Path(path).parent, lists=lists)
+
+
+def parse_catalogue(
+    doc: Located,
+    base_dir: Path | None = None,
+    snapshot: Snapshot | None = None,
+    lists: ListsSnapshot | None = None,
+) -> Catalogue:
     """Validate parsed YAML (see :mod:`guard.identity.catalogue_model`) into a :class:`Catalogue`.
 
-    The synced list the file names (``synced:``, relative to ``base_dir``) is merged in,
-    or ``snapshot`` in its place.
+    The synced lists the file names (``synced:`` and ``crawler_lists:``, relative to
+    ``base_dir``) are merged in, or ``snapshot`` and ``lists`` in their place.
     """
     model = validate(CatalogueFile, doc, catalogue_context(doc.data))
     agents = [
@@ -242,6 +260,7 @@ def parse_catalogue(doc: Located, base_dir: Path | None = None, snapshot: Snapsh
             Verification(entry.verify.ranges, tuple(s.lower().lstrip(".") for s in entry.verify.rdns))
             if entry.verify
             else None,
+            leading=entry.leading,
         )
         for entry in model.agents
     ]
@@ -255,7 +274,40 @@ def parse_catalogue(doc: Located, base_dir: Path | None = None, snapshot: Snapsh
             if agent.category not in model.categories:
                 raise ConfigError(doc.file, None, f"the synced list needs category {agent.category!r}")
             agents.append(agent)
-    return Catalogue(dict(model.categories), agents, doc.file, synced_file)
+    lists_file = None
+    if model.crawler_lists is not None:
+        lists_file = str((base_dir or Path(doc.file).parent) / model.crawler_lists)
+        if lists is None:
+            lists = read_lists(lists_file)
+    if lists is not None:
+        missing = sorted(LISTED_CATEGORIES - set(model.categories))
+        if missing:
+            raise ConfigError(doc.file, None, f"the synced crawler lists need categories {', '.join(missing)}")
+        agents += listed_agents(agents, lists, model.not_synced)
+    return Catalogue(dict(model.categories), agents, doc.file, synced_file, lists_file)
+
+
+def listed_agents(agents: list[Agent], lists: ListsSnapshot, left_out: Mapping[str, str]) -> list[Agent]:
+    """Agents for the listed crawlers: each with the tokens no agent before it matches.
+
+    An entry every token of which is matched already (by a curated agent, a synced AI agent
+    or an earlier entry) adds nothing; names in ``left_out`` are skipped.
+    """
+    skipped = {name.lower() for name in left_out}
+    names = {a.name.lower() for a in agents}
+    known = {words(t) for a in agents for t in a.ua_tokens}
+    out = []
+    for name, listed in lists.agents.items():
+        if name.lower() in skipped or name.lower() in names:
+            continue
+        tokens = tuple(t for t in listed.ua if words(t) and words(t) not in known)
+        if not tokens:
+            continue
+        known.update(words(t) for t in tokens)
+        names.add(name.lower())
+        operator = f"{listed.source} (synced)"
+        out.append(Agent(name, operator, listed.category, tokens, tokens, listed.example, synced=True, listed=True))
+    return out
 
 
 def synced_agents(curated: list[Agent], snapshot: Snapshot) -> list[Agent]:

@@ -73,6 +73,11 @@ class AgentEntry(Section):
     )
     example: str | None = Field(None, description="A real User-Agent string sent by the agent (for tests and docs).")
     verify: Verify | None = Field(None, description=Verify.__doc__)
+    leading: bool = Field(
+        False,
+        description="Named only as the User-Agent's first product (`Java/17`, `Ruby`), not as a word "
+        "elsewhere: for names that are also ordinary words of listeners' strings (`(Java; U; MIDP-2.0)`).",
+    )
 
 
 class CatalogueFile(Section):
@@ -83,6 +88,16 @@ class CatalogueFile(Section):
         description="The synced list of AI agents (ai.robots.txt's robots.json, as written by "
         "`guard update-agents`), relative to this file. Its names that no agent here claims (by name or "
         "robots token) become agents, with a category mapped from the list's `function`; agents here win.",
+    )
+    crawler_lists: str | None = Field(
+        None,
+        description="The synced public crawler lists (crawler-user-agents and well-known-bots, as written by "
+        "`guard update-agents`), relative to this file. Each listed crawler, previewer or tool whose tokens no "
+        "agent here matches becomes an agent, with a category from the list's tags; agents here win.",
+    )
+    not_synced: dict[str, Text] = Field(
+        {},
+        description="Names in the synced crawler lists left out, each with the reason (a token real browsers send).",
     )
     categories: dict[str, str] = Field(min_length=1, description="Each category name, with what it means.")
     agents: list[AgentEntry] = Field(min_length=1, description="The known agents.")

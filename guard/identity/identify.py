@@ -13,13 +13,26 @@ request path: :func:`describe_browser` serves ``guard explain`` and logs.
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
 from guard.identity.address import Client
-from guard.identity.catalogue import Agent, Catalogue
-from guard.identity.kinds import BROWSER, UNKNOWN_BOT, kind_of, plain_browser_platform
+from guard.identity.catalogue import GENERIC_CATEGORIES, Agent, Catalogue, Match, words
+from guard.identity.crawlerlists import CRAWLER, PREVIEW
+from guard.identity.kinds import (
+    APP_WORDS,
+    BROWSER,
+    UNKNOWN_BOT,
+    UNKNOWN_PREVIEW,
+    browser_platform_end,
+    declares_bot,
+    kind_of,
+    plain_browser_platform,
+    self_declared_name,
+)
+from guard.identity.lookalike import fold
 from guard.identity.ranges import RangeVerifier
 from guard.identity.rdns import ReverseDNSVerifier
 from guard.lru import SizedLRU
@@ -46,12 +59,21 @@ class Identity:
     evidence: str | None = None  # how the claim was checked: "ip ranges", "reverse dns", ...
 
     @property
+    def agent_key(self) -> str:
+        """Who a limit keyed ``agent`` counts: the catalogue agent's name, the name a
+        self-declared bot gives, else the User-Agent string itself (its hash)."""
+        if self.agent is not None:
+            return "n:" + self.agent.name.lower()
+        return "n:" + self.token if self.token else "ua:" + self.ua_hash
+
+    @property
     def claimed(self) -> str | None:
         """The category the User-Agent claims (differs from ``category`` when spoofed)."""
         return self.agent.category if self.agent else None
 
 
 MISSING_UA = Identity("unknown", ua_missing=True)
+_SELF_DECLARED = frozenset({UNKNOWN_BOT, UNKNOWN_PREVIEW})
 
 
 class Identifier:
@@ -90,13 +112,21 @@ class Identifier:
             platform = plain_browser_platform(user_agent)
             if platform is not None:  # a mainstream browser's string: a name can only hide in here
                 hit = self.catalogue.lookup(platform.encode("latin-1"))[0]
+                if hit is not None and (
+                    hit.agent.category in GENERIC_CATEGORIES or not stands(hit, user_agent, self.catalogue)
+                ):
+                    hit = None  # a device's name that folds to a tool's ("CURI LITE"): tools are not in here
                 category = BROWSER
             else:
                 hit, ua_words = self.catalogue.lookup(raw)
+                if hit is not None and not stands(hit, user_agent, self.catalogue):
+                    hit = None
                 # Not named: a browser by its structure, a bot by its own words, else a program.
                 category = kind_of(user_agent, ua_words) if hit is None else ""
             if hit is None:
-                identity = Identity(category, None, None, False, digest)
+                # A self-declared bot or previewer is counted under the name it gives (key: agent).
+                named = self_declared_name(user_agent) or None if category in _SELF_DECLARED else None
+                identity = Identity(category, None, named, False, digest)
             else:
                 identity = Identity(hit.agent.category, hit.agent, hit.token, ua_hash=digest)
             self._cache.put(key, identity)
@@ -137,6 +167,83 @@ class Identifier:
             return Identity("unknown", agent, claim.token, ua_hash=claim.ua_hash, evidence="nothing to check against")
         category = claim.category if verified else "spoofed"
         return Identity(category, agent, claim.token, ua_hash=claim.ua_hash, verified=verified, evidence=evidence)
+
+
+# A device platform named the way apps do ("Android/6.0 Device/Meizu-M5_Note", "iPhone_OS/4.3.3").
+_APP_PLATFORM = re.compile(r"\b(?:Android|iPhone_OS|iOS|Device|Darwin|CFNetwork|Electron)/", re.IGNORECASE)
+# Listed categories whose names are also apps' names (Viber, Notion, Tumblr; Coc Coc's browser).
+_APP_NAMED = frozenset({PREVIEW, CRAWLER})
+# AI agents' names stand wherever they are (lookalike-proof), whatever the list they come from.
+_AI = frozenset({"ai_training", "ai_search", "ai_assistant"})
+# The first product of a User-Agent: its name up to a slash, a space or a comment.
+_FIRST_PRODUCT = re.compile(r"\s*([^\s/;()]+)")
+# Products that open browsers' strings, never an app's own name.
+_BROWSER_LEADS = frozenset({"mozilla", "opera", "dalvik"})
+
+
+def stands(hit: Match, user_agent: str, catalogue: Catalogue) -> bool:
+    """Whether a catalogue hit names the sender, or is a word of a listener's browser or app.
+
+    * ``leading`` names (Java, Ruby, Python, ...) only as the string's first product.
+    * A curated previewer's name in an app's own string (``WhatsApp/2.17 Android/6.0
+      Device/...``) is that app; its fetcher sends ``WhatsApp/2.19 A``.
+    * A name from the public lists (not an AI agent's), unless the string declares itself
+      automated: in a browser's platform comment it is a device's (``Nitro_5X``); after it,
+      a previewer's or crawler's name with a version is an in-app browser (``Viber/11.9``),
+      without one a fetcher; a monitor's or a tool's name stands; in an app's own string
+      (``Android/``, ``CFNetwork/``, "podcast app") it is that app. Spelt with lookalikes on
+      a browser string, such a name is not found there and the string is a visitor.
+    * A generic library (okhttp, curl, ...) after the product of an app that the catalogue
+      does not name is that app's engine (``DS podcast/1.0.5 (...) OkHttp/4.9.1``); led by
+      ``Mozilla/5.0`` or by a named tool, it is the tool.
+    * Anything else (every AI agent, search engine, curated crawler) stands wherever it is.
+    """
+    category = hit.agent.category
+    if hit.agent.leading:
+        return _leads(hit, user_agent, catalogue)
+    if category == PREVIEW and not hit.agent.synced:
+        # A curated previewer's name in an app's own string is that app.
+        return _APP_PLATFORM.search(user_agent) is None or declares_bot(user_agent, [])
+    if hit.agent.synced and category not in _AI:
+        # A name from the public lists in a browser's or an app's string (a device called
+        # "Nitro_5X", Amazon's Silk browser, "Viber/11.9" ending an in-app browser, the
+        # Nextcloud app) is that browser or app unless the string declares itself automated.
+        end = browser_platform_end(user_agent)
+        if declares_bot(user_agent, [], end or 0):
+            return True
+        if end is not None:
+            at = _find(hit.token, user_agent)
+            if at is None or at[0] < end:
+                return False  # in the platform comment: a device's name ("Nitro_5X", "MY807")
+            if category in _APP_NAMED:
+                # After the platform comment an in-app browser adds its app's versioned product
+                # ("Viber/11.9", "coc_coc_browser/87"); a fetcher its bare name ("Google Favicon").
+                return not at[1]
+            return True  # a monitor's or a tool's product on a browser string: synthetic checks
+        return _APP_PLATFORM.search(user_agent) is None and APP_WORDS.search(user_agent) is None
+    if category in GENERIC_CATEGORIES:
+        first = _FIRST_PRODUCT.match(user_agent)
+        if first is None or first.group(1).lower() in _BROWSER_LEADS:
+            return True
+        return _leads(hit, user_agent, catalogue)
+    return True
+
+
+def _find(token: str, user_agent: str) -> tuple[int, bool] | None:
+    """Where ``token`` is in the User-Agent (any separators, any case), and whether a version follows it."""
+    spelt = r"\W*".join(re.escape(w) for w in re.findall(r"[A-Za-z0-9]+", token))
+    found = re.search(spelt + r"(?P<version>[\w ]*/\d)?", user_agent, re.IGNORECASE)
+    return None if found is None else (found.start(), found.group("version") is not None)
+
+
+def _leads(hit: Match, user_agent: str, catalogue: Catalogue) -> bool:
+    """Whether the User-Agent opens with a named product: the hit's own token, or another tool's."""
+    token = words(hit.token)
+    if tuple(w.decode() for w in fold(user_agent.encode("latin-1", "replace")).split()[: len(token)]) == token:
+        return True
+    first = _FIRST_PRODUCT.match(user_agent)
+    lead = catalogue.match(first.group(1)) if first is not None else None
+    return lead is not None and (lead.agent is hit.agent or not hit.agent.leading)
 
 
 def describe_browser(user_agent: str) -> str:

@@ -543,14 +543,26 @@ def cmd_update_signers(args: argparse.Namespace) -> int:
 
 
 def add_update_agents(sub: SubParsers) -> None:
+    from guard.identity.crawlerlists import LIST_SOURCES
     from guard.identity.sync import ROBOTS_JSON_URL
 
-    parser = sub.add_parser("update-agents", help="sync the catalogue's AI agents from the ai.robots.txt list")
+    parser = sub.add_parser(
+        "update-agents", help="sync the catalogue's AI agents (ai.robots.txt) and the public crawler lists"
+    )
     options = Options(parser)
     _rules_option(options, "rules file (its catalogue names the synced file)")
     options.add("--url", default=ROBOTS_JSON_URL, type=http_url, help="robots.json to sync from")
     options.add("--timeout", default=10.0, type=number(float, 0, above=True), help="seconds for the download")
     options.add("--dry-run", action="store_true", help="print the changes, write nothing")
+    options.add(
+        "--crawler-user-agents-url",
+        default=LIST_SOURCES[0][1],
+        type=http_url,
+        help="crawler-user-agents.json to sync the named crawlers, previewers and tools from",
+    )
+    options.add(
+        "--well-known-bots-url", default=LIST_SOURCES[1][1], type=http_url, help="well-known-bots.json to sync from"
+    )
     parser.set_defaults(run=cmd_update_agents)
 
 
@@ -565,6 +577,16 @@ def cmd_update_agents(args: argparse.Namespace) -> int:
         raise CommandError(f"{exc}; kept {catalogue.synced_file or 'the catalogue'} as it was") from None
     print("\n".join(report.lines(snapshot)))
     print(f"{'would write' if args.dry_run else 'written to'} {catalogue.synced_file}")
+    if catalogue.lists_file is not None:  # the public crawler lists, when the catalogue names a snapshot
+        from guard.identity.crawlerlists import update_lists
+
+        urls = {"crawler-user-agents": args.crawler_user_agents_url, "well-known-bots": args.well_known_bots_url}
+        try:
+            lines, _ = update_lists(catalogue.source, urls, timeout=args.timeout, dry_run=args.dry_run)
+        except SyncError as exc:
+            raise CommandError(f"{exc}; kept {catalogue.lists_file} as it was") from None
+        print("\n".join(lines))
+        print(f"{'would write' if args.dry_run else 'written to'} {catalogue.lists_file}")
     return 0
 
 

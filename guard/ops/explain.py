@@ -13,6 +13,7 @@ from guard.consent.admin import consent_lines
 from guard.identity.address import format_ip, parse_ip
 from guard.identity.identify import describe_browser
 from guard.policy.engine import Guard, block_reason, limit_text
+from guard.policy.model import BUILTIN_CATEGORIES
 from guard.policy.rules import Match, Rule
 from guard.sessions.gate import Reading
 from guard.sessions.service import Sessions
@@ -175,6 +176,9 @@ async def explain(
             "claimed": identity.claimed,
             "verified": identity.verified,
             "evidence": identity.evidence,
+            # What the category means, for those no catalogue entry explains (graded trust).
+            "why": BUILTIN_CATEGORIES.get(identity.category) if identity.agent is None else None,
+            "agent_key": identity.agent_key,
             "browser": describe_browser(user_agent) if user_agent else None,
         },
         "path": {
@@ -214,7 +218,13 @@ def format_text(report: dict[str, Any]) -> str:
         + (f"; hosting provider {report['client']['hosting']}" if report["client"]["hosting"] else ""),
         f"identity: category {i['category']}"
         + (f", agent {i['agent']} ({i['operator']}), token {i['token']!r}, {verified}" if i["agent"] else "")
-        + (f" by {i['evidence']}" if i["evidence"] else ""),
+        + (f" by {i['evidence']}" if i["evidence"] else "")
+        + (
+            f", self-declared name {i['token']!r} (limits keyed agent count it)"
+            if i["token"] and not i["agent"]
+            else ""
+        ),
+        *([f"          {i['why']}"] if i.get("why") else []),
         f"browser:  {i['browser'] or '-'}",
         *_session_lines(report.get("session")),
         f"path:     {report['request']['path']} -> group {p['group']}"

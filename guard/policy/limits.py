@@ -43,9 +43,11 @@ DISTINCT_VALUES = ("track", "session", "user_agent", "network")
 
 #: What a limit counts by: ``ip`` (the client), ``ip_ua`` (the client with one User-Agent),
 #: ``subnet`` (the client's first network level), ``session`` (the signed session, else as
-#: ``ip_ua``), ``provider`` (everyone in one hosting provider's ranges) and network levels
-#: written ``v4/16``, ``v6/48`` (see :func:`prefix_key`).
-KEY_KINDS = ("ip", "ip_ua", "subnet", "session", "provider")
+#: ``ip_ua``), ``provider`` (everyone in one hosting provider's ranges), ``agent`` (everyone
+#: sending one agent's name, across the platform: a catalogue agent, the name a self-declared
+#: bot gives, else the User-Agent string) and network levels written ``v4/16``, ``v6/48``
+#: (see :func:`prefix_key`).
+KEY_KINDS = ("ip", "ip_ua", "subnet", "session", "provider", "agent")
 
 
 @functools.cache

@@ -58,7 +58,9 @@ BUILTIN_CATEGORIES = {
     "unknown": "Not in the catalogue, shaped like a browser's User-Agent: a browser, or a tool that hides.",
     "spoofed": "Claims to be a verifiable crawler but failed verification.",
     "unknown_bot": "Not in the catalogue, but declares itself automated (bot word, contact URL or e-mail).",
-    "http_client": "Not in the catalogue, neither a browser by structure nor a known media player or app.",
+    "unknown_preview": "Not in the catalogue, but calls itself a link previewer (preview, unfurl, onebox, ...).",
+    "http_client": "Not in the catalogue, not shaped like a mainstream browser and not naming itself: a visitor "
+    "(a TV, an app, an e-reader, an unnamed program).",
     "verifying": "Claims a crawler checked by reverse DNS, and the check is still running.",
     "app": "One of the platform's own apps, named in the rules' `apps:`.",
 }
@@ -488,7 +490,7 @@ class Match(Section):
     category: OneOrMany[CategoryRef] = Field(
         [],
         description="One or a list of categories: the catalogue's, or `unknown`, `spoofed`, `unknown_bot`, "
-        "`http_client`, `verifying`, `app`.",
+        "`unknown_preview`, `http_client`, `verifying`, `app`.",
     )
     agent: OneOrMany[AgentRef] = Field([], description="One or a list of catalogue agent names (any case).")
     path: OneOrMany[GroupRef] = Field([], description="One or a list of path groups (or `other`).")
@@ -511,7 +513,9 @@ class Limit(Section):
     key: LimitKey = Field(
         description="Who is counted: `ip` (one client, every User-Agent behind it), `ip_ua` (one client with "
         "one User-Agent: one browser), `subnet` (the client's subnet), `session` (the signed session, else as "
-        "`ip_ua`), `provider` (everyone in one hosting provider's ranges), or a network level `v4/16`, `v6/48`."
+        "`ip_ua`), `provider` (everyone in one hosting provider's ranges), `agent` (everyone sending one "
+        "agent's name, across the platform: the catalogue agent, the name a self-declared bot gives, else the "
+        "User-Agent string), or a network level `v4/16`, `v6/48`."
     )
     per: Duration = Field(
         description="The window: requests per this long, or distinct values in any window this long. A distinct "

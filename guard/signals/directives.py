@@ -91,14 +91,20 @@ def robots_txt(policy: Policy) -> str:
         "# AI products without the artists' opt-in. Crawlers that ignore this are blocked.",
         "",
     ]
-    for section in (specific, generic):
-        by_answer: dict[tuple[str, ...], list[str]] = {}
-        for token, blocked in section:
-            by_answer.setdefault(blocked, []).append(token)
-        for blocked, tokens in by_answer.items():
-            lines += [f"User-agent: {token}" for token in tokens]
-            lines += _group_rules(policy, blocked, content_groups)
-            lines.append("")
+    by_answer: dict[tuple[str, ...], list[str]] = {}
+    for token, blocked in specific:
+        by_answer.setdefault(blocked, []).append(token)
+    groups = list(by_answer.items())
+    # Generic tokens keep their longest-first order: only neighbours with one answer share a group.
+    for token, blocked in generic:
+        if groups and len(groups) > len(by_answer) and groups[-1][0] == blocked:
+            groups[-1][1].append(token)
+        else:
+            groups.append((blocked, [token]))
+    for blocked, tokens in groups:
+        lines += [f"User-agent: {token}" for token in tokens]
+        lines += _group_rules(policy, blocked, content_groups)
+        lines.append("")
     lines.append("User-agent: *")
     if policy.content_usage:
         lines.append(f"Content-Usage: {policy.content_usage}")
