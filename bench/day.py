@@ -86,7 +86,11 @@ TARGETS = {"single address": 300, "rotation": 1000, "browser farm": 2000, "peopl
 BROWSERS = [line for line in (ROOT / "tests" / "data" / "browser_user_agents.txt").read_text().splitlines() if line]
 BROWSERS = [ua for ua in BROWSERS if not ua.startswith("#")]
 #: Corpora of people's devices (in-app browsers, TVs, consoles, e-readers, ...).
-DEVICE_CORPORA = ["tests/data/browser_user_agents.txt"]
+DEVICE_CORPORA = [
+    "tests/data/corpora/dd_desktop_mobile.txt",
+    "tests/data/corpora/dd_tv_console_car.txt",
+    "tests/data/corpora/dd_apps.txt",
+]
 IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 18_7 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
     "Version/26.6.1 Mobile/15E148 Safari/604.1"
