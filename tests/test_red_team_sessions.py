@@ -168,7 +168,7 @@ def test_addresses_inside_one_network_count_once_but_their_tracks_are_the_sessio
         site.clock.advance(5)
     # 120 without a challenge (session-tracks-soft, a 429 to the player), 200 at most with one
     # (session-hour): as on one address.
-    assert sum(served) <= 126 and not any(served[130:])  # the soft limit's counting error: ~1 %
+    assert 110 <= sum(served) <= 126  # 240 asked; the soft limit's counting error is ~1 %
 
 
 def test_on_a_cluster_a_cookie_spread_over_many_16s_is_refused_off_its_network(cluster_site: Site) -> None:
