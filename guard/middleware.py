@@ -323,7 +323,9 @@ class GuardMiddleware:
         settings = self._session_override or policy.sessions
         if settings is None:
             return None
-        return Sessions(settings, self._session_keys or load_keys(settings))
+        # On a Redis Cluster a session's counters are per client network: it stays on its own.
+        follow = not getattr(self.guard.store, "cluster", False)
+        return Sessions(settings, self._session_keys or load_keys(settings), follow)
 
     def _ranges_for(self, policy: Policy) -> Path:
         return self._ranges_dir if self._ranges_dir is not None else ranges_dir(policy)

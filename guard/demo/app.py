@@ -257,7 +257,10 @@ def signed_stream(request: Request, path: str) -> str | None:
     session = reading.session
     if session is None or reading.signed_url or session.level(now) == "fresh":
         return None  # a signed URL plays as a page's session: a session that loaded none gets none
-    return sessions.gate.sign_url(path, session.id, now + STREAM_URL_LIFE)
+    # The URL carries the session's proof and no more: a page's session gets a page's URL. It
+    # names the network it was made on, where it plays only if sessions stay on theirs (a Cluster).
+    network = f"{reading.family}:{reading.tag}"
+    return sessions.gate.sign_url(path, session.id, now + STREAM_URL_LIFE, session.proven_until, network)
 
 
 async def stream(request: Request) -> Response:

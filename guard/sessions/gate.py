@@ -117,9 +117,14 @@ _FETCHES = (b"cors", b"same-origin")
 class SessionGate:
     """Verifies and issues session tokens for one policy's settings."""
 
-    def __init__(self, settings: SessionSettings, keys: SessionKeys) -> None:
+    def __init__(self, settings: SessionSettings, keys: SessionKeys, follow: bool = True) -> None:
         self.settings = settings
         self.keys = keys
+        # Whether a session follows its listener to another network. Only where the store
+        # counts a session's networks and budgets as one wherever it is used: on a Redis
+        # Cluster it counts them per client network, and a cookie copied to another /16
+        # would start afresh there, so the session stays on its network (see docs/sessions.md).
+        self.follow = follow
         self.codec = SessionCodec(keys)
         self._urls = keys.signer("guard.url")
         # Cookie header -> our cookie's values in it: a browser sends the same header on every
@@ -150,7 +155,7 @@ class SessionGate:
         seen = self._seen(request.cookies, client, platform)
         family, tag = seen.family, seen.tag
         if query and s.url_param in query:
-            session = self._from_url(path, query, now, platform)
+            session = self._from_url(path, query, now, platform, f"{family}:{tag}")
             if session is not None:
                 return Reading(session, None, False, platform, family, tag, True, request, now)
         problem, lapsed = None, False
@@ -204,10 +209,10 @@ class SessionGate:
         session = self.codec.loads(token)
         if session is None:
             return None
-        wrong = binding_problem(session, platform)
+        wrong = binding_problem(session, platform, None if self.follow else (family, tag))
         return session, wrong, bind(session, family, tag) if wrong is None else session
 
-    def _from_url(self, path: str, query: str, now: float, platform: str) -> Session | None:
+    def _from_url(self, path: str, query: str, now: float, platform: str, network: str) -> Session | None:
         prefix = self.settings.url_param + "="
         for part in query.split("&"):
             if part.startswith(prefix):
@@ -222,15 +227,20 @@ class SessionGate:
         except (BadSignature, UnicodeDecodeError, ValueError):
             return None
         fields = payload.split("~")
-        if len(fields) != 4 or fields[0] != "1" or fields[3] != _path_tag(path):
+        if len(fields) not in (4, 5, 6) or fields[0] != "1" or fields[3] != _path_tag(path):
             return None
+        if not self.follow and len(fields) == 6 and fields[5] != network:
+            return None  # a session that does not follow its listener: nor does its URL
         try:
             expires = float(fields[2])
+            # The proof of the session it was made for; without one (an app's URL, signed at
+            # login, which is the proof), until it expires.
+            proven = min(float(int(fields[4])), expires) if len(fields) >= 5 else expires
         except ValueError:
             return None
         if expires <= now:
             return None
-        return Session(fields[1], expires - self.settings.ttl, "page", expires, platform=platform)
+        return Session(fields[1], expires - self.settings.ttl, "page", proven, platform=platform)
 
     # -- writing ------------------------------------------------------------------------
 
@@ -277,10 +287,22 @@ class SessionGate:
             parts.append("Partitioned")
         return "; ".join(parts).encode("latin-1")
 
-    def sign_url(self, path: str, session_id: str, expires_at: float) -> str:
-        """``path`` with a signed, expiring ``guard_sig`` parameter standing in for a session."""
+    def sign_url(
+        self, path: str, session_id: str, expires_at: float, proven_until: float | None = None, network: str = ""
+    ) -> str:
+        """``path`` with a signed, expiring ``guard_sig`` parameter standing in for a session.
+
+        ``proven_until``: the session's proof (:attr:`Session.proven_until`), which the URL
+        carries and no more; None: proven until it expires (an app's URL, signed at login).
+        ``network``: the issuing client's (``"<family>:<tag>"`` of a :class:`Reading`), where
+        the URL then plays only when sessions do not follow their listener (a Redis Cluster)."""
         tag = _path_tag(normalise_path(path))
-        token = self._urls.sign(f"1~{session_id}~{int(expires_at)}~{tag}").decode("ascii")
+        payload = f"1~{session_id}~{int(expires_at)}~{tag}"
+        if proven_until is not None or network:
+            payload += f"~{int(expires_at if proven_until is None else proven_until)}"
+        if network:
+            payload += f"~{network}"
+        token = self._urls.sign(payload).decode("ascii")
         return f"{path}?{self.settings.url_param}={token}"
 
 

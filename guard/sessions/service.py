@@ -57,10 +57,10 @@ def load_keys(settings: SessionSettings) -> SessionKeys:
 class Sessions:
     """Session cookies, signed URLs and challenges for one policy."""
 
-    def __init__(self, settings: SessionSettings, keys: SessionKeys) -> None:
+    def __init__(self, settings: SessionSettings, keys: SessionKeys, follow: bool = True) -> None:
         self.settings = settings
         self.keys = keys
-        self.gate = SessionGate(settings, keys)
+        self.gate = SessionGate(settings, keys, follow)  # follow: see SessionGate
         self.challenges = Challenges(settings.challenge, keys)
 
     def read(

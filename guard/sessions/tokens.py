@@ -259,11 +259,18 @@ def bind(session: Session, family: int, tag: str) -> Session:
     return session if session.net4 == tag else replace(session, net4=tag)
 
 
-def binding_problem(session: Session, platform: str) -> str | None:
+def binding_problem(session: Session, platform: str, network: tuple[int, str] | None = None) -> str | None:
     """Why ``session`` does not belong to this client, or None.
 
-    Only the device's platform family: a network change is no problem (the session moves
-    with its listener; the rules count the networks a session is used from)."""
+    The device's platform family; a network change is no problem (the session moves with
+    its listener; the rules count the networks a session is used from), unless ``network``
+    (the client's family and tag) is given: then a filled slot must be that network. That
+    is for stores that cannot count a session across networks (a Redis Cluster)."""
     if session.platform != platform:
         return "the session belongs to another device"
+    if network is not None:
+        family, tag = network
+        slot = session.net6 if family == 6 else session.net4
+        if slot and slot != tag:
+            return "the session belongs to another network"
     return None
