@@ -110,7 +110,7 @@ def test_a_file_with_only_a_version_is_told_to_add_rules_or_extend_the_shipped_o
 
 
 def test_a_catalogue_beside_the_file_is_still_the_one_read_without_catalogue(tmp_path: Path) -> None:
-    for name in ("agents.yaml", "ai-robots.json"):
+    for name in ("agents.yaml", "ai-robots.json", "crawler-lists.json"):
         shutil.copy(ROOT / "rules" / name, tmp_path / name)
     shutil.copy(SAMPLES / "first.yaml", tmp_path / "rules.yaml")
     assert load_rules(tmp_path / "rules.yaml").catalogue.source == str(tmp_path / "agents.yaml")

@@ -15,7 +15,7 @@ from support import CHROME, GPTBOT, RULES, FakeClock, Visitor, run
 
 from guard.demo.app import create_app
 from guard.identity.identify import MAX_UA_CHARS, Identifier
-from guard.identity.kinds import BROWSER, UNKNOWN_BOT
+from guard.identity.kinds import BROWSER, PADDED
 
 PAD = 65536 - 1024  # about as long as a header gets through a server
 
@@ -48,7 +48,7 @@ def test_a_bot_hidden_inside_a_padded_user_agent_is_refused_even_on_pages(policy
         "byte 5000": (CHROME + " " + "x" * (5000 - len(CHROME)) + " GPTBot/1.2 " + "y" * 60000),
         "after 60 KB of browser": CHROME + (" Safari/537.36" * 4300)[:60000] + " GPTBot/1.2 " + "Safari/537.36" * 200,
     }[where]
-    assert Identifier(policy.catalogue).from_user_agent(ua).category == UNKNOWN_BOT  # the padding is judged
+    assert Identifier(policy.catalogue).from_user_agent(ua).category == PADDED  # the padding is judged
     app = create_app(policy, clock=FakeClock())
     for path in ("/", "/tracks/1", "/tracks/1/stream"):
         assert run(Visitor(app, "198.51.100.80", ua).get(path)).status_code == 403, path

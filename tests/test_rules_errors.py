@@ -138,8 +138,8 @@ CASES = {
         HEAD + RULE + "    match: {category: robots}\n    action: block\n",
         (7, 23),
         "rule 'x': match.category: unknown category 'robots' (known: ai_assistant, ai_search, ai_training, app,"
-        " archiver, crawler, http_client, media_player, monitoring, scraping_tool, search_engine, seo, social_preview,"
-        " spoofed, unknown, unknown_bot, unknown_preview, verifying)",
+        " archiver, crawler, http_client, media_player, monitoring, padded, scraping_tool, search_engine, seo,"
+        " social_preview, spoofed, unknown, unknown_bot, unknown_preview, verifying)",
     ),
     "unknown agent": (
         HEAD + RULE + "    match: {agent: [GPTBot, GPTBott]}\n    action: block\n",

@@ -24,6 +24,7 @@ from guard.identity.crawlerlists import CRAWLER, PREVIEW
 from guard.identity.kinds import (
     APP_WORDS,
     BROWSER,
+    PADDED,
     UNKNOWN_BOT,
     UNKNOWN_PREVIEW,
     browser_platform_end,
@@ -137,7 +138,9 @@ class Identifier:
         half = MAX_UA_CHARS // 2
         hit = self.catalogue.lookup(raw[:half] + b" " + raw[-half:])[0]
         if hit is None:
-            return Identity(UNKNOWN_BOT, None, None, False, digest)
+            # Its own category: a self-declared bot's page budget is per name, and padding
+            # names nothing, so a rule refuses it outright (no client sends such a string).
+            return Identity(PADDED, None, None, False, digest)
         return Identity(hit.agent.category, hit.agent, hit.token, ua_hash=digest)
 
     def identify(self, user_agent: str | None, client: Client) -> Identity:

@@ -38,6 +38,8 @@ from guard.identity.lookalike import fold, fold_text, plain_words
 #: Categories given to User-Agents the catalogue does not name.
 UNKNOWN_BOT = "unknown_bot"
 UNKNOWN_PREVIEW = "unknown_preview"
+#: A User-Agent too long for any client, naming nothing at its ends (see identify.MAX_UA_CHARS).
+PADDED = "padded"
 HTTP_CLIENT = "http_client"
 BROWSER = "unknown"
 

@@ -59,6 +59,8 @@ BUILTIN_CATEGORIES = {
     "spoofed": "Claims to be a verifiable crawler but failed verification.",
     "unknown_bot": "Not in the catalogue, but declares itself automated (bot word, contact URL or e-mail).",
     "unknown_preview": "Not in the catalogue, but calls itself a link previewer (preview, unfurl, onebox, ...).",
+    "padded": "A User-Agent longer than any client sends (over 2 KB) that names nothing at its ends: padding "
+    "that hides a name.",
     "http_client": "Not in the catalogue, not shaped like a mainstream browser and not naming itself: a visitor "
     "(a TV, an app, an e-reader, an unnamed program).",
     "verifying": "Claims a crawler checked by reverse DNS, and the check is still running.",
@@ -490,7 +492,7 @@ class Match(Section):
     category: OneOrMany[CategoryRef] = Field(
         [],
         description="One or a list of categories: the catalogue's, or `unknown`, `spoofed`, `unknown_bot`, "
-        "`unknown_preview`, `http_client`, `verifying`, `app`.",
+        "`unknown_preview`, `padded`, `http_client`, `verifying`, `app`.",
     )
     agent: OneOrMany[AgentRef] = Field([], description="One or a list of catalogue agent names (any case).")
     path: OneOrMany[GroupRef] = Field([], description="One or a list of path groups (or `other`).")
