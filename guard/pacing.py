@@ -115,14 +115,21 @@ class Pacer:
         self.stats = PacingStats()
         self._tat: LRU[str, float] = LRU(100_000)  # session -> when its budget is next full
 
-    def delay(self, key: str, seconds_of_audio: float, settings: PacingSettings) -> float:
-        """Reserve ``seconds_of_audio`` for ``key``; how long to wait before sending it."""
+    def reserve(self, key: str, seconds_of_audio: float, settings: PacingSettings) -> tuple[float, float]:
+        """Reserve ``seconds_of_audio`` for ``key``: when (on this pacer's clock) its first and its
+        last byte may go; in between, the bytes are due in proportion."""
         now = self.clock()
         if self._tat.size != settings.max_sessions:
             self._tat.size = settings.max_sessions
-        tat = max(self._tat.peek(key) or now, now) + seconds_of_audio / settings.multiple
-        self._tat.put(key, tat)
-        return max(0.0, tat - now - settings.buffer / settings.multiple)
+        start = max(self._tat.peek(key) or now, now)
+        end = start + seconds_of_audio / settings.multiple
+        self._tat.put(key, end)
+        tolerance = settings.buffer / settings.multiple
+        return start - tolerance, end - tolerance
+
+    def delay(self, key: str, seconds_of_audio: float, settings: PacingSettings) -> float:
+        """Reserve ``seconds_of_audio`` for ``key``; how long to wait before its last byte goes."""
+        return max(0.0, self.reserve(key, seconds_of_audio, settings)[1] - self.clock())
 
     def wrap(self, send: Send, settings: PacingSettings | None, facts: Facts | None) -> Send:
         """``send`` paced for the request's session (else its client) when its path group is
@@ -157,19 +164,22 @@ class _PacedSend:
             await self.send(message)
             return
         more = message.get("more_body", False)
-        view, piece, last = memoryview(body), self.piece, len(body)
-        for start in range(0, last, piece):
-            chunk = body if piece >= last else bytes(view[start : start + piece])
-            await self._wait(len(chunk))
-            self.pacer.stats.sent += len(chunk)
-            end = start + piece >= last
-            await self.send({"type": "http.response.body", "body": chunk, "more_body": more or not end})
-
-    async def _wait(self, size: int) -> None:
-        pacer = self.pacer
-        wait = pacer.delay(self.key, size / self.rate, self.settings)
-        pacer.stats.pieces += 1
-        if wait > 0:
-            pacer.stats.waits += 1
-            pacer.stats.waited += wait
-            await (pacer.sleep or default_sleep)(wait)
+        pacer, size = self.pacer, len(body)
+        first, last = pacer.reserve(self.key, size / self.rate, self.settings)
+        if last <= pacer.clock():  # within the budget (a listener's case): as it is, in one piece
+            pacer.stats.pieces += 1
+            await self.send(message)
+            pacer.stats.sent += size
+            return
+        view, piece = memoryview(body), self.piece
+        for start in range(0, size, piece):
+            end = min(start + piece, size)
+            wait = first + (last - first) * end / size - pacer.clock()  # this piece's last byte is due
+            pacer.stats.pieces += 1
+            if wait > 0:
+                pacer.stats.waits += 1
+                pacer.stats.waited += wait
+                await (pacer.sleep or default_sleep)(wait)
+            chunk = bytes(view[start:end])
+            await self.send({"type": "http.response.body", "body": chunk, "more_body": more or end < size})
+            pacer.stats.sent += len(chunk)

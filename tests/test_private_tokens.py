@@ -40,15 +40,34 @@ def unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def der(tag: int, body: bytes) -> bytes:
+    size = len(body)
+    length = bytes([size]) if size < 128 else bytes([0x82]) + size.to_bytes(2, "big")
+    return bytes([tag]) + length + body
+
+
+SHA384 = der(0x30, bytes.fromhex("0609608648016503040202") + b"\x05\x00")
+#: id-RSASSA-PSS with SHA-384, MGF1-SHA-384 and a 48-byte salt: how issuers publish their keys.
+PSS_ALGORITHM = der(
+    0x30,
+    bytes.fromhex("06092a864886f70d01010a")
+    + der(
+        0x30,
+        der(0xA0, SHA384)
+        + der(0xA1, der(0x30, bytes.fromhex("06092a864886f70d010108") + SHA384))
+        + der(0xA2, b"\x02\x01\x30"),
+    ),
+)
+
+
 class LocalIssuer:
     """A Privacy Pass issuer of publicly verifiable tokens (type 0x0002)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.spki = self.key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        pkcs1 = self.key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+        self.spki = der(0x30, PSS_ALGORITHM + der(0x03, b"\x00" + pkcs1))
 
     @property
     def token_key(self) -> str:
