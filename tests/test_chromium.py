@@ -180,10 +180,10 @@ def test_chromium_plays_in_a_web_app_whose_page_its_service_worker_serves(browse
 
 @pytest.fixture
 def paced_site() -> Iterator[tuple[str, object]]:
-    """The demo with a slow pace: track 5's 301,739 bytes take about 8 seconds to come, at 64 kbps
-    times 4 after a 2-second buffer."""
+    """The demo with a slow pace: track 5's 301,739 bytes take about 4.5 seconds to come, at 128 kbps
+    times 4 after a 1-second buffer."""
     settings = replace(SessionSettings(), challenge=replace(SessionSettings().challenge, difficulty=BITS))
-    policy = replace(load_rules(RULES), pacing=PacingSettings(frozenset({"audio"}), 4.0, 2.0, 64_000.0))
+    policy = replace(load_rules(RULES), pacing=PacingSettings(frozenset({"audio"}), 4.0, 1.0, 128_000.0))
     app = create_app(policy, sessions=settings, session_keys=SessionKeys(KEY))
     app.pacer.sleep = asyncio.sleep  # in real time (the suite's default does not wait)
     with serving(app) as base:
