@@ -72,6 +72,7 @@ sys.path.insert(0, str(ROOT))
 
 from guard.identity.ranges import HostingRanges  # noqa: E402
 from guard.middleware import GuardMiddleware  # noqa: E402
+from guard.pacing import Pacer  # noqa: E402
 from guard.sessions.challenge import solves  # noqa: E402
 from guard.testing import http_scope  # noqa: E402
 
@@ -100,6 +101,10 @@ IPHONE = (
 
 
 Jar = dict[str, str]  # a cookie jar: {"cookie": the guard's session cookie}, empty when none yet
+
+
+async def not_waiting(seconds: float) -> None:
+    """The pacer's wait in a simulated day: the actors' own clock, not the wall's."""
 
 
 @dataclass
@@ -686,6 +691,7 @@ def main() -> None:
     os.environ.setdefault("GUARD_SESSION_KEY", "bench-day-" + "k" * 40)  # a fixed key: no warning
     os.environ.setdefault("GUARD_BUDGET_KEY", "bench-day-" + "b" * 40)  # and budgets hash alike every run
     middleware = GuardMiddleware(app, day_rules(args), clock=lambda: clock[0], reload_interval=0)
+    middleware.pacer = Pacer(clock=lambda: clock[0], sleep=not_waiting)  # the day's time: counted, not slept
     hosting = middleware.guard.hosting or HostingRanges()
     day = Day(middleware, clock)
     rng = random.Random(args.seed)

@@ -13,7 +13,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,11 @@ from guard.ops.metrics import MetricsEndpoint
 from guard.ops.observe import Observer
 from guard.ops.reload import RulesReloader
 from guard.ops.top import TopCounter
+from guard.pacing import Pacer
 from guard.policy.engine import Clock, Guard
 from guard.policy.rules import Policy, RedisSettings, load_rules, ranges_dir
 from guard.policy.tracks import TrackType, register_track_type
+from guard.privatetoken import PrivateTokens
 from guard.responses import deny, reply, respond, with_headers
 from guard.sessions.service import Reply, Sessions, load_keys
 from guard.sessions.settings import SessionSettings
@@ -175,6 +177,10 @@ class GuardMiddleware:
         )
         self._session_override, self._session_keys = sessions, session_keys
         self.sessions = self._sessions_for(policy)
+        self.pacer = Pacer()  # audio at playback pace (guard/pacing.py)
+        #: Whether a sweep is under way now (set by the sweep detector; default: the rules' setting).
+        self.sweeping: Callable[[], bool] = lambda: self.tokens is not None and self.tokens.settings.sweep
+        self.tokens = PrivateTokens(policy.private_tokens) if policy.private_tokens else None
         self.observer = Observer(registry, policy.sample_allows)
         self.observer.watch_store(self.guard.store)
         client = getattr(self.guard.store, "client", None)  # the Redis store's: feeds `guard top`
@@ -277,6 +283,11 @@ class GuardMiddleware:
                     self.top.add(facts, decision)
                 if reading is not None and sessions is not None:  # a new cookie, or the challenge
                     cookie, answer = sessions.respond(reading, decision, facts, policy.shadow)
+                    tokens = self.tokens  # a sweep escalates young sessions; a Private Access Token skips it
+                    sweep = tokens is not None and not policy.shadow and self.sweeping()
+                    if tokens and sweep and answer is None and tokens.escalates(facts, decision, reading.now, sweep):
+                        authorization = headers.get(b"authorization")
+                        cookie, answer = tokens.settle(sessions, reading, decision, facts, authorization)
         except Exception:  # the guard must never take the site down
             if not self.fail_open:
                 raise  # forward-auth refuses instead (guard.forwardauth)
@@ -295,7 +306,8 @@ class GuardMiddleware:
             return
         if decision is None or decision.allowed or policy.shadow:
             extra = [] if exempt else published.signals + cookie
-            await self.app(scope, receive, with_headers(send, extra) if extra else send)
+            paced = self.pacer.wrap(send, None if exempt or policy.shadow else policy.pacing, facts)
+            await self.app(scope, receive, with_headers(paced, extra) if extra else paced)
             return
         await deny(send, decision, head=scope.get("method") == "HEAD")
 
@@ -317,6 +329,7 @@ class GuardMiddleware:
         self.metrics.use(policy)
         self.observer.sample_allows = policy.sample_allows
         self.sessions = self._sessions_for(policy)  # a rolled key file is read here, on reload only
+        self.tokens = PrivateTokens(policy.private_tokens) if policy.private_tokens else None
 
     def _sessions_for(self, policy: Policy) -> Sessions | None:
         """Sessions as the policy (or the constructor) configures them, with their keys loaded."""

@@ -8,9 +8,22 @@ from collections.abc import Callable
 import pytest
 from support import CHROME, RULES, FakeClock, FakeResolver, Visitor
 
+from guard import pacing
 from guard.demo.app import create_app
 from guard.identity.rdns import ReverseDNSVerifier
 from guard.policy.rules import Policy, load_rules
+
+
+async def _no_wait(seconds: float) -> None:
+    await asyncio.sleep(0)
+
+
+@pytest.fixture(autouse=True)
+def _pace_without_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped rules pace audio in real time, and these tests run on fake clocks: a pacer's
+    waits are computed and counted but not slept, unless the test gives its pacer a real sleep
+    (tests/test_pacing.py, tests/test_chromium.py)."""
+    monkeypatch.setattr(pacing, "default_sleep", _no_wait)
 
 
 @pytest.fixture(scope="session")

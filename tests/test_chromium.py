@@ -7,6 +7,7 @@ browser: skipped on a developer machine, a failure in CI (CI=true).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -17,7 +18,8 @@ import httpx
 import pytest
 from support import CHROME, RULES, FakeClock, serving
 
-from guard.demo.app import create_app
+from guard.demo.app import audio_size, create_app
+from guard.pacing import PacingSettings
 from guard.policy.rules import load_rules
 from guard.sessions import SessionKeys, SessionSettings
 from guard.sessions.tokens import SessionCodec
@@ -174,3 +176,29 @@ def test_chromium_plays_in_a_web_app_whose_page_its_service_worker_serves(browse
     assert result["state"] >= 2 and result["error"] is None, result
     session = SessionCodec(SessionKeys(KEY)).loads(session_cookie(browser) or "")
     assert session is not None and session.level(clock()) == "page"  # upgraded, no challenge solved
+
+
+@pytest.fixture
+def paced_site() -> Iterator[tuple[str, object]]:
+    """The demo with a slow pace: track 5's 301,739 bytes take about 4.5 seconds to come, at 128 kbps
+    times 4 after a 1-second buffer."""
+    settings = replace(SessionSettings(), challenge=replace(SessionSettings().challenge, difficulty=BITS))
+    policy = replace(load_rules(RULES), pacing=PacingSettings(frozenset({"audio"}), 4.0, 1.0, 128_000.0))
+    app = create_app(policy, sessions=settings, session_keys=SessionKeys(KEY))
+    app.pacer.sleep = asyncio.sleep  # in real time (the suite's default does not wait)
+    with serving(app) as base:
+        yield base, app
+
+
+def test_chromium_plays_paced_audio_before_it_has_all_come(browser, paced_site) -> None:
+    """Pacing slows the body, never breaks it: the <audio> element plays while most of the
+    track is still on its way, with no media error."""
+    base, app = paced_site
+    browser.delete_all_cookies()
+    browser.get(base + "/tracks/5")
+    result = browser.execute_async_script(PLAYS)
+    assert isinstance(result, dict) and result["state"] >= 2 and result["error"] is None, result
+    stats = app.pacer.stats
+    assert stats.responses >= 1 and stats.waits >= 1  # paced: it waited between pieces
+    assert stats.sent < audio_size(5)  # playing, and the track not yet all sent
+    browser.get(base + "/")  # stop the player before the next test

@@ -41,7 +41,7 @@ CASES = {
         (5, 1),
         "unknown key 'rule' (expected one of: version, extends, catalogue, paths, exempt, apps, verify,"
         " reverse_dns, signatures, shadow, metrics, log, clients, subnets, memory, redis, directives, consent,"
-        " sessions, rules)",
+        " sessions, pacing, private_tokens, rules)",
     ),
     "unknown section key": (
         HEAD + "redis:\n  url: redis://127.0.0.1:6379\n  timeuot: 50ms\nrules: []\n",

@@ -709,6 +709,99 @@ class Sessions(Section):
     )
 
 
+_BITRATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(k|m)?bps\s*$", re.IGNORECASE)
+
+
+def _bitrate(value: Any) -> float:
+    """Bits per second from ``320kbps``, ``1.4mbps``, ``96000bps`` or a bare number."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    match = _BITRATE.match(value) if isinstance(value, str) else None
+    if match is None or float(match.group(1)) <= 0:
+        raise problem(f"{show(value)} is not a bitrate such as 320kbps, 1.4mbps or 96000 (bits per second)")
+    return float(match.group(1)) * {"k": 1e3, "m": 1e6, None: 1.0}[(match.group(2) or "").lower() or None]
+
+
+Bitrate: TypeAlias = Annotated[
+    float,
+    BeforeValidator(_bitrate),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([kKmM])?bps\s*$"},
+            ]
+        }
+    ),
+]
+
+
+class Pacing(Section):
+    """Audio at playback pace (docs/sessions.md): the body of an audio response is sent no faster than
+    `multiple` times real time after a `buffer`; never refused, only paced."""
+
+    paths: OneOrMany[OwnGroupRef] = Field(description="Path groups whose 200 and 206 responses are paced (audio).")
+    multiple: float = Field(
+        4.0, ge=1.0, le=1000.0, description="Seconds of audio a session obtains per second, after the buffer."
+    )
+    buffer: Duration = Field(30.0, description="Seconds of audio a session may take at once (playback starts at once).")
+    bitrate: Bitrate = Field(
+        320_000.0,
+        description="Bits per second of audio, e.g. `320kbps`, for responses that do not name their duration "
+        "in `duration_header` (with it, the pace is the track's size divided by its duration).",
+    )
+    duration_header: Annotated[str, AfterValidator(_cookie_name)] = Field(
+        "X-Content-Duration", description="The response header in which the application names the track's seconds."
+    )
+    max_sessions: int = Field(
+        100_000, ge=100, le=10**7, description="Sessions whose budgets each process keeps (the stalest forgotten)."
+    )
+
+
+class TokenIssuer(Section):
+    """A Privacy Pass issuer whose publicly verifiable tokens (type 0x0002) are accepted."""
+
+    name: str = Field(
+        min_length=1, max_length=255, description="The issuer's name, as in the TokenChallenge (e.g. its host)."
+    )
+    token_key: str = Field(
+        min_length=16,
+        description="The issuer's public key: base64url of its SubjectPublicKeyInfo, as its directory "
+        "(`/.well-known/private-token-issuer-directory`) publishes it.",
+    )
+
+    @field_validator("token_key")
+    @classmethod
+    def _rsa_key(cls, value: str) -> str:
+        from guard.privatetoken import issuer
+
+        try:
+            issuer("issuer", value)
+        except ValueError as error:
+            raise problem(str(error).replace("'issuer'", "this issuer")) from None
+        return value
+
+
+class PrivateTokens(Section):
+    """Private Access Tokens (docs/sessions.md): during a sweep, a young session that presents a valid
+    Privacy Pass token from one of these issuers skips the escalation."""
+
+    issuers: list[TokenIssuer] = Field(min_length=1, description="The issuers whose tokens are accepted.")
+    paths: OneOrMany[OwnGroupRef] = Field(
+        description="Path groups where a sweep escalates young sessions, and where tokens are asked for (audio)."
+    )
+    young: Duration = Field(3600.0, description="A session younger than this, and not proven, is young.")
+    origin: str | None = Field(
+        None, description="The origin named in the challenge (e.g. `music.example`). Absent: tokens for any origin."
+    )
+    window: Duration = Field(
+        300.0, description="Challenges change every `window` (the current and previous one are accepted)."
+    )
+    sweep: bool = Field(
+        False, description="Treat the site as under a sweep now (testing; the sweep detector sets it at run time)."
+    )
+
+
 def _app_token(value: str) -> str:
     from guard.identity.catalogue import words
 
@@ -777,6 +870,8 @@ class RulesFile(Section):
         "decide every AI agent.",
     )
     sessions: Sessions | None = Field(None, description=Sessions.__doc__)
+    pacing: Pacing | None = Field(None, description=Pacing.__doc__)
+    private_tokens: PrivateTokens | None = Field(None, description=PrivateTokens.__doc__)
     rules: list[Rule] = Field(description="The rules, read top to bottom.")
 
     @field_validator("version", mode="before")

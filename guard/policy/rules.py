@@ -19,11 +19,13 @@ from guard.consent.model import Price
 from guard.consent.settings import ConsentSettings
 from guard.errors import ConfigError, Problem
 from guard.identity.catalogue import Catalogue, load_catalogue
+from guard.pacing import PacingSettings, compile_pacing
 from guard.policy import model
 from guard.policy.extends import SHIPPED_CATALOGUE, SHIPPED_RULES, catalogue_path, load_extended, shipped_dir
 from guard.policy.limits import Ban, Budget, DistinctLimit, RateLimit, distinct_limit
 from guard.policy.model import ACTIONS, BUILTIN_CATEGORIES, parse_duration
 from guard.policy.paths import PathGroups
+from guard.privatetoken import TokenSettings, compile_tokens
 from guard.sessions.settings import ChallengeSettings, CookieSettings, SessionSettings
 from guard.yamlfile import Located, load_yaml
 
@@ -150,6 +152,8 @@ class Policy:
     redis: RedisSettings | None = None
     consent: ConsentSettings | None = None  # artists' opt-ins (guard/consent); None: no consent gate
     sessions: SessionSettings | None = None  # None: no sessions
+    pacing: PacingSettings | None = None  # None: audio is not paced
+    private_tokens: TokenSettings | None = None  # None: no Private Access Tokens
     notes: tuple[str, ...] = ()  # what the loader filled in for the file (`guard check` says so)
     _plans: dict[tuple[str, str | None, str, bool, str, bool], Plan] = field(default_factory=dict, repr=False)
 
@@ -349,6 +353,8 @@ def compile_policy(spec: model.RulesFile, catalogue: Catalogue, doc: Located, ba
         redis=RedisSettings(spec.redis.url, spec.redis.namespace, spec.redis.timeout, spec.redis.fail),
         consent=_compile_consent(spec.consent),
         sessions=_compile_sessions(spec.sessions, base_dir) if spec.sessions is not None else None,
+        pacing=compile_pacing(spec.pacing) if spec.pacing is not None else None,
+        private_tokens=compile_tokens(spec.private_tokens) if spec.private_tokens is not None else None,
     )
 
 
