@@ -152,6 +152,18 @@ class Budget:
         object.__setattr__(self, "slice_us", round(self.per * 1e6) // SLICES)
 
 
+class BanLookup(DistinctLimit):
+    """A check that counts nothing and only looks up its key's ban (and its ban scope's).
+
+    The canary rule's check on every request: what bans a client there is a canary fetch
+    (guard/canaries), never a count.
+    """
+
+
+#: A limit that refuses its first request: the canary trap's check, which starts a ban at once.
+REFUSE_AT_ONCE = RateLimit(1, 60.0, 0)
+
+
 #: Distinct-value limits over this many seconds or more are budgets (estimated, see Budget).
 BUDGET_FROM = 3600.0
 

@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guard import config
+from guard.canaries.settings import RULE_ID as CANARY_RULE
+from guard.canaries.settings import CanarySettings
 from guard.consent.model import Price
 from guard.consent.settings import ConsentSettings
 from guard.errors import ConfigError, Problem
 from guard.identity.catalogue import Catalogue, load_catalogue
 from guard.policy import model
 from guard.policy.extends import SHIPPED_CATALOGUE, SHIPPED_RULES, catalogue_path, load_extended, shipped_dir
-from guard.policy.limits import Ban, Budget, DistinctLimit, RateLimit, distinct_limit
+from guard.policy.limits import Ban, BanLookup, Budget, DistinctLimit, RateLimit, distinct_limit
 from guard.policy.model import ACTIONS, BUILTIN_CATEGORIES, parse_duration
 from guard.policy.paths import PathGroups
 from guard.sessions.settings import ChallengeSettings, CookieSettings, SessionSettings
@@ -91,7 +93,7 @@ class Rule:
 
     @property
     def counts_tracks(self) -> bool:
-        return isinstance(self.limit, DistinctLimit | Budget)
+        return isinstance(self.limit, DistinctLimit | Budget) and not isinstance(self.limit, BanLookup)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +152,7 @@ class Policy:
     redis: RedisSettings | None = None
     consent: ConsentSettings | None = None  # artists' opt-ins (guard/consent); None: no consent gate
     sessions: SessionSettings | None = None  # None: no sessions
+    canaries: CanarySettings | None = None  # None: no canaries (guard/canaries)
     notes: tuple[str, ...] = ()  # what the loader filled in for the file (`guard check` says so)
     _plans: dict[tuple[str, str | None, str, bool, str, bool], Plan] = field(default_factory=dict, repr=False)
 
@@ -315,13 +318,15 @@ def compile_policy(spec: model.RulesFile, catalogue: Catalogue, doc: Located, ba
         merge = str(base_dir / merge)
     tdmrep = directives.tdmrep
     raw_rules = doc.data["rules"]
+    canaries = _compile_canaries(spec.canaries) if spec.canaries is not None else None
     return Policy(
         source=doc.file,
         catalogue=catalogue,
         paths=PathGroups(dict(spec.paths)),
         exempt=frozenset(spec.exempt),
         verify_categories=frozenset(spec.verify),
-        rules=[_compile_rule(rule, doc.line(raw_rules, i)) for i, rule in enumerate(spec.rules)],
+        rules=_canary_rules(canaries)
+        + [_compile_rule(rule, doc.line(raw_rules, i)) for i, rule in enumerate(spec.rules)],
         ipv4_prefix=spec.subnets.ipv4,
         ipv6_prefix=spec.subnets.ipv6,
         client_ipv4_prefix=spec.clients.ipv4,
@@ -349,7 +354,36 @@ def compile_policy(spec: model.RulesFile, catalogue: Catalogue, doc: Located, ba
         redis=RedisSettings(spec.redis.url, spec.redis.namespace, spec.redis.timeout, spec.redis.fail),
         consent=_compile_consent(spec.consent),
         sessions=_compile_sessions(spec.sessions, base_dir) if spec.sessions is not None else None,
+        canaries=canaries,
     )
+
+
+def _compile_canaries(spec: model.Canaries) -> CanarySettings:
+    return CanarySettings(
+        low=spec.range[0],
+        high=spec.range[1],
+        count=spec.count,
+        registered=tuple(spec.ids),
+        key_env=spec.key_env,
+        links=tuple(spec.links),
+        stream=spec.stream,
+        sitemap=spec.sitemap,
+        audio=frozenset(spec.audio),
+        api=frozenset(spec.api),
+        ban_for=spec.ban.for_,
+        network_for=spec.ban.network_for,
+    )
+
+
+def _canary_rules(canaries: CanarySettings | None) -> list[Rule]:
+    """With canaries on, a first rule whose check only looks up the bans a canary fetch starts:
+    the session (else the browser) by its key, its address and network by its ban scope."""
+    if canaries is None:
+        return []
+    reason = "this client fetched a track no listener can reach (a canary)"
+    ban = Ban(1, 60.0, canaries.ban_for, "address")
+    limit = BanLookup("track", 1, 60.0)
+    return [Rule(CANARY_RULE, Match(), "block", limit, "session", ban, reason, "canary fetches ban their client")]
 
 
 def _compile_sessions(spec: model.Sessions, base_dir: Path) -> SessionSettings:

@@ -1,0 +1,112 @@
+"""Canaries through real HTTP: a scraper that follows baited links or walks into the canary
+range gets a decoy and is banned across its session, address and network (memory and Redis);
+a browser and a crawler that obeys robots.txt never fetch one."""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from protego import Protego
+from support import CHROME, FakeClock, Site, serving
+
+from guard.canaries.ids import CanaryIds, derive_ids
+from guard.demo.app import platform
+from guard.middleware import DEFAULT_RULES, GuardMiddleware
+from guard.stores.memory import MemoryStore
+from guard.stores.redis import RedisStore
+
+KEY = "canary test key"
+
+
+@pytest.fixture(params=["memory", "redis"])
+def site(request, monkeypatch) -> Iterator[Site]:
+    monkeypatch.setenv("GUARD_CANARY_KEY", KEY)
+    clock = FakeClock()
+    store = RedisStore.from_url(request.getfixturevalue("redis_url")) if request.param == "redis" else MemoryStore()
+    app = GuardMiddleware(platform(), DEFAULT_RULES, store=store, trusted_proxies=["127.0.0.1/32"], clock=clock)
+    with serving(app) as base:
+        yield Site(base, clock, app)
+
+
+def bait_urls(site: Site) -> list[str]:
+    sitemap = httpx.get(site.base + "/sitemap-archive.xml").text
+    return [re.sub(r"^https?://[^/]*", "", u) for u in re.findall(r"<loc>([^<]+)</loc>", sitemap)]
+
+
+def test_robots_txt_disallows_every_bait(site: Site) -> None:
+    robots = Protego.parse(httpx.get(site.base + "/robots.txt").text)
+    urls = bait_urls(site)
+    assert len(urls) == 16
+    for agent in ("Scrapy/2.11", "Googlebot", "SomePoliteCrawler/1.0"):
+        assert not robots.can_fetch(site.base + "/sitemap-archive.xml", agent)
+        assert not any(robots.can_fetch(site.base + u, agent) for u in urls), agent
+    assert robots.can_fetch(site.base + "/tracks/7", "SomePoliteCrawler/1.0")  # pages stay open
+
+
+def test_a_scraper_following_bait_gets_a_decoy_then_is_banned_everywhere(site: Site) -> None:
+    scraper = site.browser(ip="203.0.113.9")
+    assert scraper.page("/tracks/7").status_code == 200  # a session, like a browser
+    url = bait_urls(site)[0]
+    decoy = scraper.get(url)
+    assert decoy.status_code == 200 and decoy.headers["content-type"] == "application/json"
+    doc = decoy.json()
+    assert doc["id"] == int(url.rsplit("/", 1)[1]) and doc["title"] and doc["duration"] >= 150
+    assert site.app.canaries.hits == 1
+    # The same session, the same address with a new User-Agent, a neighbour in its /24.
+    assert scraper.page("/tracks/8").status_code == 403
+    assert scraper.get("/tracks/8", user_agent=CHROME.replace("Chrome/", "Chrome/9")).status_code == 403
+    neighbour = site.browser(ip="203.0.113.77")
+    refused = neighbour.page("/tracks/8")
+    assert refused.status_code == 403 and "canary" in refused.text
+    # Another network is untouched; the network ban ends before the address's.
+    assert site.browser(ip="198.51.100.20").page("/tracks/8").status_code == 200
+    site.clock.advance(3601)
+    assert site.browser(ip="203.0.113.78").page("/tracks/8").status_code == 200
+    assert scraper.page("/tracks/9").status_code == 403
+    metrics = httpx.get(site.base + "/metrics")
+    assert metrics.status_code in (200, 404)  # served only when the rules name a path
+
+
+def test_decoy_audio_is_a_believable_wav(site: Site) -> None:
+    track = bait_urls(site)[0].rsplit("/", 1)[1]
+    scraper = site.browser(ip="203.0.113.10")
+    response = scraper.get(f"/tracks/{track}/stream")
+    assert response.status_code == 200 and response.headers["content-type"] == "audio/wav"
+    body = response.content
+    assert body[:4] == b"RIFF" and body[8:16] == b"WAVEfmt "
+    rate = struct.unpack("<I", body[24:28])[0]
+    seconds = (len(body) - 44) / rate
+    assert 150 <= seconds <= 270 and len(set(body[44:4044])) > 20  # minutes of sound, not silence
+    again = site.browser(ip="198.51.100.30").get(f"/tracks/{track}/stream")
+    assert again.content == body  # deterministic: the same canary always sounds the same
+
+
+def test_a_listener_browsing_never_meets_a_canary(site: Site) -> None:
+    listener = site.browser(ip="192.0.2.44")
+    trap = site.app.canaries
+    for path in ("/", "/tracks/7", "/tracks/8"):
+        page = listener.page(path)
+        assert page.status_code == 200
+        for link in re.findall(r'href="([^"]+)"', page.text):
+            assert not any(trap.is_canary(part) for part in link.split("/")), link
+    assert trap.hits == 0
+
+
+def test_the_challenge_page_hides_its_bait(site: Site) -> None:
+    bot = site.browser(ip="203.0.113.40")
+    page = bot.get("/tracks/7/stream", **{"sec-fetch-mode": "navigate", "accept": "text/html"})
+    links = re.findall(r'<a href="([^"]+)" hidden aria-hidden="true"', page.text)
+    assert page.headers["x-guard-challenge"] == "proof-of-work"
+    assert len(links) == 2 and all(site.app.canaries.is_canary(link.rsplit("/", 1)[1]) for link in links)
+
+
+def test_the_id_walker_hits_a_canary_in_the_canary_range() -> None:
+    ids = derive_ids(KEY.encode(), 64, 9_000_000_000, 9_999_999_999)
+    assert len(set(ids)) == 64 and all(9_000_000_000 <= int(i) <= 9_999_999_999 for i in ids)
+    assert derive_ids(b"another key", 64, 9_000_000_000, 9_999_999_999) != ids  # not computable without it
+    walked = CanaryIds(derive_ids(KEY.encode(), 3, 5, 7))
+    assert sum(str(n) in walked for n in range(5, 8)) == 3  # a dense range: every walk step is a canary
