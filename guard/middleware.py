@@ -27,6 +27,7 @@ from guard.canaries.trap import CanaryTrap, hit_counter
 from guard.consent.gate import ConsentGate, build_gate
 from guard.consent.settings import ConsentSettings
 from guard.errors import ConfigError
+from guard.fingerprints.edge import judge, read_fingerprint, with_fingerprint
 from guard.headers import request_headers
 from guard.identity.ranges import HostingRanges, RangeVerifier, hosting_directory
 from guard.identity.rdns import ReverseDNSVerifier
@@ -278,6 +279,10 @@ class GuardMiddleware:
         try:
             headers = request_headers(scope)  # one pass over them for all that follows
             client = guard.resolver.resolve(scope, headers)
+            ja4 = None
+            if policy.fingerprint_header is not None:  # the edge's TLS fingerprint, from trusted proxies only
+                ja4 = read_fingerprint(headers, client, policy.fingerprint_header)
+                client = with_fingerprint(client, ja4, policy.fingerprints)
             signed = check_signature(guard.signatures, scope, guard.clock) if guard.signatures is not None else None
             query_string = scope.get("query_string")
             query = query_string.decode("latin-1") if query_string else ""
@@ -286,9 +291,11 @@ class GuardMiddleware:
             reading = sessions.read(scope, client, user_agent, guard.clock(), headers) if sessions is not None else None
             session = reading.session if reading is not None else None
             facts = guard.facts(client, user_agent, scope.get("path", "/"), signed, query, session)
+            if ja4 is not None:
+                judge(facts, ja4, policy.fingerprints)
             exempt = guard.is_exempt(facts.where.group)
             if trap is not None and not exempt and trap.is_canary(facts.where.track):
-                await trap.spring(guard, facts)
+                await trap.spring(guard, facts, ja4)
                 canary = trap.decoy(facts.where.group, facts.where.track or "")
             decision = None if exempt or canary is not None else await guard.decide(facts)
             if decision is not None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 #: The id of the rule guard puts first in the rules when canaries are on: its check looks up
 #: the bans a canary fetch starts (it counts nothing).
 RULE_ID = "canary"
+#: ...and with fingerprints read, a second one for the client's rare TLS fingerprint.
+FINGERPRINT_RULE_ID = "canary-fingerprint"
 
 
 @dataclass(frozen=True, slots=True)

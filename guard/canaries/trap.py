@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from guard.canaries import decoy
 from guard.canaries.ids import CanaryIds, canary_key, derive_ids
-from guard.canaries.settings import RULE_ID, CanarySettings
+from guard.canaries.settings import FINGERPRINT_RULE_ID, RULE_ID, CanarySettings
 from guard.policy.limits import REFUSE_AT_ONCE, Ban, Check
 
 if TYPE_CHECKING:
@@ -111,16 +111,14 @@ class CanaryTrap:
     async def _ban(self, guard: Guard, facts: Facts) -> None:
         """Ban through the canary rule's own keys, so that every later request's canary check finds it:
         the session (or browser) and the address for ``ban_for``, the network for ``network_for``."""
-        rule = next((r for r in guard.policy.rules if r.id == RULE_ID), None)
-        if rule is None:
-            return
+        rules = tuple(r for r in guard.policy.rules if r.id in (RULE_ID, FINGERPRINT_RULE_ID))
         now = guard.clock()
-        looked_up = guard.checks(facts, (rule,))
-        if not looked_up:
-            return
-        own = looked_up[0]._replace(limit=REFUSE_AT_ONCE)  # refused at once: a ban after one strike
-        await guard.store.apply(now, [own])
-        e = own.escalation
-        if e is not None:  # None: a forwarded client without a usable address (one shared bucket)
-            network = Check(e.subnet_key, REFUSE_AT_ONCE, None, Ban(1, 60.0, self.settings.network_for))
-            await guard.store.apply(now, [network])
+        # The checks later requests make (the fingerprint's only for a client with a rare one),
+        # refused at once here: each starts its ban after one strike. One store call each.
+        for check in guard.checks(facts, guard.limits_for(rules, facts.client)):
+            own = check._replace(limit=REFUSE_AT_ONCE)
+            await guard.store.apply(now, [own])
+            e = own.escalation
+            if e is not None:  # the session's: its address (by scope) and its network (below)
+                network = Check(e.subnet_key, REFUSE_AT_ONCE, None, Ban(1, 60.0, self.settings.network_for))
+                await guard.store.apply(now, [network])

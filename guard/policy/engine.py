@@ -200,8 +200,8 @@ class Guard:
             provider_tag="provider" in keys,
         )
         # Limits that only some clients have a key for (a network level of one IP family, a provider).
-        self._conditional = any(key == "provider" or prefix_key(key) for key in keys if key)
-        self._applicable: dict[int, tuple[tuple[Rule, ...], dict[tuple[int, bool], tuple[Rule, ...]]]] = {}
+        self._conditional = any(key in ("provider", "fingerprint") or prefix_key(key) for key in keys if key)
+        self._applicable: dict[int, tuple[tuple[Rule, ...], dict[tuple[int, bool, bool], tuple[Rule, ...]]]] = {}
         identifier = Identifier(
             policy.catalogue,
             policy.verify_categories,
@@ -216,7 +216,9 @@ class Guard:
         self.policy, self.resolver, self.identifier, self.signatures = policy, resolver, identifier, signatures
         self.sessions = self._sessions or policy.sessions
         # Checks prepared per client (keys, bans, scopes): rebuilt for the new rules and resolver.
-        self._prepared: LRU[tuple[str, str, str, str | None, int], dict[int, Prepared]] = LRU(PREPARED_CLIENTS)
+        self._prepared: LRU[tuple[str, str, str, str | None, int, str | None], dict[int, Prepared]] = LRU(
+            PREPARED_CLIENTS
+        )
         self._mint: LRU[str, tuple[Client, tuple[Check, Check]]] = LRU(PREPARED_CLIENTS)
 
     # -- facts ------------------------------------------------------------------------
@@ -324,7 +326,7 @@ class Guard:
             cached = (limits, {})
             if len(self._applicable) < 4096:
                 self._applicable[id(limits)] = cached
-        fact = (client.version, client.provider is not None)
+        fact = (client.version, client.provider is not None, client.fingerprint is not None)
         kept = cached[1].get(fact)
         if kept is None:
             kept = cached[1][fact] = tuple(rule for rule in limits if _who(rule.key or "", client))
@@ -357,7 +359,7 @@ class Guard:
         clock_us = now_us if now_us is not None else to_us(self.clock())
         fresh = session is not None and to_us(session.issued_at) > clock_us - SEEN_FOR_US
         since = to_us(session.issued_at + 1) if fresh and session is not None else 0
-        who = (client.ip, client.via, ua, session.id if session is not None else None, since)
+        who = (client.ip, client.via, ua, session.id if session is not None else None, since, client.fingerprint)
         prepared = self._prepared.get(who)
         if prepared is None:
             prepared = {}
@@ -408,6 +410,8 @@ class Guard:
         # A session's own counters follow it from network to network: under its own hash tag
         # (on a Redis Cluster, where one call must stay in one slot, under the client's).
         home = (self._session_prefix(session) if rule.key == "session" and session is not None else "") or prefix
+        if rule.key == "fingerprint" and client.fingerprint:  # one count across every address
+            home = self._own_prefix("f" + client.fingerprint) or prefix
         # Clients a proxy forwarded without a usable address share one strict bucket: no key per UA.
         ip_ua = client.key if client.via else f"{client.key}#{ua}"
         if rule.key == "ip":
@@ -440,9 +444,14 @@ class Guard:
 
     def _session_prefix(self, session: Session) -> str:
         """The key prefix of a session's own counters: its hash tag, whatever network it is on."""
+        return self._own_prefix(session.id)
+
+    def _own_prefix(self, name: str) -> str:
+        """The key prefix of counters that follow ``name`` (a session, a fingerprint) from network
+        to network: a hash tag of their own ("" on a Redis Cluster: the client's, see _prepare)."""
         if getattr(self.store, "cluster", False):
-            return ""  # the caller's client prefix: see _prepare
-        digest = hashlib.blake2s(session.id.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
+            return ""
+        digest = hashlib.blake2s(name.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
         return f"{self.namespace}:{{{SESSION_TAG}{digest}}}:"
 
     def network_of(self, client: Client) -> str:
@@ -564,6 +573,8 @@ def _who(key: str, client: Client) -> str | None:
     """The counter key for a provider or network-level key (None: the client has none); others as is."""
     if key == "provider":
         return f"hosting:{client.provider}" if client.provider else None
+    if key == "fingerprint":
+        return f"ja4:{client.fingerprint}" if client.fingerprint else None
     level = prefix_key(key)
     if level is not None:
         return client.network(level[1]) if client.version == level[0] else None

@@ -43,9 +43,10 @@ DISTINCT_VALUES = ("track", "session", "user_agent", "network")
 
 #: What a limit counts by: ``ip`` (the client), ``ip_ua`` (the client with one User-Agent),
 #: ``subnet`` (the client's first network level), ``session`` (the signed session, else as
-#: ``ip_ua``), ``provider`` (everyone in one hosting provider's ranges) and network levels
+#: ``ip_ua``), ``provider`` (everyone in one hosting provider's ranges), ``fingerprint`` (everyone
+#: with one rare TLS fingerprint, whatever their address: guard.fingerprints) and network levels
 #: written ``v4/16``, ``v6/48`` (see :func:`prefix_key`).
-KEY_KINDS = ("ip", "ip_ua", "subnet", "session", "provider")
+KEY_KINDS = ("ip", "ip_ua", "subnet", "session", "provider", "fingerprint")
 
 
 @functools.cache

@@ -785,6 +785,34 @@ class Canaries(Section):
         return self
 
 
+def _header_name(value: str) -> str:
+    if not re.match(r"^[A-Za-z0-9-]{1,64}$", value):
+        raise problem(f"'{value}' is not a header name (letters, digits and -)")
+    return value.lower()
+
+
+def _shipped_or_file(value: str | None, info: ValidationInfo) -> str | None:
+    return value if value == "shipped" else _existing_file(value, info)
+
+
+class Fingerprints(Section):
+    """TLS fingerprints (JA4) the trusted edge proxy computed (docs/sweeps.md). Absent: not read."""
+
+    header: Annotated[str, AfterValidator(_header_name)] = Field(
+        "cloudfront-viewer-ja4-fingerprint",
+        description="The request header the trusted proxy writes the JA4 into: CloudFront's "
+        "`cloudfront-viewer-ja4-fingerprint`, or the name a Cloudflare Worker, Akamai, nginx or HAProxy "
+        "module is set to write. Read only from trusted proxies.",
+    )
+    catalogue: Annotated[str | None, AfterValidator(_shipped_or_file)] = Field(
+        None,
+        description="Known fingerprints: `shipped` (rules/fingerprints.yaml, from FoxIO's public JA4 mapping) "
+        "or a file relative to the rules file. A browser's "
+        "User-Agent over a library's fingerprint is judged `http_client`; a fingerprint no browser of it "
+        "has is rare and counted by limits keyed `fingerprint`. Absent: every fingerprint is rare.",
+    )
+
+
 class RulesFile(Section):
     """A guard rules file."""
 
@@ -836,6 +864,7 @@ class RulesFile(Section):
     )
     sessions: Sessions | None = Field(None, description=Sessions.__doc__)
     canaries: Canaries | None = Field(None, description=Canaries.__doc__)
+    fingerprints: Fingerprints | None = Field(None, description=Fingerprints.__doc__)
     rules: list[Rule] = Field(description="The rules, read top to bottom.")
 
     @field_validator("version", mode="before")

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guard import config
+from guard.canaries.settings import FINGERPRINT_RULE_ID as CANARY_FINGERPRINT_RULE
 from guard.canaries.settings import RULE_ID as CANARY_RULE
 from guard.canaries.settings import CanarySettings
 from guard.consent.model import Price
 from guard.consent.settings import ConsentSettings
 from guard.errors import ConfigError, Problem
+from guard.fingerprints.catalogue import FingerprintCatalogue, load_fingerprints
 from guard.identity.catalogue import Catalogue, load_catalogue
 from guard.policy import model
 from guard.policy.extends import SHIPPED_CATALOGUE, SHIPPED_RULES, catalogue_path, load_extended, shipped_dir
@@ -153,6 +155,8 @@ class Policy:
     consent: ConsentSettings | None = None  # artists' opt-ins (guard/consent); None: no consent gate
     sessions: SessionSettings | None = None  # None: no sessions
     canaries: CanarySettings | None = None  # None: no canaries (guard/canaries)
+    fingerprint_header: bytes | None = None  # where the trusted proxy writes the JA4; None: not read
+    fingerprints: FingerprintCatalogue = field(default_factory=FingerprintCatalogue)
     notes: tuple[str, ...] = ()  # what the loader filled in for the file (`guard check` says so)
     _plans: dict[tuple[str, str | None, str, bool, str, bool], Plan] = field(default_factory=dict, repr=False)
 
@@ -325,8 +329,10 @@ def compile_policy(spec: model.RulesFile, catalogue: Catalogue, doc: Located, ba
         paths=PathGroups(dict(spec.paths)),
         exempt=frozenset(spec.exempt),
         verify_categories=frozenset(spec.verify),
-        rules=_canary_rules(canaries)
-        + [_compile_rule(rule, doc.line(raw_rules, i)) for i, rule in enumerate(spec.rules)],
+        rules=[
+            *_canary_rules(canaries, spec.fingerprints is not None),
+            *(_compile_rule(rule, doc.line(raw_rules, i)) for i, rule in enumerate(spec.rules)),
+        ],
         ipv4_prefix=spec.subnets.ipv4,
         ipv6_prefix=spec.subnets.ipv6,
         client_ipv4_prefix=spec.clients.ipv4,
@@ -355,7 +361,16 @@ def compile_policy(spec: model.RulesFile, catalogue: Catalogue, doc: Located, ba
         consent=_compile_consent(spec.consent),
         sessions=_compile_sessions(spec.sessions, base_dir) if spec.sessions is not None else None,
         canaries=canaries,
+        fingerprint_header=spec.fingerprints.header.encode() if spec.fingerprints is not None else None,
+        fingerprints=_fingerprint_catalogue(spec.fingerprints, base_dir),
     )
+
+
+def _fingerprint_catalogue(spec: model.Fingerprints | None, base_dir: Path) -> FingerprintCatalogue:
+    if spec is None or spec.catalogue is None:
+        return FingerprintCatalogue()
+    folder = shipped_dir() if spec.catalogue == "shipped" else base_dir
+    return load_fingerprints(folder / ("fingerprints.yaml" if spec.catalogue == "shipped" else spec.catalogue))
 
 
 def _compile_canaries(spec: model.Canaries) -> CanarySettings:
@@ -375,15 +390,23 @@ def _compile_canaries(spec: model.Canaries) -> CanarySettings:
     )
 
 
-def _canary_rules(canaries: CanarySettings | None) -> list[Rule]:
-    """With canaries on, a first rule whose check only looks up the bans a canary fetch starts:
-    the session (else the browser) by its key, its address and network by its ban scope."""
+def _canary_rules(canaries: CanarySettings | None, fingerprints: bool) -> list[Rule]:
+    """With canaries on, first rules whose checks only look up the bans a canary fetch starts:
+    the session (else the browser) by its key, its address and network by its ban scope; and
+    with fingerprints read, its rare fingerprint (a check only clients with one have)."""
     if canaries is None:
         return []
     reason = "this client fetched a track no listener can reach (a canary)"
     ban = Ban(1, 60.0, canaries.ban_for, "address")
     limit = BanLookup("track", 1, 60.0)
-    return [Rule(CANARY_RULE, Match(), "block", limit, "session", ban, reason, "canary fetches ban their client")]
+    rules = [Rule(CANARY_RULE, Match(), "block", limit, "session", ban, reason, "canary fetches ban their client")]
+    if fingerprints:
+        by_fingerprint = Ban(1, 60.0, canaries.ban_for)
+        what = "canary fetches ban a rare fingerprint"
+        rules.append(
+            Rule(CANARY_FINGERPRINT_RULE, Match(), "block", limit, "fingerprint", by_fingerprint, reason, what)
+        )
+    return rules
 
 
 def _compile_sessions(spec: model.Sessions, base_dir: Path) -> SessionSettings:
