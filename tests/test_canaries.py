@@ -4,20 +4,26 @@ a browser and a crawler that obeys robots.txt never fetch one."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from protego import Protego
-from support import CHROME, FakeClock, Site, serving
+from support import CHROME, DATA, FakeClock, Site, serving
 
 from guard.canaries.ids import CanaryIds, derive_ids
 from guard.demo.app import platform
 from guard.middleware import DEFAULT_RULES, GuardMiddleware
 from guard.stores.memory import MemoryStore
 from guard.stores.redis import RedisStore
+from guard.testing import demo_process
 
 KEY = "canary test key"
 
@@ -110,3 +116,53 @@ def test_the_id_walker_hits_a_canary_in_the_canary_range() -> None:
     assert derive_ids(b"another key", 64, 9_000_000_000, 9_999_999_999) != ids  # not computable without it
     walked = CanaryIds(derive_ids(KEY.encode(), 3, 5, 7))
     assert sum(str(n) in walked for n in range(5, 8)) == 3  # a dense range: every walk step is a canary
+
+
+# -- real crawlers against the demo server (guard demo, a process of its own) --------------
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[str]:
+    with demo_process(env={"GUARD_CANARY_KEY": KEY}) as base:
+        yield base
+
+
+def crawl(base: str, tmp_path: Path, obey: bool) -> list[dict]:
+    items, stats = tmp_path / "items.json", tmp_path / "stats.json"
+    command = [sys.executable, "-m", "scrapy", "runspider", str(DATA / "link_spider.py"), "-O", str(items)]
+    for setting in (f"USER_AGENT={CHROME}", f"ROBOTSTXT_OBEY={obey}", f"BASE={base}", f"STATS_FILE={stats}"):
+        command += ["-s", setting]
+    subprocess.run([*command, "-s", "LOG_LEVEL=WARNING"], check=True, capture_output=True, timeout=120, cwd=tmp_path)
+    return json.loads(items.read_text() or "[]")
+
+
+def is_canary(path: str) -> bool:
+    return re.fullmatch(r"/api/tracks/9\d{9}", path) is not None and int(path.rsplit("/", 1)[1]) in CANARIES
+
+
+CANARIES = {
+    int(i) for i in derive_ids(hashlib.sha256(b"guard canaries:" + KEY.encode()).digest(), 64, 9 * 10**9, 10**10 - 1)
+}
+
+
+def test_a_crawler_obeying_robots_txt_never_fetches_a_canary(demo: str, tmp_path: Path) -> None:
+    fetched = crawl(demo, tmp_path, obey=True)
+    paths = [item["path"] for item in fetched]
+    assert "/" in paths and "/tracks/20" in paths  # it crawled the pages
+    assert "/tracks/7/stream" not in paths  # audio (and the challenge page guard puts there) is disallowed
+    assert "/sitemap-archive.xml" not in paths and not any(is_canary(p) for p in paths), paths
+
+
+def test_a_crawler_following_every_link_hits_a_canary_and_is_banned(demo: str, tmp_path: Path) -> None:
+    fetched = crawl(demo, tmp_path, obey=False)
+    canaries = [item for item in fetched if is_canary(item["path"])]
+    assert canaries and canaries[0]["status"] == 200  # the first is a decoy: nothing tells it apart
+    # Everything else it fetches from then on is refused; more canaries keep answering decoys
+    # (each one more evidence), so a banned scraper cannot tell them apart by status either.
+    after = [item for item in fetched[fetched.index(canaries[0]) + 1 :] if not is_canary(item["path"])]
+    assert all(item["status"] == 403 for item in after), after
+    assert all(item["status"] == 200 for item in canaries)
+    # Its address is banned for everything, under any User-Agent (the crawl ran from loopback).
+    for user_agent in (CHROME, "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"):
+        refused = httpx.get(demo + "/tracks/20", headers={"user-agent": user_agent})
+        assert refused.status_code == 403 and "canary" in refused.text
