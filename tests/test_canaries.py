@@ -166,3 +166,25 @@ def test_a_crawler_following_every_link_hits_a_canary_and_is_banned(demo: str, t
     for user_agent in (CHROME, "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"):
         refused = httpx.get(demo + "/tracks/20", headers={"user-agent": user_agent})
         assert refused.status_code == 403 and "canary" in refused.text
+
+
+def test_a_hit_is_a_metric_and_reaches_the_sweep_detectors_hook(site: Site) -> None:
+    from prometheus_client import generate_latest
+
+    heard = []
+    site.app.canaries.listeners.append(heard.append)
+    track = site.app.canaries.ids.linked(1)[0]
+    scraper = site.browser(ip="203.0.113.50")
+    assert scraper.get(f"/api/tracks/{track}").status_code == 200
+    assert [(h.track, h.group, h.client, h.network, h.banned) for h in heard] == [
+        (track, "content_api", "203.0.113.50", "203.0.113.0/24", True)
+    ]
+    exposed = generate_latest(site.app.observer.registry).decode()
+    assert 'guard_canary_hits_total{group="content_api"} 1.0' in exposed
+
+
+def test_ids_the_application_registers_are_canaries_too(site: Site) -> None:
+    site.app.canaries.ids.register([4242])
+    assert site.browser(ip="203.0.113.60").page("/tracks/4242").headers["content-type"].startswith("text/html")
+    assert site.app.canaries.hits == 1
+    assert site.browser(ip="203.0.113.60").page("/tracks/7").status_code == 403
