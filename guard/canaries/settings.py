@@ -27,4 +27,5 @@ class CanarySettings:
     audio: frozenset[str] = frozenset({"audio"})
     api: frozenset[str] = frozenset({"content_api"})
     ban_for: float = 86400.0
-    network_for: float = 3600.0
+    address_for: float = 3600.0
+    network_for: float = 600.0

@@ -109,16 +109,17 @@ class CanaryTrap:
         return hit
 
     async def _ban(self, guard: Guard, facts: Facts) -> None:
-        """Ban through the canary rule's own keys, so that every later request's canary check finds it:
-        the session (or browser) and the address for ``ban_for``, the network for ``network_for``."""
+        """Ban through the canary rules' own keys, so that every later request's canary checks find
+        it: the session (else the browser) and the rare fingerprint for ``ban_for``, the address for
+        ``address_for``, the network for ``network_for``."""
+        s = self.settings
         rules = tuple(r for r in guard.policy.rules if r.id in (RULE_ID, FINGERPRINT_RULE_ID))
         now = guard.clock()
         # The checks later requests make (the fingerprint's only for a client with a rare one),
         # refused at once here: each starts its ban after one strike. One store call each.
         for check in guard.checks(facts, guard.limits_for(rules, facts.client)):
-            own = check._replace(limit=REFUSE_AT_ONCE)
-            await guard.store.apply(now, [own])
-            e = own.escalation
-            if e is not None:  # the session's: its address (by scope) and its network (below)
-                network = Check(e.subnet_key, REFUSE_AT_ONCE, None, Ban(1, 60.0, self.settings.network_for))
-                await guard.store.apply(now, [network])
+            await guard.store.apply(now, [check._replace(limit=REFUSE_AT_ONCE, escalation=None)])
+            e = check.escalation
+            if e is not None:  # the session's: its address and network, which its ban scope looks up
+                for key, seconds in ((e.address_key, s.address_for), (e.subnet_key, s.network_for)):
+                    await guard.store.apply(now, [Check(key, REFUSE_AT_ONCE, None, Ban(1, 60.0, seconds))])

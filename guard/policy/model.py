@@ -725,14 +725,15 @@ class CanaryBan(Section):
     """What a canary fetch costs its client."""
 
     for_: Duration = Field(
-        86400.0,
-        alias="for",
-        description="How long the session (or browser), the address and the fingerprint are banned.",
+        86400.0, alias="for", description="How long the session (else the browser) and its rare fingerprint are banned."
+    )
+    address_for: Duration = Field(
+        3600.0,
+        description="How long its address is banned, under every User-Agent: shorter, as a rented residential "
+        "address is someone's home and a carrier's address holds many people.",
     )
     network_for: Duration = Field(
-        3600.0,
-        description="How long its network (the subnet of `subnets:`) is banned: shorter, as a carrier's /24 "
-        "also holds people.",
+        600.0, description="How long its network (the subnet of `subnets:`) is banned: shorter still."
     )
 
 

@@ -386,6 +386,7 @@ def _compile_canaries(spec: model.Canaries) -> CanarySettings:
         audio=frozenset(spec.audio),
         api=frozenset(spec.api),
         ban_for=spec.ban.for_,
+        address_for=spec.ban.address_for,
         network_for=spec.ban.network_for,
     )
 
