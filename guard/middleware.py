@@ -386,4 +386,6 @@ class GuardMiddleware:
             tune_gc()
         if self.top is not None:
             self._flusher = loop.create_task(self.top.run())
+        if self.canaries is not None:
+            self.canaries.warn_if_unshared()
         self.reloader.start(loop)

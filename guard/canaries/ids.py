@@ -32,19 +32,28 @@ def derive_ids(key: bytes, count: int, low: int, high: int) -> tuple[str, ...]:
     return tuple(found)
 
 
-def canary_key(env: str, fallback_env: str) -> bytes:
-    """The canary secret: ``$env``, else ``$fallback_env`` (the session key), else random for this process."""
+def canary_key(env: str, fallback_env: str) -> bytes | None:
+    """The canary secret from ``$env``, else ``$fallback_env`` (the session key); None when neither is set."""
     for name in (env, fallback_env):
         value = os.environ.get(name, "").strip()
         if value:
             return hashlib.sha256(b"guard canaries:" + value.encode()).digest()
+    return None
+
+
+def random_key() -> bytes:
+    """A canary secret for this process alone (see :func:`warn_random_key`)."""
+    return secrets.token_bytes(32)
+
+
+def warn_random_key(env: str, fallback_env: str) -> None:
+    """Said once when a process that serves traffic has no shared canary key."""
     log.warning(
         "guard: no $%s or $%s: canary ids are random for this process; instances behind one "
         "site should share the key so that a link served by one traps on all",
         env,
         fallback_env,
     )
-    return secrets.token_bytes(32)
 
 
 class CanaryIds:

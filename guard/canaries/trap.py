@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from prometheus_client import CollectorRegistry, Counter
 
 from guard.canaries import decoy
-from guard.canaries.ids import CanaryIds, canary_key, derive_ids
+from guard.canaries.ids import CanaryIds, canary_key, derive_ids, random_key, warn_random_key
 from guard.canaries.settings import FINGERPRINT_RULE_ID, RULE_ID, CanarySettings
 from guard.policy.limits import REFUSE_AT_ONCE, Ban, Check
 
@@ -51,10 +51,19 @@ class CanaryTrap:
         """``counter``: where hits are counted (see :func:`hit_counter`; default: an unregistered one)."""
         self.settings = settings
         key = canary_key(settings.key_env, settings.fallback_env)
+        #: No key was configured: the ids are this process's own (said when it starts serving).
+        self.random_key = key is None
+        key = key if key is not None else random_key()
         self.ids = CanaryIds(derive_ids(key, settings.count, settings.low, settings.high), settings.registered)
         self.listeners: list[Listener] = []
         self.hits = 0
         self._counter = counter if counter is not None else hit_counter(None)
+
+    def warn_if_unshared(self) -> None:
+        """Warn (once) that the ids are this process's own, when no key was configured."""
+        if self.random_key:
+            self.random_key = False
+            warn_random_key(self.settings.key_env, self.settings.fallback_env)
 
     def is_canary(self, track: str | None) -> bool:
         """Whether ``track`` (a canonical track id) is a canary: one set lookup."""
