@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: The id of the rule guard puts first in the rules when canaries are on: its check looks up
-#: the bans a canary fetch starts (it counts nothing).
+#: The id of the rule guard puts last in the rules when canaries are on: its check looks up
+#: the bans a canary fetch starts (it counts nothing). Last: a request the rules allow or
+#: refuse outright (a verified search engine's page, a blocked AI crawler) never looks.
 RULE_ID = "canary"
 #: ...and with fingerprints read, a second one for the client's rare TLS fingerprint.
 FINGERPRINT_RULE_ID = "canary-fingerprint"

@@ -26,6 +26,7 @@ from guard.policy.limits import (
     DEFAULT_SCOPE,
     SEEN_FOR_US,
     SESSION_TAG,
+    BanLookup,
     Budget,
     Check,
     DistinctLimit,
@@ -399,7 +400,15 @@ class Guard:
             escalation = _new(Escalation, scope) if scope is not None else None
             checks.append(_new(Check, (key, rule.limit, item, ban, shadow, escalation)))
             rules.append(rule)
+        if now_us is not None and checks and type(checks[0].limit) is BanLookup and not self._known_ban(checks):
+            # Only the canary rules' ban lookups are left (a repeat): they ride along with a
+            # request's other checks, never cost a store call of their own.
+            return [], [], counting, prepared
         return checks, rules, counting, prepared
+
+    def _known_ban(self, checks: list[Check]) -> bool:
+        """Whether this process knows a ban on one of ``checks`` (see :meth:`decide`)."""
+        return bool(len(self._bans)) and any(self._bans.peek(c.ban_key) is not None for c in checks)
 
     def _prepare(self, rule: Rule, client: Client, ua: str, session: Session | None, since: int) -> Prepared:
         """``rule``'s check for this client (key, limit, ban and ban scope), and what it counts

@@ -330,8 +330,8 @@ def compile_policy(spec: model.RulesFile, catalogue: Catalogue, doc: Located, ba
         exempt=frozenset(spec.exempt),
         verify_categories=frozenset(spec.verify),
         rules=[
-            *_canary_rules(canaries, spec.fingerprints is not None),
             *(_compile_rule(rule, doc.line(raw_rules, i)) for i, rule in enumerate(spec.rules)),
+            *_canary_rules(canaries, spec.fingerprints is not None),
         ],
         ipv4_prefix=spec.subnets.ipv4,
         ipv6_prefix=spec.subnets.ipv6,
@@ -392,7 +392,7 @@ def _compile_canaries(spec: model.Canaries) -> CanarySettings:
 
 
 def _canary_rules(canaries: CanarySettings | None, fingerprints: bool) -> list[Rule]:
-    """With canaries on, first rules whose checks only look up the bans a canary fetch starts:
+    """With canaries on, last rules whose checks only look up the bans a canary fetch starts:
     the session (else the browser) by its key, its address and network by its ban scope; and
     with fingerprints read, its rare fingerprint (a check only clients with one have)."""
     if canaries is None:
