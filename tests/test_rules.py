@@ -64,7 +64,7 @@ paths:
             GOOD_HEAD + "rules:\n  - id: x\n    limit:\n      key: planet\n      requests: 5\n      per: 1m\n"
             "    action: throttle\n",
             8,
-            "limit.key: 'planet' is not one of: ip, ip_ua, subnet, session, provider, fingerprint, or a network level like v4/16",
+            "limit.key: 'planet' is not one of: ip, ip_ua, subnet, session, provider, fingerprint, or a network level",
         ),
         (
             GOOD_HEAD + "rules:\n  - id: x\n    ban: {after: 3, within: 1m, for: 1h}\n    action: block\n",
