@@ -8,6 +8,7 @@ server's own, so streaming and Range responses are not buffered or altered).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import os
@@ -20,9 +21,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from guard.canaries.bait import sitemap, with_bait
+from guard.canaries.decoy import Decoy
+from guard.canaries.trap import CanaryTrap, hit_counter
 from guard.consent.gate import ConsentGate, build_gate
 from guard.consent.settings import ConsentSettings
 from guard.errors import ConfigError
+from guard.fingerprints.edge import judge, read_fingerprint, with_fingerprint
 from guard.headers import request_headers
 from guard.identity.ranges import HostingRanges, RangeVerifier, hosting_directory
 from guard.identity.rdns import ReverseDNSVerifier
@@ -202,6 +207,9 @@ class GuardMiddleware:
         lock = asyncio.Lock()  # one change of the rules or of what they publish at a time
         self.publisher = Publisher(self.guard, UpstreamRobots(app), lock)
         self.metrics = MetricsEndpoint(self.observer.registry, policy)
+        self._canary_hits = hit_counter(self.observer.registry)
+        self.canaries: CanaryTrap | None = None
+        self.canaries = self._canaries_for(policy)
         rules_path = None if isinstance(rules, Policy) else Path(rules or default_rules_path())
         self.reloader = RulesReloader(
             rules_path,
@@ -247,6 +255,16 @@ class GuardMiddleware:
             body, content_type = directive
             await respond(send, 200, body, cache=True, head=scope.get("method") == "HEAD", content_type=content_type)
             return
+        trap = self.canaries
+        if trap is not None and path == trap.settings.sitemap:  # bait: robots.txt disallows it
+            await respond(
+                send,
+                200,
+                sitemap("", trap.links(16)),
+                head=scope.get("method") == "HEAD",
+                content_type=b"application/xml",
+            )
+            return
         if self.metrics.serves(scope, path):
             await self.metrics.respond(send)
             return
@@ -263,10 +281,15 @@ class GuardMiddleware:
             return
         started = time.perf_counter()
         verdict = facts = signed = answer = None
+        canary: Decoy | None = None
         cookie: list[tuple[bytes, bytes]] = []
         try:
             headers = request_headers(scope)  # one pass over them for all that follows
             client = guard.resolver.resolve(scope, headers)
+            ja4 = None
+            if policy.fingerprint_header is not None:  # the edge's TLS fingerprint, from trusted proxies only
+                ja4 = read_fingerprint(headers, client, policy.fingerprint_header)
+                client = with_fingerprint(client, ja4, policy.fingerprints)
             signed = check_signature(guard.signatures, scope, guard.clock) if guard.signatures is not None else None
             query_string = scope.get("query_string")
             query = query_string.decode("latin-1") if query_string else ""
@@ -275,8 +298,13 @@ class GuardMiddleware:
             reading = sessions.read(scope, client, user_agent, guard.clock(), headers) if sessions is not None else None
             session = reading.session if reading is not None else None
             facts = guard.facts(client, user_agent, scope.get("path", "/"), signed, query, session)
+            if ja4 is not None:
+                judge(facts, ja4, policy.fingerprints)
             exempt = guard.is_exempt(facts.where.group)
-            decision = None if exempt else await guard.decide(facts)
+            if trap is not None and not exempt and trap.is_canary(facts.where.track):
+                await trap.spring(guard, facts, ja4)
+                canary = trap.decoy(facts.where.group, facts.where.track or "")
+            decision = None if exempt or canary is not None else await guard.decide(facts)
             if decision is not None:
                 self.observer.record(facts, decision, time.perf_counter() - started, shadow=policy.shadow)
                 if self.top is not None:
@@ -293,6 +321,11 @@ class GuardMiddleware:
                 raise  # forward-auth refuses instead (guard.forwardauth)
             log.exception("guard: error while checking a request; letting it through")
             decision, exempt, answer = None, True, None
+        if canary is not None:  # answered as the application would: the scraper learns nothing
+            await respond(
+                send, 200, canary.body, head=scope.get("method") == "HEAD", content_type=canary.content_type.encode()
+            )
+            return
         if consent is not None and facts is not None and not exempt:
             try:  # artists' opt-ins: may open content to a licensed AI agent, or refuse it
                 verdict = await consent.check(scope, facts, signed, decision, published.signals)
@@ -302,6 +335,8 @@ class GuardMiddleware:
                 await consent.send(verdict, self.app, scope, receive, with_headers(send, cookie) if cookie else send)
                 return
         if answer is not None:  # the session's challenge
+            if trap is not None and answer.content_type.startswith(b"text/html"):
+                answer = dataclasses.replace(answer, body=with_bait(answer.body, trap.links(2)))
             await reply(send, answer, scope.get("method") == "HEAD")
             return
         if decision is None or decision.allowed or policy.shadow:
@@ -327,9 +362,21 @@ class GuardMiddleware:
             self.guard.use_policy(previous)
             raise
         self.metrics.use(policy)
+        self.canaries = self._canaries_for(policy)
         self.observer.sample_allows = policy.sample_allows
         self.sessions = self._sessions_for(policy)  # a rolled key file is read here, on reload only
         self.tokens = PrivateTokens(policy.private_tokens) if policy.private_tokens else None
+
+    def _canaries_for(self, policy: Policy) -> CanaryTrap | None:
+        """The trap for a reloaded policy: the same one while its settings stay (its counter is registered once)."""
+        if policy.canaries is None:
+            return None
+        if self.canaries is not None and self.canaries.settings == policy.canaries:
+            return self.canaries
+        trap = CanaryTrap(policy.canaries, self._canary_hits)
+        if self.canaries is not None:
+            trap.listeners = self.canaries.listeners
+        return trap
 
     def _sessions_for(self, policy: Policy) -> Sessions | None:
         """Sessions as the policy (or the constructor) configures them, with their keys loaded."""
@@ -358,4 +405,6 @@ class GuardMiddleware:
         warn = getattr(self.guard.store, "warn_if_evicting", None)  # the Redis store: can a flood flush budgets?
         if warn is not None:
             self._evicting = loop.create_task(warn())
+        if self.canaries is not None:
+            self.canaries.warn_if_unshared()
         self.reloader.start(loop)

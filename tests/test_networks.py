@@ -99,7 +99,7 @@ def test_an_ipv4_client_has_no_ipv6_levels_and_ordinary_networks_no_provider(tmp
     facts = guard.facts(client, CHROME, "/tracks/1/stream")
     plan = guard.policy.plan(*facts.plan_key)
     kept = [rule.id for rule in guard.limits_for(plan.limits, client)]
-    assert kept == ["v4-16-day", "session-day"]
+    assert kept == ["v4-16-day", "session-day", "canary"]  # canary: the shipped canary ban lookup
     assert client.networks == ((24, "198.51.100.0/24"), (16, "198.51.0.0/16")) and client.provider is None
 
 

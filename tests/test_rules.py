@@ -65,7 +65,8 @@ paths:
             GOOD_HEAD + "rules:\n  - id: x\n    limit:\n      key: planet\n      requests: 5\n      per: 1m\n"
             "    action: throttle\n",
             8,
-            "limit.key: 'planet' is not one of: ip, ip_ua, subnet, session, provider, agent, or a network level",
+            "limit.key: 'planet' is not one of: ip, ip_ua, subnet, session, provider, agent, fingerprint,"
+            " or a network level",
         ),
         (
             GOOD_HEAD + "rules:\n  - id: x\n    ban: {after: 3, within: 1m, for: 1h}\n    action: block\n",
@@ -114,6 +115,7 @@ def test_a_bad_catalogue_names_its_own_file_and_line(tmp_path: Path) -> None:
 def test_the_shipped_rules_are_valid() -> None:
     policy = load_rules(RULES)
     assert [r.id for r in policy.rules][:2] == ["ai-training", "ai-search"]
+    assert [r.id for r in policy.rules][-2:] == ["canary", "canary-fingerprint"]  # guard's own, last
     assert policy.exempt == {"directives", "health"}
 
 

@@ -41,7 +41,7 @@ CASES = {
         (5, 1),
         "unknown key 'rule' (expected one of: version, extends, catalogue, paths, exempt, apps, verify,"
         " reverse_dns, signatures, shadow, metrics, log, clients, subnets, memory, redis, directives, consent,"
-        " sessions, pacing, private_tokens, rules)",
+        " sessions, pacing, private_tokens, canaries, fingerprints, rules)",
     ),
     "unknown section key": (
         HEAD + "redis:\n  url: redis://127.0.0.1:6379\n  timeuot: 50ms\nrules: []\n",
@@ -230,6 +230,21 @@ CASES = {
         HEAD + "directives: {tdmrep: maybe}\nrules: []\n",
         (5, 22),
         "directives.tdmrep: expected true or false, got 'maybe'",
+    ),
+    "canary range upside down": (
+        HEAD + "canaries:\n  range: [20, 10]\nrules: []\n",
+        (6, 10),
+        "canaries.range: 'range' is [low, high] with 0 <= low <= high",
+    ),
+    "canary link without its id": (
+        HEAD + "canaries:\n  links: [/api/tracks/]\nrules: []\n",
+        (6, 11),
+        "canaries.links[0]: a canary link names the id: {id}",
+    ),
+    "fingerprint header not a name": (
+        HEAD + "fingerprints:\n  header: 'x ja4'\nrules: []\n",
+        (6, 11),
+        "fingerprints.header: 'x ja4' is not a header name (letters, digits and -)",
     ),
 }
 

@@ -67,6 +67,7 @@ class Client:
     tag: str = ""
     provider: str | None = None
     source: str = ""
+    fingerprint: str | None = None  # a rare TLS fingerprint from the edge (guard.fingerprints), else None
 
     def __post_init__(self) -> None:
         if not self.key:

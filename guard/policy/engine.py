@@ -26,6 +26,7 @@ from guard.policy.limits import (
     DEFAULT_SCOPE,
     SEEN_FOR_US,
     SESSION_TAG,
+    BanLookup,
     Budget,
     Check,
     DistinctLimit,
@@ -200,10 +201,10 @@ class Guard:
             provider_tag="provider" in keys,
         )
         # Limits that only some clients have a key for (a network level of one IP family, a provider).
-        self._conditional = any(key == "provider" or prefix_key(key) for key in keys if key)
+        self._conditional = any(key in ("provider", "fingerprint") or prefix_key(key) for key in keys if key)
         self._agent_keyed = "agent" in keys
         self._agent_keyed_limits: dict[int, tuple[tuple[Rule, ...], bool]] = {}
-        self._applicable: dict[int, tuple[tuple[Rule, ...], dict[tuple[int, bool], tuple[Rule, ...]]]] = {}
+        self._applicable: dict[int, tuple[tuple[Rule, ...], dict[tuple[int, bool, bool], tuple[Rule, ...]]]] = {}
         identifier = Identifier(
             policy.catalogue,
             policy.verify_categories,
@@ -218,7 +219,9 @@ class Guard:
         self.policy, self.resolver, self.identifier, self.signatures = policy, resolver, identifier, signatures
         self.sessions = self._sessions or policy.sessions
         # Checks prepared per client (keys, bans, scopes): rebuilt for the new rules and resolver.
-        self._prepared: LRU[tuple[str, str, str, str | None, int], dict[int, Prepared]] = LRU(PREPARED_CLIENTS)
+        self._prepared: LRU[tuple[str, str, str, str | None, int, str | None], dict[int, Prepared]] = LRU(
+            PREPARED_CLIENTS
+        )
         self._mint: LRU[str, tuple[Client, tuple[Check, Check]]] = LRU(PREPARED_CLIENTS)
 
     # -- facts ------------------------------------------------------------------------
@@ -326,7 +329,7 @@ class Guard:
             cached = (limits, {})
             if len(self._applicable) < 4096:
                 self._applicable[id(limits)] = cached
-        fact = (client.version, client.provider is not None)
+        fact = (client.version, client.provider is not None, client.fingerprint is not None)
         kept = cached[1].get(fact)
         if kept is None:
             kept = cached[1][fact] = tuple(rule for rule in limits if _who(rule.key or "", client))
@@ -367,6 +370,7 @@ class Guard:
             ua if tag is None else f"{ua} {tag}",
             session.id if session is not None else None,
             since,
+            client.fingerprint,
         )
         prepared = self._prepared.get(who)
         if prepared is None:
@@ -407,6 +411,10 @@ class Guard:
             escalation = _new(Escalation, scope) if scope is not None else None
             checks.append(_new(Check, (key, rule.limit, item, ban, shadow, escalation)))
             rules.append(rule)
+        if now_us is not None and checks and type(checks[0].limit) is BanLookup and not self._known_ban(checks):
+            # Only the canary rules' ban lookups are left (a repeat): they ride along with a
+            # request's other checks, never cost a store call of their own.
+            return [], [], counting, prepared
         return checks, rules, counting, prepared
 
     def _agent_tag(self, facts: Facts, limits: tuple[Rule, ...]) -> str | None:
@@ -424,6 +432,10 @@ class Guard:
                 self._agent_keyed_limits[id(limits)] = known
         return "agent:" + facts.identity.agent_key if known[1] else None
 
+    def _known_ban(self, checks: list[Check]) -> bool:
+        """Whether this process knows a ban on one of ``checks`` (see :meth:`decide`)."""
+        return bool(len(self._bans)) and any(self._bans.peek(c.ban_key) is not None for c in checks)
+
     def _prepare(
         self, rule: Rule, client: Client, ua: str, session: Session | None, since: int, tag: str | None = None
     ) -> Prepared:
@@ -438,6 +450,8 @@ class Guard:
         # an agent's tag, under that: all of a request's keys in one slot).
         own = rule.key == "session" and tag is None
         home = (self._session_prefix(session) if own and session is not None else "") or prefix
+        if rule.key == "fingerprint" and client.fingerprint:  # one count across every address
+            home = self._own_prefix("f" + client.fingerprint) or prefix
         # Clients a proxy forwarded without a usable address share one strict bucket: no key per UA.
         ip_ua = client.key if client.via else f"{client.key}#{ua}"
         if rule.key == "ip":
@@ -472,9 +486,14 @@ class Guard:
 
     def _session_prefix(self, session: Session) -> str:
         """The key prefix of a session's own counters: its hash tag, whatever network it is on."""
+        return self._own_prefix(session.id)
+
+    def _own_prefix(self, name: str) -> str:
+        """The key prefix of counters that follow ``name`` (a session, a fingerprint) from network
+        to network: a hash tag of their own ("" on a Redis Cluster: the client's, see _prepare)."""
         if getattr(self.store, "cluster", False):
-            return ""  # the caller's client prefix: see _prepare
-        digest = hashlib.blake2s(session.id.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
+            return ""
+        digest = hashlib.blake2s(name.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
         return f"{self.namespace}:{{{SESSION_TAG}{digest}}}:"
 
     def network_of(self, client: Client) -> str:
@@ -604,6 +623,8 @@ def _who(key: str, client: Client) -> str | None:
     """The counter key for a provider or network-level key (None: the client has none); others as is."""
     if key == "provider":
         return f"hosting:{client.provider}" if client.provider else None
+    if key == "fingerprint":
+        return f"ja4:{client.fingerprint}" if client.fingerprint else None
     level = prefix_key(key)
     if level is not None:
         return client.network(level[1]) if client.version == level[0] else None

@@ -45,9 +45,10 @@ DISTINCT_VALUES = ("track", "session", "user_agent", "network")
 #: ``subnet`` (the client's first network level), ``session`` (the signed session, else as
 #: ``ip_ua``), ``provider`` (everyone in one hosting provider's ranges), ``agent`` (everyone
 #: sending one agent's name, across the platform: a catalogue agent, the name a self-declared
-#: bot gives, else the User-Agent string) and network levels written ``v4/16``, ``v6/48``
-#: (see :func:`prefix_key`).
-KEY_KINDS = ("ip", "ip_ua", "subnet", "session", "provider", "agent")
+#: bot gives, else the User-Agent string), ``fingerprint`` (everyone with one rare TLS
+#: fingerprint, whatever their address: guard.fingerprints) and network levels written
+#: ``v4/16``, ``v6/48`` (see :func:`prefix_key`).
+KEY_KINDS = ("ip", "ip_ua", "subnet", "session", "provider", "agent", "fingerprint")
 
 
 @functools.cache
@@ -152,6 +153,18 @@ class Budget:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "slice_us", round(self.per * 1e6) // SLICES)
+
+
+class BanLookup(DistinctLimit):
+    """A check that counts nothing and only looks up its key's ban (and its ban scope's).
+
+    The canary rule's check on every request: what bans a client there is a canary fetch
+    (guard/canaries), never a count.
+    """
+
+
+#: A limit that refuses its first request: the canary trap's check, which starts a ban at once.
+REFUSE_AT_ONCE = RateLimit(1, 60.0, 0)
 
 
 #: Distinct-value limits over this many seconds or more are budgets (estimated, see Budget).

@@ -820,6 +820,99 @@ class App(Section):
     )
 
 
+class CanaryBan(Section):
+    """What a canary fetch costs its client."""
+
+    for_: Duration = Field(
+        86400.0, alias="for", description="How long the session (else the browser) and its rare fingerprint are banned."
+    )
+    address_for: Duration = Field(
+        3600.0,
+        description="How long its address is banned, under every User-Agent: shorter, as a rented residential "
+        "address is someone's home and a carrier's address holds many people.",
+    )
+    network_for: Duration = Field(
+        600.0, description="How long its network (the subnet of `subnets:`) is banned: shorter still."
+    )
+
+
+class Canaries(Section):
+    """Track ids no person can reach: whoever fetches one is a scraper (docs/sweeps.md). Absent: off."""
+
+    range: list[int] = Field(
+        [9_000_000_000, 9_999_999_999],
+        min_length=2,
+        max_length=2,
+        description="`[low, high]`: numeric track ids the application never issues. Canary ids are drawn from "
+        "it with a secret, so a scraper walking ids there meets them and nobody can list them.",
+    )
+    count: int = Field(64, ge=1, le=100_000, description="How many canary ids are derived from the key.")
+    ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        [], description="More canary ids: tracks the application never links (unpublished, retired)."
+    )
+    key_env: str = Field(
+        "GUARD_CANARY_KEY",
+        description="Environment variable of the secret the ids are derived from (else the session key's, "
+        "else random per process).",
+    )
+    links: list[Annotated[str, AfterValidator(_absolute_path)]] = Field(
+        ["/api/tracks/{id}"],
+        min_length=1,
+        description="Where baited links point, `{id}` for the canary id: paths robots.txt disallows to every "
+        "crawler (the API by default), so no crawler that obeys it follows one.",
+    )
+    stream: Annotated[str, AfterValidator(_absolute_path)] = Field(
+        "/tracks/{id}/stream", description="The audio URL decoy pages and JSON name."
+    )
+    sitemap: Annotated[str | None, AfterValidator(_absolute_path)] = Field(
+        "/sitemap-archive.xml",
+        description="A sitemap of canary links, disallowed in robots.txt (null: none).",
+    )
+    audio: OneOrMany[OwnGroupRef] = Field(["audio"], description="Path groups whose decoy is audio (a WAV).")
+    api: OneOrMany[OwnGroupRef] = Field(["content_api"], description="Path groups whose decoy is JSON.")
+    ban: CanaryBan = Field(CanaryBan(), description=CanaryBan.__doc__)
+
+    @model_validator(mode="after")
+    def _sane(self) -> Canaries:
+        low, high = self.range
+        if not 0 <= low <= high:
+            fail((["range"], "'range' is [low, high] with 0 <= low <= high"))
+        elif high - low + 1 < self.count:
+            fail((["count"], f"the range holds only {high - low + 1} ids"))
+        for i, link in enumerate(self.links):
+            if "{id}" not in link:
+                fail((["links", i], "a canary link names the id: {id}"))
+        return self
+
+
+def _header_name(value: str) -> str:
+    if not re.match(r"^[A-Za-z0-9-]{1,64}$", value):
+        raise problem(f"'{value}' is not a header name (letters, digits and -)")
+    return value.lower()
+
+
+def _shipped_or_file(value: str | None, info: ValidationInfo) -> str | None:
+    return value if value == "shipped" else _existing_file(value, info)
+
+
+class Fingerprints(Section):
+    """TLS fingerprints (JA4) the trusted edge proxy computed (docs/sweeps.md). Absent: not read."""
+
+    header: Annotated[str, AfterValidator(_header_name)] = Field(
+        "cloudfront-viewer-ja4-fingerprint",
+        description="The request header the trusted proxy writes the JA4 into: CloudFront's "
+        "`cloudfront-viewer-ja4-fingerprint`, or the name a Cloudflare Worker, Akamai, nginx or HAProxy "
+        "module is set to write. Read only from trusted proxies.",
+    )
+    catalogue: Annotated[str | None, AfterValidator(_shipped_or_file)] = Field(
+        None,
+        description="Known fingerprints: `shipped` (rules/fingerprints.yaml, from FoxIO's public JA4 mapping) "
+        "or a file relative to the rules file. A browser's "
+        "User-Agent over a library's fingerprint is judged `http_client`; a fingerprint no browser of it "
+        "has is rare and counted by limits keyed `fingerprint`. Absent: every fingerprint is rare.",
+    )
+
+
 class RulesFile(Section):
     """A guard rules file."""
 
@@ -872,6 +965,8 @@ class RulesFile(Section):
     sessions: Sessions | None = Field(None, description=Sessions.__doc__)
     pacing: Pacing | None = Field(None, description=Pacing.__doc__)
     private_tokens: PrivateTokens | None = Field(None, description=PrivateTokens.__doc__)
+    canaries: Canaries | None = Field(None, description=Canaries.__doc__)
+    fingerprints: Fingerprints | None = Field(None, description=Fingerprints.__doc__)
     rules: list[Rule] = Field(description="The rules, read top to bottom.")
 
     @field_validator("version", mode="before")

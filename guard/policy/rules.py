@@ -15,14 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guard import config
+from guard.canaries.settings import FINGERPRINT_RULE_ID as CANARY_FINGERPRINT_RULE
+from guard.canaries.settings import RULE_ID as CANARY_RULE
+from guard.canaries.settings import CanarySettings
 from guard.consent.model import Price
 from guard.consent.settings import ConsentSettings
 from guard.errors import ConfigError, Problem
+from guard.fingerprints.catalogue import FingerprintCatalogue, load_fingerprints
 from guard.identity.catalogue import Catalogue, load_catalogue
 from guard.pacing import PacingSettings, compile_pacing
 from guard.policy import model
 from guard.policy.extends import SHIPPED_CATALOGUE, SHIPPED_RULES, catalogue_path, load_extended, shipped_dir
-from guard.policy.limits import Ban, Budget, DistinctLimit, RateLimit, distinct_limit
+from guard.policy.limits import Ban, BanLookup, Budget, DistinctLimit, RateLimit, distinct_limit
 from guard.policy.model import ACTIONS, BUILTIN_CATEGORIES, parse_duration
 from guard.policy.paths import PathGroups
 from guard.privatetoken import TokenSettings, compile_tokens
@@ -93,7 +97,7 @@ class Rule:
 
     @property
     def counts_tracks(self) -> bool:
-        return isinstance(self.limit, DistinctLimit | Budget)
+        return isinstance(self.limit, DistinctLimit | Budget) and not isinstance(self.limit, BanLookup)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +158,9 @@ class Policy:
     sessions: SessionSettings | None = None  # None: no sessions
     pacing: PacingSettings | None = None  # None: audio is not paced
     private_tokens: TokenSettings | None = None  # None: no Private Access Tokens
+    canaries: CanarySettings | None = None  # None: no canaries (guard/canaries)
+    fingerprint_header: bytes | None = None  # where the trusted proxy writes the JA4; None: not read
+    fingerprints: FingerprintCatalogue = field(default_factory=FingerprintCatalogue)
     notes: tuple[str, ...] = ()  # what the loader filled in for the file (`guard check` says so)
     _plans: dict[tuple[str, str | None, str, bool, str, bool], Plan] = field(default_factory=dict, repr=False)
 
@@ -319,13 +326,17 @@ def compile_policy(spec: model.RulesFile, catalogue: Catalogue, doc: Located, ba
         merge = str(base_dir / merge)
     tdmrep = directives.tdmrep
     raw_rules = doc.data["rules"]
+    canaries = _compile_canaries(spec.canaries) if spec.canaries is not None else None
     return Policy(
         source=doc.file,
         catalogue=catalogue,
         paths=PathGroups(dict(spec.paths)),
         exempt=frozenset(spec.exempt),
         verify_categories=frozenset(spec.verify),
-        rules=[_compile_rule(rule, doc.line(raw_rules, i)) for i, rule in enumerate(spec.rules)],
+        rules=[
+            *(_compile_rule(rule, doc.line(raw_rules, i)) for i, rule in enumerate(spec.rules)),
+            *_canary_rules(canaries, spec.fingerprints is not None),
+        ],
         ipv4_prefix=spec.subnets.ipv4,
         ipv6_prefix=spec.subnets.ipv6,
         client_ipv4_prefix=spec.clients.ipv4,
@@ -355,7 +366,54 @@ def compile_policy(spec: model.RulesFile, catalogue: Catalogue, doc: Located, ba
         sessions=_compile_sessions(spec.sessions, base_dir) if spec.sessions is not None else None,
         pacing=compile_pacing(spec.pacing) if spec.pacing is not None else None,
         private_tokens=compile_tokens(spec.private_tokens) if spec.private_tokens is not None else None,
+        canaries=canaries,
+        fingerprint_header=spec.fingerprints.header.encode() if spec.fingerprints is not None else None,
+        fingerprints=_fingerprint_catalogue(spec.fingerprints, base_dir),
     )
+
+
+def _fingerprint_catalogue(spec: model.Fingerprints | None, base_dir: Path) -> FingerprintCatalogue:
+    if spec is None or spec.catalogue is None:
+        return FingerprintCatalogue()
+    folder = shipped_dir() if spec.catalogue == "shipped" else base_dir
+    return load_fingerprints(folder / ("fingerprints.yaml" if spec.catalogue == "shipped" else spec.catalogue))
+
+
+def _compile_canaries(spec: model.Canaries) -> CanarySettings:
+    return CanarySettings(
+        low=spec.range[0],
+        high=spec.range[1],
+        count=spec.count,
+        registered=tuple(spec.ids),
+        key_env=spec.key_env,
+        links=tuple(spec.links),
+        stream=spec.stream,
+        sitemap=spec.sitemap,
+        audio=frozenset(spec.audio),
+        api=frozenset(spec.api),
+        ban_for=spec.ban.for_,
+        address_for=spec.ban.address_for,
+        network_for=spec.ban.network_for,
+    )
+
+
+def _canary_rules(canaries: CanarySettings | None, fingerprints: bool) -> list[Rule]:
+    """With canaries on, last rules whose checks only look up the bans a canary fetch starts:
+    the session (else the browser) by its key, its address and network by its ban scope; and
+    with fingerprints read, its rare fingerprint (a check only clients with one have)."""
+    if canaries is None:
+        return []
+    reason = "this client fetched a track no listener can reach (a canary)"
+    ban = Ban(1, 60.0, canaries.ban_for, "address")
+    limit = BanLookup("track", 1, 60.0)
+    rules = [Rule(CANARY_RULE, Match(), "block", limit, "session", ban, reason, "canary fetches ban their client")]
+    if fingerprints:
+        by_fingerprint = Ban(1, 60.0, canaries.ban_for)
+        what = "canary fetches ban a rare fingerprint"
+        rules.append(
+            Rule(CANARY_FINGERPRINT_RULE, Match(), "block", limit, "fingerprint", by_fingerprint, reason, what)
+        )
+    return rules
 
 
 def _compile_sessions(spec: model.Sessions, base_dir: Path) -> SessionSettings:

@@ -109,6 +109,7 @@ def robots_txt(policy: Policy) -> str:
     if policy.content_usage:
         lines.append(f"Content-Usage: {policy.content_usage}")
     lines += _disallow(policy, policy.default_disallow) or ["Allow: /"]
+    lines += _bait(policy)
     if policy.sitemap:
         lines += ["", f"Sitemap: {policy.sitemap}"]
     return "\n".join(lines) + "\n"
@@ -126,7 +127,13 @@ def _group_rules(policy: Policy, blocked: tuple[str, ...], content_groups: list[
             if robots_pattern(p) != "/robots.txt"
         ]
         return [*lines, "Disallow: /"]
-    return lines + _disallow(policy, blocked)
+    return lines + _disallow(policy, blocked) + _bait(policy)
+
+
+def _bait(policy: Policy) -> list[str]:
+    """The canary sitemap (guard/canaries), disallowed to every crawler: bait for whoever mines Disallow lines."""
+    sitemap = policy.canaries.sitemap if policy.canaries is not None else None
+    return [f"Disallow: {sitemap}"] if sitemap else []
 
 
 def _disallow(policy: Policy, groups: tuple[str, ...]) -> list[str]:
