@@ -51,12 +51,10 @@ def test_browsers_are_browsers(policy: Policy) -> None:
 # are a device's own media stack, downloader or an app's SDK: visitors under graded trust (a
 # session for audio, counted, budgets of their own), not refused by identity.
 UNNAMED_LIBRARIES = {
-    "Go 1.1 package http",
     "containers/5.17.0 (github.com/containers/image)",
     "Android.LVLDM",  # Android's licence-verification download manager
     "php7.4",
     "localhost.localdomain/go-network-v2.0.1",
-    "KolibriOS libHTTP/1.1",
     "BIC Tracker",
     "Down/5.3.1",
     "KaiOS Downloader",  # the phone's own downloader

@@ -197,8 +197,9 @@ def stands(hit: Match, user_agent: str, catalogue: Catalogue) -> bool:
       (``Android/``, ``CFNetwork/``, "podcast app") it is that app. Spelt with lookalikes on
       a browser string, such a name is not found there and the string is a visitor.
     * A generic library (okhttp, curl, ...) after the product of an app that the catalogue
-      does not name is that app's engine (``DS podcast/1.0.5 (...) OkHttp/4.9.1``); led by
-      ``Mozilla/5.0`` or by a named tool, it is the tool.
+      does not name is that app's engine (``DS podcast/1.0.5 (...) OkHttp/4.9.1``) when the
+      string describes a platform (a ``;`` list, ``Android/``, app words); led by
+      ``Mozilla/5.0`` or by a named tool, or after a bare product, it is the tool.
     * Anything else (every AI agent, search engine, curated crawler) stands wherever it is.
     """
     category = hit.agent.category
@@ -228,8 +229,18 @@ def stands(hit: Match, user_agent: str, catalogue: Catalogue) -> bool:
         first = _FIRST_PRODUCT.match(user_agent)
         if first is None or first.group(1).lower() in _BROWSER_LEADS:
             return True
-        return _leads(hit, user_agent, catalogue)
+        # After an unnamed product a library is that app's engine only if the string describes
+        # the app's platform, as apps do ("(be.standaard.audio; build:6; Android 10)"): a bare
+        # "Listener/1.0 python-requests/2.32" is the tool with a word in front of it.
+        return _leads(hit, user_agent, catalogue) or not _describes_platform(user_agent)
     return True
+
+
+def _describes_platform(user_agent: str) -> bool:
+    """Whether the User-Agent describes a device or platform, as an app's string does and a
+    tool's does not: a ``;``-separated list (a platform comment "(x; y)", an updater's
+    "Google Update/1.3;winhttp"), a platform product (``Android/``) or an app's own words."""
+    return ";" in user_agent or _APP_PLATFORM.search(user_agent) is not None or APP_WORDS.search(user_agent) is not None
 
 
 def _find(token: str, user_agent: str) -> tuple[int, bool] | None:

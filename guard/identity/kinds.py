@@ -122,8 +122,10 @@ def declares_bot(user_agent: str, ua_words: list[bytes], names_from: int = 0) ->
     """
     # (str operations: several times faster than the same on bytes)
     text = user_agent.lower() if user_agent.isascii() else b" ".join(ua_words).decode()  # lookalikes folded
+    # Digits folded too, or "Foob0t" and "crawl3r" would pass the quick test unread.
+    folded = b" ".join(ua_words).decode() if ua_words else fold_text(user_agent).decode()
     if (
-        "bot" in text or "crawl" in text or "spider" in text or "splder" in text or "scrap" in text or "fetch" in text
+        "bot" in folded or "crawl" in folded or "splder" in folded or "scrap" in folded or "fetch" in folded
     ) and _has_bot_word(user_agent[names_from:]):
         return True
     if "subscriber" in text and _SUBSCRIBERS.search(user_agent) is not None:
@@ -140,9 +142,17 @@ def _has_bot_word(user_agent: str) -> bool:
     for word in plain_words(user_agent.encode("latin-1", "replace")):
         if not word.isdigit():
             folded = fold(word)
-            if folded in BOT_WORDS or folded.endswith(_BOT_SUFFIXES):
+            if folded in BOT_WORDS and _one_digit_at_most(word):
+                return True
+            suffix = next((s for s in _BOT_SUFFIXES if folded.endswith(s)), None)
+            if suffix is not None and _one_digit_at_most(word[-len(suffix) :]):
                 return True
     return False
+
+
+def _one_digit_at_most(word: bytes) -> bool:
+    # One digit for a letter is a disguise ("Foob0t"); more are a model number ("ZTE U807", "TAB07").
+    return sum(c in b"0123456789" for c in word) <= 1
 
 
 def browser_platform_end(user_agent: str) -> int | None:
