@@ -53,17 +53,35 @@ def test_a_bot_name_is_counted_across_addresses_in_both_stores(tmp_path, make_st
     assert all(decide(guard, "10.70.0.1", chrome, f"/tracks/{n}").allowed for n in range(1, 9))
 
 
-def test_all_of_an_agent_keyed_request_s_keys_share_the_agent_s_hash_tag(tmp_path) -> None:
+def _keys(guard: Guard, ua: str) -> dict[str, str]:
+    """A page request's store keys by rule, as ``ua`` from 10.1.0.1."""
+    client = guard.resolver.resolve({"client": ("10.1.0.1", 1), "headers": []})
+    facts = guard.facts(client, ua, "/tracks/3")
+    plan = guard.policy.plan(*facts.plan_key)
+    return {check.key.split("}:", 1)[1].split(":", 1)[0]: check.key for check in guard.checks(facts, plan.limits)}
+
+
+def test_an_agent_count_has_its_own_hash_tag_and_the_clients_counts_keep_theirs(tmp_path) -> None:
+    """The agent's count follows the name across the platform; the address's counts stay the
+    address's, so a new invented name never starts them afresh (tests/test_red_team_identity.py)."""
     from guard.stores.memory import MemoryStore
 
     guard = Guard(policy_with(tmp_path, RULES, sessions=False), MemoryStore(), clock=FakeClock())
-    bot = "Mozilla/5.0 (compatible; TitleSnatchBot/1.0)"
-    client = guard.resolver.resolve({"client": ("10.1.0.1", 1), "headers": []})
-    facts = guard.facts(client, bot, "/tracks/3")
-    plan = guard.policy.plan(*facts.plan_key)
-    keys = [check.key for check in guard.checks(facts, plan.limits)]
-    own = [key for key in keys if ":canary" not in key]  # guard's canary ban lookups ride along
-    assert len(own) == 2 and all("{agent:n:tltlesnatchbot}" in key for key in keys), keys
-    browser = guard.facts(client, "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0", "/tracks/3")
-    browser_plan = guard.policy.plan(*browser.plan_key)
-    assert all("{agent:" not in check.key for check in guard.checks(browser, browser_plan.limits))
+    keys = _keys(guard, "Mozilla/5.0 (compatible; TitleSnatchBot/1.0)")
+    other = _keys(guard, "Mozilla/5.0 (compatible; OtherNameBot/1.0)")
+    assert keys["bot-titles"].endswith(":bot-titles:agent:n:tltlesnatchbot"), keys
+    assert keys["bot-titles"].split("}")[0] != keys["per-browser"].split("}")[0]  # its own slot
+    assert other["bot-titles"] != keys["bot-titles"]
+    assert other["per-browser"].split("}")[0] == keys["per-browser"].split("}")[0]  # the client's tag
+
+
+def test_on_a_cluster_an_agents_count_stays_in_the_requests_slot(tmp_path) -> None:
+    """A cluster runs one script call in one slot: there the agent is counted under the client's tag."""
+    from guard.stores.memory import MemoryStore
+
+    class ClusterLike(MemoryStore):
+        cluster = True
+
+    guard = Guard(policy_with(tmp_path, RULES, sessions=False), ClusterLike(), clock=FakeClock())
+    keys = _keys(guard, "Mozilla/5.0 (compatible; TitleSnatchBot/1.0)")
+    assert len({key.split("}")[0] for key in keys.values()}) == 1, keys

@@ -203,7 +203,6 @@ class Guard:
         # Limits that only some clients have a key for (a network level of one IP family, a provider).
         self._conditional = any(key in ("provider", "fingerprint") or prefix_key(key) for key in keys if key)
         self._agent_keyed = "agent" in keys
-        self._agent_keyed_limits: dict[int, tuple[tuple[Rule, ...], bool]] = {}
         self._applicable: dict[int, tuple[tuple[Rule, ...], dict[tuple[int, bool, bool], tuple[Rule, ...]]]] = {}
         identifier = Identifier(
             policy.catalogue,
@@ -219,7 +218,7 @@ class Guard:
         self.policy, self.resolver, self.identifier, self.signatures = policy, resolver, identifier, signatures
         self.sessions = self._sessions or policy.sessions
         # Checks prepared per client (keys, bans, scopes): rebuilt for the new rules and resolver.
-        self._prepared: LRU[tuple[str, str, str, str | None, int, str | None], dict[int, Prepared]] = LRU(
+        self._prepared: LRU[tuple[str, str, str, str | None, str | None, int, str | None], dict[int, Prepared]] = LRU(
             PREPARED_CLIENTS
         )
         self._mint: LRU[str, tuple[Client, tuple[Check, Check]]] = LRU(PREPARED_CLIENTS)
@@ -291,7 +290,7 @@ class Guard:
         now_us = to_us(now)
         checks, rules, counting, prepared = self._checks(facts, limits, now_us)
         if mint:
-            checks += self.mint_checks(facts.client, self._agent_tag(facts, limits))
+            checks += self.mint_checks(facts.client)
         elif not checks:
             return Decision("allow", shadowed=shadowed) if shadowed else ALLOW  # nothing to count or look up
         if len(self._bans):  # a ban this process already knows of costs no store call
@@ -362,12 +361,13 @@ class Guard:
         clock_us = now_us if now_us is not None else to_us(self.clock())
         fresh = session is not None and to_us(session.issued_at) > clock_us - SEEN_FOR_US
         since = to_us(session.issued_at + 1) if fresh and session is not None else 0
-        tag = self._agent_tag(facts, limits)
-        # Checks prepared under an agent's tag are kept apart from the client's own.
+        # Who a limit keyed `agent` counts (a name, else the User-Agent's hash), when the rules have one.
+        agent = facts.identity.agent_key if self._agent_keyed else None
         who = (
             client.ip,
             client.via,
-            ua if tag is None else f"{ua} {tag}",
+            ua,
+            agent,
             session.id if session is not None else None,
             since,
             client.fingerprint,
@@ -388,7 +388,7 @@ class Guard:
         for rule in limits:
             found = prepared.get(id(rule))
             if found is None:
-                found = prepared[id(rule)] = self._prepare(rule, client, ua, session, since, tag)
+                found = prepared[id(rule)] = self._prepare(rule, client, ua, session, since, agent)
             key, scope, counts, counted, again_at = found
             item: str | None = None
             if track is not None and counts is not None:
@@ -417,41 +417,27 @@ class Guard:
             return [], [], counting, prepared
         return checks, rules, counting, prepared
 
-    def _agent_tag(self, facts: Facts, limits: tuple[Rule, ...]) -> str | None:
-        """The hash tag of a request that a limit keyed ``agent`` counts: its agent's (None: the client's).
-
-        Such a limit counts one agent across the whole platform, so all of the request's keys
-        go to that agent's slot (one Redis call, one slot, as for every request).
-        """
-        if not self._agent_keyed:
-            return None
-        known = self._agent_keyed_limits.get(id(limits))
-        if known is None or known[0] is not limits:  # once per tuple of limits (plans are memoised)
-            known = (limits, any(rule.key == "agent" for rule in limits))
-            if len(self._agent_keyed_limits) < 4096:
-                self._agent_keyed_limits[id(limits)] = known
-        return "agent:" + facts.identity.agent_key if known[1] else None
-
     def _known_ban(self, checks: list[Check]) -> bool:
         """Whether this process knows a ban on one of ``checks`` (see :meth:`decide`)."""
         return bool(len(self._bans)) and any(self._bans.peek(c.ban_key) is not None for c in checks)
 
     def _prepare(
-        self, rule: Rule, client: Client, ua: str, session: Session | None, since: int, tag: str | None = None
+        self, rule: Rule, client: Client, ua: str, session: Session | None, since: int, agent: str | None = None
     ) -> Prepared:
         """``rule``'s check for this client (key, limit, ban and ban scope), and what it counts
         on a path with a track: the track (:data:`_TRACK`), its hash (:data:`_HASHED_TRACK`),
-        the session or User-Agent (text), or None. ``tag``: the agent's hash tag, when a limit
-        of the request is keyed ``agent``."""
+        the session or User-Agent (text), or None. ``agent``: who a limit keyed ``agent`` counts."""
         assert rule.limit is not None and rule.key is not None  # the parser gives every limit rule both
-        prefix = f"{self.namespace}:{{{tag or client.tag}}}:"
-        # A session's own counters follow it from network to network: under its own hash tag
-        # (on a Redis Cluster, where one call must stay in one slot, under the client's; with
-        # an agent's tag, under that: all of a request's keys in one slot).
-        own = rule.key == "session" and tag is None
-        home = (self._session_prefix(session) if own and session is not None else "") or prefix
+        prefix = f"{self.namespace}:{{{client.tag}}}:"
+        # A session's, a rare fingerprint's and an agent's own counters follow them from network
+        # to network: under their own hash tag (on a Redis Cluster, where one call must stay in
+        # one slot, under the client's). Every other key stays the client's, so a new agent name
+        # never starts the address's or network's counts afresh.
+        home = (self._session_prefix(session) if rule.key == "session" and session is not None else "") or prefix
         if rule.key == "fingerprint" and client.fingerprint:  # one count across every address
             home = self._own_prefix("f" + client.fingerprint) or prefix
+        if rule.key == "agent" and agent is not None:  # one count across the platform
+            home = self._own_prefix("a" + agent) or prefix
         # Clients a proxy forwarded without a usable address share one strict bucket: no key per UA.
         ip_ua = client.key if client.via else f"{client.key}#{ua}"
         if rule.key == "ip":
@@ -462,8 +448,8 @@ class Guard:
             who = client.subnet
         elif rule.key == "session":
             who = f"s:{session.id}" if session is not None else ip_ua
-        elif rule.key == "agent" and tag is not None:
-            who = tag
+        elif rule.key == "agent" and agent is not None:
+            who = "agent:" + agent
         else:  # limits_for kept only rules the client has a key for
             who = _who(rule.key, client) or rule.key
         ban = None if rule.shadow else rule.ban  # a shadow rule never escalates
@@ -527,17 +513,9 @@ class Guard:
         address, subnet = f"{prefix}{rule.id}:{client.key}", f"{prefix}{rule.id}:{client.subnet}"
         return Escalation(scope, address, subnet, seen, device if seen else "", f"{prefix}scoped", since if seen else 0)
 
-    def mint_checks(self, client: Client, tag: str | None = None) -> list[Check]:
-        """Shadow checks that limit new sessions per address and per subnet (exceeded: no session).
-
-        ``tag``: the request's agent tag (see :meth:`_agent_tag`), which its keys share."""
+    def mint_checks(self, client: Client) -> list[Check]:
+        """Shadow checks that limit new sessions per address and per subnet (exceeded: no session)."""
         assert self.sessions is not None
-        if tag is not None:
-            prefix = f"{self.namespace}:{{{tag}}}:mint:"
-            return [
-                Check(f"{prefix}ip:{client.key}", self.sessions.mint_per_address, shadow=True),
-                Check(f"{prefix}subnet:{client.subnet}", self.sessions.mint_per_subnet, shadow=True),
-            ]
         found = self._mint.peek(client.ip)
         if found is None or found[0] is not client:
             prefix = f"{self.namespace}:{{{client.tag}}}:mint:"
