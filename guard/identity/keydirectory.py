@@ -40,7 +40,9 @@ from guard.identity.signatures import (
     SKEW,
     TEST_KEYS,
     WELL_KNOWN,
+    FieldLines,
     KeyVerifier,
+    RequestView,
     directory_id,
     ed25519_key,
     parse_field,
@@ -190,7 +192,7 @@ def _proofs(
         inputs = parse_field(", ".join(fields), "dictionary") if fields else {}
     except ValueError:
         return set()
-    response = _Response(200, _Fields(headers), _Request("GET", url, _Fields(())))
+    response = _Response(200, FieldLines(headers), RequestView("GET", url, FieldLines(())))
     proven = set()
     for label, (_, params) in inputs.items():
         keyid = params.get("keyid")
@@ -217,27 +219,12 @@ def _proofs(
 
 
 @dataclass(frozen=True, slots=True)
-class _Fields:
-    pairs: Sequence[tuple[str, str]]
-
-    def items(self) -> Sequence[tuple[str, str]]:
-        return self.pairs
-
-
-@dataclass(frozen=True, slots=True)
-class _Request:
-    method: str
-    url: str
-    headers: _Fields
-
-
-@dataclass(frozen=True, slots=True)
 class _Response:
     """A response as the library reads it (its request gives the ``;req`` components)."""
 
     status_code: int
-    headers: _Fields
-    request: _Request
+    headers: FieldLines
+    request: RequestView
 
 
 class SignersReport(dict[str, str]):

@@ -454,20 +454,22 @@ class KeyVerifier(HTTPMessageVerifier):
 
 
 @dataclass(frozen=True, slots=True)
-class _Message:
-    """A request as the library reads it: method, absolute URL, header field lines."""
+class FieldLines:
+    """Header field lines as http-message-signatures reads them (``items()``; names may repeat)."""
 
-    method: str
-    url: str
-    headers: _Fields
-
-
-@dataclass(frozen=True, slots=True)
-class _Fields:
     pairs: Sequence[tuple[str, str]]
 
     def items(self) -> Sequence[tuple[str, str]]:
         return self.pairs
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """A request as http-message-signatures reads it: method, absolute URL, header field lines."""
+
+    method: str
+    url: str
+    headers: FieldLines
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,14 +502,14 @@ class SignedRequest:
         values = [v.strip() for k, v in self.pairs if k == name]
         return ", ".join(values) if values else None
 
-    def message(self) -> _Message:
+    def message(self) -> RequestView:
         # Signers sign the https URL (the draft requires TLS), whatever the hop behind the
         # TLS terminator spoke: the scheme only matters to @scheme and @target-uri.
         # Characters RFC 3986 does not allow (some clients send them raw) are escaped, or the
         # library refuses the URL whatever the signature covers.
         path = quote(self.path or "/", safe=_URI_SAFE)
         query = f"?{quote(self.query, safe=_URI_SAFE + '?')}" if self.query else ""
-        return _Message(self.method.upper(), f"https://{self.authority}{path}{query}", _Fields(self.pairs))
+        return RequestView(self.method.upper(), f"https://{self.authority}{path}{query}", FieldLines(self.pairs))
 
     def verify(self, verifier: SignatureVerifier, now: float) -> SignatureCheck:
         return verifier.check(self, now)
