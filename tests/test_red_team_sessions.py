@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator
-from dataclasses import replace
 
 import httpx
 import pytest
-from support import CHROME, RULES, FakeClock, Site, serving
-from test_listeners import JSON, KEY, SAME_ORIGIN, VLC, session_of
+from support import CHROME, RULES, Site
+from test_listeners import JSON, KEY, SAME_ORIGIN, VLC, guarded, session_of
 
-from guard.demo.app import create_app
 from guard.policy.rules import load_rules
 from guard.sessions import SessionKeys, SessionSettings
 from guard.sessions.gate import SessionGate
@@ -41,25 +39,6 @@ class ClusterLike(MemoryStore):
 @pytest.fixture(scope="module")
 def shipped():
     return load_rules(RULES)
-
-
-def guarded(shipped, store) -> Iterator[Site]:
-    clock = FakeClock()
-    base = SessionSettings()
-    sessions = replace(base, challenge=replace(base.challenge, difficulty=8))
-    app = create_app(
-        shipped,
-        store=store,
-        clock=clock,
-        trusted_proxies=["127.0.0.1/32"],
-        sessions=sessions,
-        session_keys=SessionKeys(KEY),
-        reload_interval=0,
-    )
-    with serving(app) as url:
-        yield Site(url, clock, app)
-    if hasattr(store, "stats"):
-        assert store.stats.fallbacks == 0  # every decision was Redis's
 
 
 @pytest.fixture(params=["memory", "redis"])
