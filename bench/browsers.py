@@ -13,11 +13,10 @@ requests a browser that keeps its session cookie makes.
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 from pathlib import Path
 
-from guard.testing import http_scope
+from guard.testing import http_scope, status_and_cookie
 
 CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
@@ -86,24 +85,7 @@ def proxied(path: str, c: int, extra: list[tuple[bytes, bytes]], cookie: bytes |
     return http_scope(path, "127.0.0.1", headers)
 
 
-async def call(app, scope: dict) -> tuple[int, bytes | None]:
-    """Status and Set-Cookie of one request (the body is dropped)."""
-    out: list = [0, None]
-    asked: list[bool] = []
-
-    async def receive() -> dict:
-        if asked:  # a streaming response listens for a disconnect: there is none
-            await asyncio.Event().wait()
-        asked.append(True)
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict) -> None:
-        if message["type"] == "http.response.start":
-            out[0] = message["status"]
-            out[1] = next((v for k, v in message.get("headers", ()) if k == b"set-cookie"), None)
-
-    await app(scope, receive, send)
-    return out[0], out[1]
+call = status_and_cookie  # guard.testing's
 
 
 async def harvest_cookies(app, clients: int) -> list[bytes]:

@@ -6,6 +6,7 @@ and the small waits they need. Nothing here is used by the middleware itself.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import shutil
@@ -62,6 +63,26 @@ def http_scope(
         "client": (client, 40000),
         "server": ("127.0.0.1", port),
     }
+
+
+async def status_and_cookie(app, scope: dict) -> tuple[int, bytes | None]:
+    """The status and the Set-Cookie of one request to ``app``, called in process (the body is dropped)."""
+    out: list = [0, None]
+    asked: list[bool] = []
+
+    async def receive() -> dict:
+        if asked:  # a streaming response listens for a disconnect: there is none
+            await asyncio.Event().wait()
+        asked.append(True)
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            out[0] = message["status"]
+            out[1] = next((v for k, v in message.get("headers", ()) if k == b"set-cookie"), None)
+
+    await app(scope, receive, send)
+    return out[0], out[1]
 
 
 @contextmanager

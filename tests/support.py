@@ -15,7 +15,7 @@ import httpx
 
 from guard.sessions.challenge import solves
 from guard.sessions.tokens import Session, platform_of
-from guard.testing import free_port, http_scope, wait_for_http
+from guard.testing import free_port, http_scope, status_and_cookie, wait_for_http
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules" / "default.yaml"
@@ -349,21 +349,4 @@ _FETCH = [(b"sec-fetch-mode", b"cors"), (b"sec-fetch-dest", b"empty"), (b"accept
 _MEDIA = [(b"sec-fetch-mode", b"no-cors"), (b"sec-fetch-dest", b"audio"), (b"range", b"bytes=0-1023")]
 
 
-async def _call(app, scope: dict) -> tuple[int, bytes | None]:
-    """Status and Set-Cookie of one request, in process (the body is dropped)."""
-    out: list = [0, None]
-    asked: list[bool] = []
-
-    async def receive() -> dict:
-        if asked:  # a streaming response listens for a disconnect: there is none
-            await asyncio.Event().wait()
-        asked.append(True)
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict) -> None:
-        if message["type"] == "http.response.start":
-            out[0] = message["status"]
-            out[1] = next((v for k, v in message.get("headers", ()) if k == b"set-cookie"), None)
-
-    await app(scope, receive, send)
-    return out[0], out[1]
+_call = status_and_cookie  # guard.testing's
