@@ -103,7 +103,9 @@ def test_an_unnamed_bot_reads_a_few_hundred_titles_across_the_platform(policy: P
 
     statuses = run(main())
     assert statuses[:290] == [200] * 290  # a budget of 300 counted in HyperLogLog (~1%)
-    assert statuses.count(200) <= 310 and statuses[-1] == 403
+    # Past the budget, a new track that changes no register of the sketch is counted as seen
+    # (the sketch's ~1%, under a budget key that is random per process): a few get through.
+    assert statuses.count(200) <= 310 and statuses[-20:].count(403) >= 15
 
 
 def test_an_unnamed_previewer_unfurls_pages(policy: Policy) -> None:
